@@ -1,0 +1,1 @@
+"""The Litestar API: events in, items in, feeds out."""

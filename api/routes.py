@@ -1,0 +1,134 @@
+"""Controllers: events and items in, feeds out, health."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Controller, Request, get, post
+from litestar.datastructures import State
+from litestar.params import Parameter
+from litestar.response import Response
+from litestar.status_codes import HTTP_202_ACCEPTED
+
+from api.errors import BrokerDown, InvalidInput, TooLarge
+from api.feed import build_feed
+from api.services import Services
+from swipeloop import topics
+from swipeloop.contracts import EventBatch, Feed, ItemBatch, ReceivedEvent, topic_for
+from swipeloop.kafka import BrokerUnavailable
+
+_events = msgspec.json.Decoder(EventBatch)
+_items = msgspec.json.Decoder(ItemBatch)
+
+
+class Accepted(msgspec.Struct, frozen=True):
+    """How many messages the broker now holds for this request."""
+
+    accepted: int
+
+
+def _services(state: State) -> Services:
+    services: Services = state.services
+    return services
+
+
+def _decode(decoder: msgspec.json.Decoder[Any], body: bytes) -> Any:
+    try:
+        return decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        raise InvalidInput(str(exc)) from exc
+    except msgspec.DecodeError as exc:
+        raise InvalidInput(f"malformed JSON: {exc}") from exc
+
+
+async def _deliver(services: Services, messages: list[tuple[str, bytes, bytes]]) -> None:
+    """Produce every message and wait until the broker acknowledged all of them."""
+    try:
+        futures = [services.producer.produce(t, k, v) for t, k, v in messages]
+        await asyncio.wait_for(asyncio.gather(*futures), timeout=services.settings.ack_timeout_s)
+    except (TimeoutError, BrokerUnavailable, BufferError) as exc:
+        raise BrokerDown(f"broker did not acknowledge: {exc or 'timeout'}") from exc
+
+
+class EventsController(Controller):
+    """Phones report swipes; a batch is accepted whole or rejected whole."""
+
+    path = "/v1"
+    tags = ["ingest"]
+
+    @post("/events", status_code=HTTP_202_ACCEPTED)
+    async def post_events(self, request: Request[Any, Any, Any], state: State) -> Accepted:
+        """Accept a batch of events once the broker has every one (acks=all)."""
+        services = _services(state)
+        batch: EventBatch = _decode(_events, await request.body())
+        limit = services.settings.max_batch_events
+        if len(batch.events) > limit:
+            raise TooLarge(f"batch of {len(batch.events)} events exceeds the limit of {limit}")
+        now = datetime.now(UTC)
+        messages = []
+        for ev in batch.events:
+            stored = ReceivedEvent(**msgspec.structs.asdict(ev), received_at=now)
+            messages.append((topic_for(ev.kind), ev.user_id.encode(), msgspec.json.encode(stored)))
+        await _deliver(services, messages)
+        return Accepted(len(messages))
+
+    @post("/items", status_code=HTTP_202_ACCEPTED)
+    async def post_items(self, request: Request[Any, Any, Any], state: State) -> Accepted:
+        """Register uploads (or new versions of them) in the catalog."""
+        services = _services(state)
+        batch: ItemBatch = _decode(_items, await request.body())
+        limit = services.settings.max_batch_events
+        if len(batch.items) > limit:
+            raise TooLarge(f"batch of {len(batch.items)} items exceeds the limit of {limit}")
+        await _deliver(
+            services,
+            [(topics.ITEMS, it.item_id.encode(), msgspec.json.encode(it)) for it in batch.items],
+        )
+        return Accepted(len(batch.items))
+
+
+class FeedController(Controller):
+    """The next page of videos for a user."""
+
+    path = "/v1"
+    tags = ["feed"]
+
+    @get("/feed", sync_to_thread=True)
+    def get_feed(
+        self,
+        state: State,
+        user_id: Annotated[str, Parameter(min_length=1, max_length=128)],
+        n: Annotated[int | None, Parameter(ge=1, le=100)] = None,
+    ) -> Feed:
+        """Up to n unseen items, ranked; every one is logged as an impression."""
+        services = _services(state)
+        feed, impressions = build_feed(
+            services.state, services.models.current, user_id, n or services.settings.feed_default_n
+        )
+        for imp in impressions:
+            services.producer.produce_nowait(
+                topics.IMPRESSIONS, user_id.encode(), msgspec.json.encode(imp)
+            )
+        return feed
+
+
+class HealthController(Controller):
+    """Liveness (the process answers) and readiness (its dependencies answer)."""
+
+    path = "/health"
+    tags = ["health"]
+
+    @get("/live")
+    async def live(self) -> dict[str, str]:
+        """The process is up."""
+        return {"status": "ok"}
+
+    @get("/ready", sync_to_thread=True)
+    def ready(self, state: State) -> Response[dict[str, Any]]:
+        """200 when broker, ClickHouse and the flows answer; 503 with what is missing."""
+        checks = _services(state).readiness()
+        ok = all(checks.values())
+        return Response({"ready": ok, "checks": checks}, status_code=200 if ok else 503)

@@ -1,0 +1,99 @@
+"""What the API holds while it runs: producer, serving state, its feeder, the current model."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from confluent_kafka.admin import AdminClient
+
+from api.state import Feeder, ServingState
+from models.ranker import Ranker, latest_version, load
+from swipeloop.clickhouse import connect
+from swipeloop.kafka import AsyncProducer, client_config
+from swipeloop.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class ModelHolder:
+    """The current ranker; a watcher thread swaps in each newer version without a restart."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self.current: Ranker | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="model-watch", daemon=True)
+
+    def refresh(self) -> None:
+        """Load the newest version if it is not the one serving."""
+        newest = latest_version(self._settings.models_dir)
+        if newest is None or (self.current and self.current.version == newest):
+            return
+        try:
+            self.current = load(self._settings.models_dir, newest)
+            log.info("serving model %s", newest)
+        except Exception:
+            log.exception("cannot load model %s; keeping the current one", newest)
+
+    def start(self) -> None:
+        """Load what exists now and keep watching."""
+        self.refresh()
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop watching."""
+        self._stop.set()
+        self._thread.join(timeout=2)
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self._settings.model_poll_s):
+            self.refresh()
+
+
+class Services:
+    """Started in the app's lifespan, stopped at shutdown."""
+
+    def __init__(
+        self, settings: Settings, extra_checks: Callable[[], dict[str, bool]] | None = None
+    ) -> None:
+        self.settings = settings
+        self.producer = AsyncProducer(settings)
+        self.state = ServingState(settings, connect(settings))
+        self.feeder = Feeder(self.state, settings)
+        self.models = ModelHolder(settings)
+        assert settings.kafka_bootstrap, "the API needs a broker address"
+        self._admin = AdminClient(client_config(settings.kafka_bootstrap))
+        self._health_client = connect(settings)
+        self._extra_checks = extra_checks
+
+    def start(self) -> None:
+        """Bootstrap caches, then follow the topics and the model registry."""
+        self.state.bootstrap()
+        self.feeder.start()
+        self.models.start()
+
+    def stop(self) -> None:
+        """Flush the producer and stop the background threads."""
+        self.feeder.stop()
+        self.models.stop()
+        self.producer.close()
+
+    def readiness(self) -> dict[str, bool]:
+        """Each dependency and whether it answers now."""
+        checks: dict[str, bool] = {}
+        try:
+            self._admin.list_topics(timeout=1)
+            checks["broker"] = True
+        except Exception:
+            checks["broker"] = False
+        try:
+            self._health_client.query("SELECT 1")
+            checks["clickhouse"] = True
+        except Exception:
+            checks["clickhouse"] = False
+        checks["catalog"] = bool(self.state.catalog)
+        if self._extra_checks:
+            checks.update(self._extra_checks())
+        return checks

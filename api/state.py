@@ -1,0 +1,302 @@
+"""What a feed request reads: caches bootstrapped from ClickHouse, kept fresh from topics."""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import msgspec
+import numpy as np
+from clickhouse_connect.driver.client import Client
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartition
+
+from api.index import VectorIndex
+from models.embeddings import Vector, mean_vector, normalized
+from models.features import engagement_weight, trending_score
+from swipeloop import topics
+from swipeloop.contracts import Item, ItemFeatures, ItemVector, ReceivedEvent
+from swipeloop.kafka import client_config
+from swipeloop.settings import Settings
+
+log = logging.getLogger(__name__)
+RECENT_POSITIVES = 20
+SEEN_DAYS = 30
+
+
+@dataclass
+class UserState:
+    """What the API remembers of one user: what was shown, liked, blocked."""
+
+    seen: set[str] = field(default_factory=set)
+    positives: deque[str] = field(default_factory=lambda: deque(maxlen=RECENT_POSITIVES))
+    blocked_creators: set[str] = field(default_factory=set)
+    hidden_items: set[str] = field(default_factory=set)
+    loaded: bool = False
+
+
+class ServingState:
+    """Catalog, windowed features, item vectors and users, shared by all requests."""
+
+    def __init__(self, settings: Settings, client: Client) -> None:
+        self.settings = settings
+        self.catalog: dict[str, Item] = {}
+        self.features: dict[str, ItemFeatures] = {}
+        self.vectors: dict[str, Vector] = {}
+        self.index = VectorIndex(settings.embedding_dim)
+        self.users: dict[str, UserState] = {}
+        self._client = client
+        self._client_lock = threading.Lock()
+        self._lists: dict[str, tuple[float, list[str]]] = {}
+
+    # ---- bootstrap from ClickHouse (what survives a restart of a memory-only broker) ----
+
+    def bootstrap(self) -> None:
+        """Fill the caches from ClickHouse once at start."""
+        with self._client_lock:
+            items = self._client.query(
+                "SELECT item_id, creator_id, duration_ms, tags, sound_id, created_at "
+                "FROM items FINAL"
+            ).result_rows
+            feats = self._client.query(
+                "SELECT item_id, argMax(tuple(window_s, window_end, impressions, views, likes, "
+                "completion), window_end) FROM item_features GROUP BY item_id"
+            ).result_rows
+            vecs = self._client.query(
+                "SELECT item_id, vector FROM item_embeddings FINAL"
+            ).result_rows
+        for item_id, creator, duration, tags, sound, created in items:
+            self.catalog[item_id] = Item(
+                item_id=item_id,
+                creator_id=creator,
+                duration_ms=duration,
+                tags=list(tags),
+                sound_id=sound or None,
+                created_at=created.replace(tzinfo=UTC),
+            )
+        for item_id, (window_s, end, imps, views, likes, completion) in feats:
+            self.features[item_id] = ItemFeatures(
+                item_id=item_id,
+                window_s=window_s,
+                window_end=end.replace(tzinfo=UTC),
+                impressions=imps,
+                views=views,
+                likes=likes,
+                completion=completion,
+            )
+        self._apply_vectors(
+            {
+                i: np.asarray(v, dtype=np.float32)
+                for i, v in vecs
+                if len(v) == self.settings.embedding_dim
+            }
+        )
+        log.info(
+            "bootstrapped %d items, %d feature rows, %d vectors",
+            len(self.catalog),
+            len(self.features),
+            len(self.vectors),
+        )
+
+    def _apply_vectors(self, vectors: dict[str, Vector]) -> None:
+        unit = {i: normalized(v) for i, v in vectors.items()}
+        self.vectors.update(unit)
+        self.index.upsert(unit)
+
+    # ---- stream updates ----
+
+    def apply_item(self, item: Item) -> None:
+        """A new or changed catalog entry."""
+        self.catalog[item.item_id] = item
+
+    def apply_features(self, f: ItemFeatures) -> None:
+        """Keep the newest window of each item."""
+        old = self.features.get(f.item_id)
+        if old is None or old.window_end <= f.window_end:
+            self.features[f.item_id] = f
+
+    def apply_vectors(self, vectors: list[ItemVector]) -> None:
+        """New item vectors go straight into the index."""
+        self._apply_vectors({v.item_id: np.asarray(v.vector, dtype=np.float32) for v in vectors})
+
+    def apply_event(self, ev: ReceivedEvent) -> None:
+        """A user's own signals: positives shape their vector, negatives filter their feed."""
+        user = self.users.setdefault(ev.user_id, UserState())
+        if ev.kind == "impression":
+            user.seen.add(ev.item_id)
+        elif ev.kind == "block":
+            item = self.catalog.get(ev.item_id)
+            if item is not None:
+                user.blocked_creators.add(item.creator_id)
+        elif ev.kind == "not_interested":
+            user.hidden_items.add(ev.item_id)
+        elif engagement_weight(ev.kind, ev.watch_ms) > 0 and ev.item_id not in user.positives:
+            user.positives.append(ev.item_id)
+
+    # ---- reads for a feed ----
+
+    def user(self, user_id: str) -> UserState:
+        """A user's state, loaded from ClickHouse the first time this replica sees them."""
+        user = self.users.setdefault(user_id, UserState())
+        if not user.loaded:
+            self._load_user(user_id, user)
+        return user
+
+    def _load_user(self, user_id: str, user: UserState) -> None:
+        since = datetime.now(UTC) - timedelta(days=SEEN_DAYS)
+        params = {"u": user_id, "since": since}
+        with self._client_lock:
+            seen = self._client.query(
+                "SELECT DISTINCT item_id FROM impressions WHERE user_id = {u:String} "
+                "AND served_at >= {since:DateTime64(3)}",
+                parameters=params,
+            ).result_rows
+            events = self._client.query(
+                "SELECT item_id, kind, watch_ms FROM events WHERE user_id = {u:String} "
+                "AND client_ts >= {since:DateTime64(3)} AND kind != 'impression' "
+                "ORDER BY client_ts",
+                parameters=params,
+            ).result_rows
+        user.seen.update(r[0] for r in seen)
+        for item_id, kind, watch_ms in events:
+            self.apply_event(
+                ReceivedEvent(
+                    event_id=_NIL,
+                    user_id=user_id,
+                    item_id=item_id,
+                    kind=kind,
+                    watch_ms=watch_ms,
+                    client_ts=since,
+                    session_id="-",
+                    seq=0,
+                    received_at=since,
+                )
+            )
+        user.loaded = True
+
+    def user_vector(self, user: UserState) -> Vector | None:
+        """The user's taste: the mean of the vectors of the items they recently engaged with."""
+        return mean_vector([self.vectors[i] for i in user.positives if i in self.vectors])
+
+    def trending(self, limit: int) -> list[str]:
+        """Items by windowed engagement, best first (recomputed at most once a second)."""
+        return self._cached(
+            "trending",
+            lambda: [
+                i
+                for _, i in heapq.nlargest(
+                    limit,
+                    (
+                        (trending_score(f, datetime.now(UTC)), i)
+                        for i, f in self.features.items()
+                        if i in self.catalog
+                    ),
+                )
+            ],
+        )
+
+    def fresh(self, limit: int) -> list[str]:
+        """The newest uploads first (recomputed at most once a second)."""
+        return self._cached(
+            "fresh",
+            lambda: [
+                i
+                for _, i in heapq.nlargest(
+                    limit, ((it.created_at, i) for i, it in self.catalog.items())
+                )
+            ],
+        )
+
+    def _cached(self, name: str, compute: Callable[[], list[str]]) -> list[str]:
+        now = time.monotonic()
+        hit = self._lists.get(name)
+        if hit is not None and now - hit[0] < 1.0:
+            return hit[1]
+        value = compute()
+        self._lists[name] = (now, value)
+        return value
+
+
+_NIL = uuid.UUID(int=0)
+
+
+class Feeder:
+    """One consumer thread that keeps the caches fresh: compacted topics from the start,
+    user events from now on (older ones are read from ClickHouse per user)."""
+
+    def __init__(self, state: ServingState, settings: Settings) -> None:
+        assert settings.kafka_bootstrap, "the feeder needs a broker address"
+        self._state = state
+        self._settings = settings
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="feeder", daemon=True)
+        self._decoders: dict[str, msgspec.json.Decoder[Any]] = {
+            topics.ITEMS: msgspec.json.Decoder(Item),
+            topics.ITEM_FEATURES: msgspec.json.Decoder(ItemFeatures),
+            topics.ITEM_VECTORS: msgspec.json.Decoder(ItemVector),
+            topics.EVENTS_ACTIONS: msgspec.json.Decoder(ReceivedEvent),
+            topics.EVENTS_CONTEXT: msgspec.json.Decoder(ReceivedEvent),
+        }
+
+    def start(self) -> None:
+        """Assign partitions and start consuming."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop consuming and wait for the thread."""
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _assignments(self, consumer: Consumer) -> list[TopicPartition]:
+        meta = consumer.list_topics(timeout=10)
+        parts = []
+        for topic in self._decoders:
+            start = OFFSET_END if topic.startswith("events.") else OFFSET_BEGINNING
+            for p in meta.topics[topic].partitions:
+                parts.append(TopicPartition(topic, p, start))
+        return parts
+
+    def _run(self) -> None:
+        consumer = Consumer(
+            client_config(
+                self._settings.kafka_bootstrap,
+                **{
+                    "group.id": "swipeloop-api",
+                    "enable.auto.commit": False,
+                    "fetch.wait.max.ms": 20,
+                },
+            )
+        )
+        consumer.assign(self._assignments(consumer))
+        try:
+            while not self._stop.is_set():
+                batch = consumer.consume(1000, 0.1)
+                vectors: list[ItemVector] = []
+                for msg in batch:
+                    if msg.error() is not None:
+                        continue
+                    self._apply(msg.topic() or "", msg.value(), vectors)
+                self._state.apply_vectors(vectors)
+        finally:
+            consumer.close()
+
+    def _apply(self, topic: str, value: bytes | None, vectors: list[ItemVector]) -> None:
+        try:
+            decoded = self._decoders[topic].decode(value or b"")
+        except msgspec.DecodeError:
+            return  # the ingest flow dead-letters malformed messages
+        if isinstance(decoded, ItemVector):
+            vectors.append(decoded)
+        elif isinstance(decoded, ItemFeatures):
+            self._state.apply_features(decoded)
+        elif isinstance(decoded, Item):
+            self._state.apply_item(decoded)
+        else:
+            self._state.apply_event(decoded)

@@ -1,0 +1,1 @@
+"""Features, the ranker and online embeddings: shared by flows, trainer and API."""

@@ -1,0 +1,180 @@
+"""`swipeloop`: run the whole system, or one role of it, from the command line."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import threading
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from swipeloop.settings import Settings
+
+app = typer.Typer(
+    help="Real-time short-video recommendations.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+
+
+def _settings() -> Settings:
+    return Settings.from_env()
+
+
+def _logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+@app.command()
+def up(
+    host: Annotated[str, typer.Option(help="API host")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="API port")] = 8000,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Start everything in one process: broker, ClickHouse, flows, API, nightly trainer."""
+    from swipeloop.stack import Stack
+
+    _logging(verbose)
+    stack = Stack(_settings().with_(api_host=host, api_port=port))
+    with console.status("starting broker, ClickHouse, flows"):
+        stack.start()
+    s = stack.settings
+    console.print(
+        f"[bold green]swipeloop is up[/]  (Ctrl-C stops)\n"
+        f"  API       {stack.url}   (OpenAPI: {stack.url}/schema)\n"
+        f"  feed      {stack.url}/v1/feed?user_id=alice\n"
+        f"  broker    {s.kafka_bootstrap}{' (embedded, memory only)' if s.broker_epoch else ''}\n"
+        f"  ClickHouse {s.clickhouse_dsn} (database {s.clickhouse_database})\n"
+        f"  models    {s.models_dir}   (retrained on cron '{s.train_cron}')"
+    )
+    try:
+        stack.serve()
+    finally:
+        with console.status("stopping"):
+            stack.stop()
+
+
+@app.command()
+def api(
+    host: Annotated[str, typer.Option(help="bind address")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port")] = 8000,
+) -> None:
+    """Serve the API alone (production: broker and ClickHouse are servers)."""
+    import uvicorn
+
+    from api.app import create_app
+
+    settings = _settings()
+    if settings.embedded_broker:
+        raise typer.BadParameter("set SWIPELOOP_KAFKA_BOOTSTRAP (or use `swipeloop up`)")
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+
+
+@app.command()
+def migrate() -> None:
+    """Apply pending ClickHouse migrations (idempotent)."""
+    from swipeloop.clickhouse import connect
+    from swipeloop.migrations import migrate as run
+
+    applied = run(connect(_settings()))
+    console.print(
+        f"applied {len(applied)} migration(s): "
+        + (", ".join(f"{m.version:04d}_{m.name}" for m in applied) or "none pending")
+    )
+
+
+@app.command()
+def topics() -> None:
+    """Create the topics of the topic spec that are missing."""
+    from swipeloop.topics import ensure_topics
+
+    settings = _settings()
+    if settings.embedded_broker:
+        raise typer.BadParameter("set SWIPELOOP_KAFKA_BOOTSTRAP")
+    created = ensure_topics(settings)
+    console.print(f"created: {', '.join(created) or 'nothing (all exist)'}")
+
+
+@app.command()
+def train() -> None:
+    """Train a ranker on ClickHouse now and save it as the newest version."""
+    from models.ranker import NotEnoughData
+    from models.ranker import train as run
+    from swipeloop.clickhouse import connect
+
+    settings = _settings()
+    from swipeloop.stack import running_url
+
+    url = running_url(settings)
+    if url is not None:  # the running `up` owns the embedded ClickHouse: ask it to train
+        import httpx
+
+        with console.status(f"training inside the running stack at {url}"):
+            r = httpx.post(f"{url}/admin/train", timeout=600)
+        if r.status_code != 200:
+            console.print(f"[yellow]not trained:[/] {r.json().get('detail', r.text)}")
+            raise typer.Exit(1)
+        print(json.dumps(r.json()))
+        return
+    with console.status("training") as status:
+        try:
+            info = run(connect(settings), settings, say=status.update)
+        except NotEnoughData as exc:
+            console.print(f"[yellow]not trained:[/] {exc}")
+            raise typer.Exit(1) from exc
+    console.print(f"model [bold]{info.version}[/]: {info.rows} rows, AUC {info.auc}")
+    print(json.dumps({"version": info.version, "rows": info.rows, "auc": info.auc}))
+
+
+@app.command()
+def trainer(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = True) -> None:
+    """Run the nightly training schedule (the compose `trainer` service)."""
+    from swipeloop.trainer import run_schedule
+
+    _logging(verbose)
+    with contextlib.suppress(KeyboardInterrupt):
+        run_schedule(_settings(), threading.Event())
+
+
+@app.command()
+def simulate(
+    url: Annotated[str, typer.Option(help="API base URL")] = "http://127.0.0.1:8000",
+    users: Annotated[int, typer.Option(help="simulated users")] = 1000,
+    items: Annotated[int, typer.Option(help="catalog size to post")] = 5000,
+    minutes: Annotated[float, typer.Option(help="how long to run")] = 2.0,
+    seed: Annotated[int, typer.Option(help="population seed")] = 0,
+) -> None:
+    """Drive the running API the way phones would, so the loop has data."""
+    from swipeloop.simulator import simulate as run
+
+    with console.status(f"{users} users swiping for {minutes} min against {url}"):
+        summary = asyncio.run(run(url, users, items, minutes * 60, seed))
+    print(json.dumps(summary))
+
+
+@app.command("sql")
+def sql(query: Annotated[str, typer.Argument(help="a ClickHouse SQL query")]) -> None:
+    """Run one query on the analytics store and print the rows."""
+    from swipeloop.clickhouse import connect
+
+    result = connect(_settings()).query(query)
+    print("\t".join(result.column_names))
+    for row in result.result_rows:
+        print("\t".join(str(v) for v in row))
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,34 @@
+"""ClickHouse clients: the same API for the chdb engine on disk and for a server over HTTP."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import clickhouse_connect
+from clickhouse_connect.driver.client import Client
+
+from swipeloop.settings import Settings
+
+
+def connect(settings: Settings, database: str | None = None) -> Client:
+    """A client on the settings' database (created if missing)."""
+    db = settings.clickhouse_database if database is None else database
+    if not settings.clickhouse_url:
+        (settings.data_dir / "clickhouse").mkdir(parents=True, exist_ok=True)
+    bootstrap = clickhouse_connect.get_client(dsn=settings.clickhouse_dsn)
+    bootstrap.command(f"CREATE DATABASE IF NOT EXISTS `{db}`")
+    return clickhouse_connect.get_client(dsn=settings.clickhouse_dsn, database=db)
+
+
+def insert_rows(
+    client: Client,
+    table: str,
+    rows: list[list[Any]],
+    columns: list[str],
+    token: str | None,
+) -> None:
+    """Insert a batch once: a retry with the same token is dropped by the table's dedup window."""
+    if not rows:
+        return
+    settings = {"insert_deduplication_token": token} if token else None
+    client.insert(table, rows, column_names=columns, settings=settings)

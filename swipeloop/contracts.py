@@ -1,0 +1,146 @@
+"""One contract per message: what phones send, what flows publish, what the API serves."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Literal
+
+import msgspec
+
+EventKind = Literal[
+    "impression",
+    "watch",
+    "loop",
+    "skip",
+    "like",
+    "share",
+    "comment",
+    "follow",
+    "not_interested",
+    "block",
+]
+ACTION_KINDS: frozenset[str] = frozenset(
+    {"like", "share", "comment", "follow", "not_interested", "block"}
+)
+CONTEXT_KINDS: frozenset[str] = frozenset({"impression", "watch", "loop", "skip"})
+
+Id = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+Millis = Annotated[int, msgspec.Meta(ge=0, le=86_400_000)]
+AwareTime = Annotated[datetime, msgspec.Meta(tz=True)]
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One swipe-level signal from a phone."""
+
+    event_id: uuid.UUID
+    user_id: Id
+    item_id: Id
+    kind: EventKind
+    client_ts: AwareTime
+    session_id: Id
+    seq: Annotated[int, msgspec.Meta(ge=0)]
+    watch_ms: Millis = 0
+    request_id: str | None = None
+
+
+class EventBatch(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The body of POST /v1/events."""
+
+    events: list[Event]
+
+
+class ReceivedEvent(Event, frozen=True, kw_only=True):
+    """An event as stored on the broker: stamped by the server that accepted it."""
+
+    received_at: datetime
+
+
+class Item(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One uploaded video."""
+
+    item_id: Id
+    creator_id: Id
+    duration_ms: Annotated[int, msgspec.Meta(gt=0, le=86_400_000)]
+    tags: Annotated[
+        list[Annotated[str, msgspec.Meta(max_length=64)]], msgspec.Meta(max_length=32)
+    ] = []
+    sound_id: str | None = None
+    created_at: AwareTime
+
+
+class ItemBatch(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The body of POST /v1/items."""
+
+    items: list[Item]
+
+
+class ItemFeatures(msgspec.Struct, frozen=True, kw_only=True):
+    """Windowed engagement of one item, published on `item-features` (compacted, key item_id)."""
+
+    item_id: str
+    window_s: int
+    window_end: datetime
+    impressions: int
+    views: int
+    likes: int
+    completion: float
+
+
+class ItemVector(msgspec.Struct, frozen=True, kw_only=True):
+    """An item's online embedding, published on `item-vectors` (compacted, key item_id)."""
+
+    item_id: str
+    version: int
+    updated_at: datetime
+    vector: list[float]
+
+
+class Impression(msgspec.Struct, frozen=True, kw_only=True):
+    """One item served in one feed response, with the exact features the ranker saw."""
+
+    request_id: str
+    user_id: str
+    item_id: str
+    position: int
+    source: str
+    model_version: str
+    score: float
+    features: list[float]
+    served_at: datetime
+
+
+class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
+    """A message a flow could not accept, with why and where it came from."""
+
+    reason: str
+    topic: str
+    partition: int
+    offset: int
+    payload: bytes
+    failed_at: datetime
+
+
+class FeedItem(msgspec.Struct, frozen=True, kw_only=True):
+    """One entry of a feed response."""
+
+    item_id: str
+    creator_id: str
+    position: int
+    source: str
+    score: float
+
+
+class Feed(msgspec.Struct, frozen=True, kw_only=True):
+    """The body of GET /v1/feed."""
+
+    request_id: str
+    user_id: str
+    model_version: str
+    candidates: int
+    items: list[FeedItem]
+
+
+def topic_for(kind: str) -> str:
+    """Explicit actions and passive context travel on their own topics."""
+    return "events.actions" if kind in ACTION_KINDS else "events.context"

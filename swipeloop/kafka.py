@@ -1,0 +1,82 @@
+"""Kafka clients configured once: a durable producer with awaitable deliveries."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from typing import Any
+
+from confluent_kafka import KafkaError, Message, Producer
+
+from swipeloop.settings import Settings
+
+
+class BrokerUnavailable(RuntimeError):
+    """The broker did not acknowledge in time; nothing was promised to the client."""
+
+
+RDKAFKA_LOG = logging.getLogger("swipeloop.rdkafka")
+
+
+def client_config(bootstrap: str | None, **extra: Any) -> dict[str, Any]:
+    """Base config of every Kafka client: librdkafka's log goes to Python logging."""
+    assert bootstrap, "a Kafka client needs a broker address"
+    return {"bootstrap.servers": bootstrap, "logger": RDKAFKA_LOG, **extra}
+
+
+def durable_producer(settings: Settings, **extra: Any) -> Producer:
+    """acks=all and idempotence: once delivered, written once, in order per partition."""
+    config = client_config(settings.kafka_bootstrap)
+    config.update(
+        {"acks": "all", "enable.idempotence": True, "linger.ms": 1, "compression.type": "lz4"}
+    )
+    config.update(extra)
+    return Producer(config)
+
+
+class AsyncProducer:
+    """A durable producer whose deliveries are asyncio futures, served by one poller thread."""
+
+    def __init__(self, settings: Settings) -> None:
+        timeout_ms = int(settings.ack_timeout_s * 1000)
+        self._producer = durable_producer(
+            settings, **{"message.timeout.ms": timeout_ms, "request.timeout.ms": timeout_ms}
+        )
+        self._stop = threading.Event()
+        self._poller = threading.Thread(target=self._poll, name="producer-poll", daemon=True)
+        self._poller.start()
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            self._producer.poll(0.05)
+
+    def produce(self, topic: str, key: bytes, value: bytes) -> asyncio.Future[None]:
+        """Hand one message to the producer; the future resolves when the broker has it."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+
+        def delivered(err: KafkaError | None, _msg: Message) -> None:
+            loop.call_soon_threadsafe(_settle, future, err)
+
+        self._producer.produce(topic, value=value, key=key, on_delivery=delivered)
+        return future
+
+    def produce_nowait(self, topic: str, key: bytes, value: bytes) -> None:
+        """Fire and forget (the impression log must not delay a feed)."""
+        self._producer.produce(topic, value=value, key=key)
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Deliver what is queued, then stop the poller."""
+        self._producer.flush(timeout_s)
+        self._stop.set()
+        self._poller.join(timeout=1)
+
+
+def _settle(future: asyncio.Future[None], err: KafkaError | None) -> None:
+    if future.done():
+        return
+    if err is None:
+        future.set_result(None)
+    else:
+        future.set_exception(BrokerUnavailable(str(err)))

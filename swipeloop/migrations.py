@@ -1,0 +1,95 @@
+"""Numbered ClickHouse migrations: applied once each, in order, recorded in schema_migrations."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from clickhouse_connect.driver.client import Client
+
+from swipeloop import ROOT
+
+MIGRATIONS_DIR = ROOT / "sql" / "migrations"
+_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One numbered file: statements forward, and statements back after a `-- down` line."""
+
+    version: int
+    name: str
+    up: list[str]
+    down: list[str]
+    checksum: str
+
+
+def load(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+    """Every migration file, in version order."""
+    found = []
+    for path in sorted(directory.glob("*.sql")):
+        match = _NAME.match(path.name)
+        if not match:
+            raise ValueError(f"{path}: migration files are named NNNN_snake_name.sql")
+        text = path.read_text()
+        up, _, down = text.partition("\n-- down\n")
+        found.append(
+            Migration(
+                int(match.group(1)),
+                match.group(2),
+                _statements(up),
+                _statements(down),
+                hashlib.sha256(text.encode()).hexdigest()[:16],
+            )
+        )
+    versions = [m.version for m in found]
+    if len(set(versions)) != len(versions):
+        raise ValueError(f"duplicate migration numbers in {directory}")
+    return found
+
+
+def _statements(sql: str) -> list[str]:
+    body = "\n".join(line for line in sql.splitlines() if not line.lstrip().startswith("--"))
+    return [s.strip() for s in body.split(";") if s.strip()]
+
+
+def applied(client: Client) -> set[int]:
+    """Versions already recorded as applied."""
+    client.command(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version UInt32, name String, "
+        "checksum String, applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) "
+        "ENGINE = ReplacingMergeTree ORDER BY version"
+    )
+    return {
+        int(r[0]) for r in client.query("SELECT version FROM schema_migrations FINAL").result_rows
+    }
+
+
+def migrate(client: Client, directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+    """Apply the pending migrations in order; return those applied now."""
+    done = applied(client)
+    pending = [m for m in load(directory) if m.version not in done]
+    for migration in pending:
+        for statement in migration.up:
+            client.command(statement)
+        client.insert(
+            "schema_migrations",
+            [[migration.version, migration.name, migration.checksum]],
+            column_names=["version", "name", "checksum"],
+        )
+    return pending
+
+
+def rollback(client: Client, directory: Path = MIGRATIONS_DIR) -> Migration | None:
+    """Reverse the newest applied migration."""
+    done = applied(client)
+    latest = [m for m in load(directory) if m.version in done]
+    if not latest:
+        return None
+    migration = latest[-1]
+    for statement in migration.down:
+        client.command(statement)
+    client.command(f"DELETE FROM schema_migrations WHERE version = {migration.version}")
+    return migration

@@ -1,0 +1,103 @@
+"""One frozen settings object, read from SWIPELOOP_* variables at the edge and passed down."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class SettingsError(ValueError):
+    """A SWIPELOOP_* variable holds a value that cannot be used."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a process needs to know about where things are and how big they are."""
+
+    # Broker: unset means "spawn the embedded Tansu broker".
+    kafka_bootstrap: str | None = None
+    topic_partitions: int = 3
+    # Distinguishes runs of a memory-only embedded broker, whose offsets restart at 0.
+    broker_epoch: str = ""
+    # ClickHouse: unset URL means "chdb on data_dir / clickhouse".
+    clickhouse_url: str | None = None
+    clickhouse_database: str = "swipeloop"
+    data_dir: Path = Path("var")
+    # API
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    ack_timeout_s: float = 2.0
+    max_batch_events: int = 500
+    max_body_bytes: int = 1_048_576
+    # Feed
+    feed_default_n: int = 20
+    feed_max_n: int = 100
+    candidates: int = 10_000
+    rank_slice: int = 500
+    # Flows
+    flow_batch_size: int = 1000
+    flow_flush_s: float = 0.5
+    feature_window_s: int = 300
+    feature_hop_s: int = 10
+    feature_lateness_s: int = 2
+    embedding_dim: int = 64
+    embedding_lr: float = 0.05
+    embedding_negatives: int = 3
+    publish_interval_s: float = 1.0
+    # Trainer
+    train_cron: str = "0 3 * * *"
+    label_window_s: int = 3600
+    model_poll_s: float = 2.0
+    # Demo
+    seed_items: int = 5000
+
+    @property
+    def embedded_broker(self) -> bool:
+        """True when this process must spawn its own broker."""
+        return self.kafka_bootstrap is None
+
+    @property
+    def clickhouse_dsn(self) -> str:
+        """The clickhouse-connect DSN: the server URL, or chdb on the local data directory."""
+        if self.clickhouse_url:
+            return self.clickhouse_url
+        return f"chdb://{(self.data_dir / 'clickhouse').resolve()}"
+
+    @property
+    def models_dir(self) -> Path:
+        """Where versioned model artefacts are written and read."""
+        return self.data_dir / "models"
+
+    def with_(self, **changes: object) -> Settings:
+        """A copy with some fields changed (e.g. the bootstrap of a broker just spawned)."""
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read every field from SWIPELOOP_<FIELD_NAME>; unknown or unset fields keep defaults."""
+        env = os.environ if env is None else env
+        values: dict[str, object] = {}
+        for field in dataclasses.fields(cls):
+            raw = env.get(f"SWIPELOOP_{field.name.upper()}")
+            if raw is None or raw == "":
+                continue
+            values[field.name] = _parse(field.name, str(field.type), raw)
+        return cls(**values)  # type: ignore[arg-type]
+
+
+def _parse(name: str, type_name: str, raw: str) -> object:
+    try:
+        if type_name.startswith("int"):
+            return int(raw)
+        if type_name.startswith("float"):
+            return float(raw)
+        if type_name.startswith("Path"):
+            return Path(raw)
+        if type_name.startswith("bool"):
+            return raw.lower() in {"1", "true", "yes", "on"}
+    except ValueError as exc:
+        raise SettingsError(f"SWIPELOOP_{name.upper()}={raw!r}: expected {type_name}") from exc
+    return raw

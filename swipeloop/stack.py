@@ -1,0 +1,169 @@
+"""The whole system in one process: broker (embedded or not), migrations, flows, trainer, API."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from functools import partial
+from types import TracebackType
+
+import msgspec
+import uvicorn
+
+from api.app import create_app
+from dataflows import ingest, item_features, item_vectors
+from dataflows.io import run_in_thread
+from swipeloop import topics
+from swipeloop.broker import EmbeddedBroker
+from swipeloop.catalog import demo_catalog
+from swipeloop.clickhouse import connect
+from swipeloop.kafka import durable_producer
+from swipeloop.migrations import migrate
+from swipeloop.settings import Settings
+from swipeloop.trainer import run_schedule
+
+log = logging.getLogger(__name__)
+RUNNING = "running.json"
+FLOWS = {"ingest": ingest, "item_features": item_features, "item_vectors": item_vectors}
+
+
+class Stack:
+    """Start in dependency order, stop in reverse; `serve()` blocks in the API until Ctrl-C."""
+
+    def __init__(self, settings: Settings, schedule_training: bool = True) -> None:
+        self.settings = settings
+        self._schedule_training = schedule_training
+        self._broker: EmbeddedBroker | None = None
+        self._stop = threading.Event()
+        self._threads: dict[str, threading.Thread] = {}
+        self._failed: dict[str, str] = {}
+        self.server: uvicorn.Server | None = None
+        self._server_thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        """Where the API listens."""
+        return f"http://{self.settings.api_host}:{self.settings.api_port}"
+
+    def start(self) -> Stack:
+        """Broker, topics, migrations, demo catalog, flows, trainer; serve() adds the API."""
+        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.settings.embedded_broker:
+            self._broker = EmbeddedBroker(self.settings.data_dir / "broker.log").start()
+            self.settings = self.settings.with_(
+                kafka_bootstrap=self._broker.bootstrap, broker_epoch=self._broker.epoch
+            )
+        topics.ensure_topics(self.settings)
+        client = connect(self.settings)
+        migrate(client)
+        if self.settings.seed_items and not client.query("SELECT 1 FROM items LIMIT 1").result_rows:
+            self._seed_catalog()
+        for name, module in FLOWS.items():
+            self._threads[name] = run_in_thread(
+                name,
+                partial(module.build_flow, self.settings, self._stop),
+                partial(self._flow_failed, name),
+            )
+        if self._schedule_training:
+            self._threads["trainer"] = threading.Thread(
+                target=run_schedule, args=(self.settings, self._stop), name="trainer", daemon=True
+            )
+            self._threads["trainer"].start()
+        return self
+
+    def _flow_failed(self, name: str, exc: BaseException) -> None:
+        self._failed[name] = repr(exc)
+
+    def _seed_catalog(self) -> None:
+        producer = durable_producer(self.settings)
+        for item in demo_catalog(self.settings.seed_items):
+            producer.produce(topics.ITEMS, key=item.item_id, value=msgspec.json.encode(item))
+            producer.poll(0)
+        producer.flush(30)
+        log.info("seeded a demo catalog of %d items", self.settings.seed_items)
+
+    def health(self) -> dict[str, bool]:
+        """Each flow thread alive and not failed."""
+        return {
+            f"flow:{n}": t.is_alive() and n not in self._failed
+            for n, t in self._threads.items()
+            if n in FLOWS
+        }
+
+    def _server(self) -> uvicorn.Server:
+        app = create_app(self.settings, extra_checks=self.health, admin=True)
+        config = uvicorn.Config(
+            app,
+            host=self.settings.api_host,
+            port=self.settings.api_port,
+            log_level="warning",
+            lifespan="on",
+        )
+        self.server = uvicorn.Server(config)
+        return self.server
+
+    def serve(self) -> None:
+        """Run the API in this thread until interrupted; advertise it to other CLI commands."""
+        marker = self.settings.data_dir / RUNNING
+        marker.write_text(json.dumps({"url": self.url, "pid": os.getpid()}))
+        try:
+            self._server().run()
+        finally:
+            marker.unlink(missing_ok=True)
+
+    def serve_in_thread(self, timeout_s: float = 30.0) -> None:
+        """Run the API in a background thread and return once it accepts requests."""
+        server = self._server()
+        self._server_thread = threading.Thread(target=server.run, name="api", daemon=True)
+        self._server_thread.start()
+        if not _wait(lambda: server.started, timeout_s):
+            raise RuntimeError(f"the API did not start on {self.url} in {timeout_s} s")
+
+    def stop(self) -> None:
+        """Stop the API, the flows and the trainer, then the embedded broker."""
+        if self.server is not None:
+            self.server.should_exit = True
+        if self._server_thread is not None:
+            self._server_thread.join(timeout=10)
+        self._stop.set()
+        for thread in self._threads.values():
+            thread.join(timeout=10)
+        if self._broker is not None:
+            self._broker.stop()
+
+    def __enter__(self) -> Stack:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def _wait(condition: Callable[[], bool], timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def running_url(settings: Settings) -> str | None:
+    """The API URL of a `swipeloop up` that owns this data directory, if one is running."""
+    marker = settings.data_dir / RUNNING
+    if settings.clickhouse_url or not marker.is_file():
+        return None
+    info = json.loads(marker.read_text())
+    try:
+        os.kill(int(info["pid"]), 0)
+    except (OSError, ValueError):
+        return None
+    return str(info["url"])

@@ -1,0 +1,40 @@
+"""The nightly schedule: retrain the ranker at the times of a cron expression."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import UTC, datetime
+
+from croniter import croniter
+
+from models.ranker import ModelInfo, NotEnoughData, train
+from swipeloop.clickhouse import connect
+from swipeloop.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def train_once(settings: Settings) -> ModelInfo | None:
+    """One training run; too little data is logged, not raised (the schedule keeps going)."""
+    try:
+        info = train(connect(settings), settings, say=log.info)
+    except NotEnoughData as exc:
+        log.warning("training skipped: %s", exc)
+        return None
+    log.info("trained model %s on %d rows (AUC %s)", info.version, info.rows, info.auc)
+    return info
+
+
+def run_schedule(settings: Settings, stop: threading.Event) -> None:
+    """Sleep until each cron time, train, repeat until stopped."""
+    schedule = croniter(settings.train_cron, datetime.now(UTC))
+    while not stop.is_set():
+        due: datetime = schedule.get_next(datetime)
+        log.info("next training run at %s", due.isoformat())
+        if stop.wait(max((due - datetime.now(UTC)).total_seconds(), 0)):
+            return
+        try:
+            train_once(settings)
+        except Exception:
+            log.exception("training run failed; the current model keeps serving")

@@ -1,0 +1,76 @@
+import uuid
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from dataflows.parse import MAX_MESSAGE_BYTES, Rejected, event_row, item_row
+from models.ranker import _auc
+from swipeloop.migrations import load
+from swipeloop.settings import Settings, SettingsError
+
+
+def test_event_row_keeps_source_offsets() -> None:
+    ev = {
+        "event_id": str(uuid.uuid4()),
+        "user_id": "u",
+        "item_id": "v",
+        "kind": "like",
+        "client_ts": "2026-11-28T10:00:00+01:00",
+        "session_id": "s",
+        "seq": 1,
+        "received_at": "2026-11-28T09:00:01Z",
+    }
+    row = event_row(msgspec.json.encode(ev), "events.actions", 2, 41)
+    assert row[-3:] == ["events.actions", 2, 41]
+    assert row[5].utcoffset().total_seconds() == 0 and row[5].hour == 9
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (None, "empty"),
+        (b"{", "truncated"),
+        (b"{]", "malformed"),
+        (b'{"item_id": "v"}', "missing required field"),
+        (b"x" * (MAX_MESSAGE_BYTES + 1), "exceeds"),
+    ],
+)
+def test_bad_messages_are_rejected_with_a_reason(value: bytes | None, reason: str) -> None:
+    with pytest.raises(Rejected, match=reason):
+        item_row(value, "items", 0, 0)
+
+
+def test_settings_from_env() -> None:
+    s = Settings.from_env(
+        {
+            "SWIPELOOP_KAFKA_BOOTSTRAP": "redpanda:9092",
+            "SWIPELOOP_TOPIC_PARTITIONS": "6",
+            "SWIPELOOP_DATA_DIR": "/data",
+            "SWIPELOOP_ACK_TIMEOUT_S": "0.5",
+        }
+    )
+    assert s.kafka_bootstrap == "redpanda:9092" and not s.embedded_broker
+    assert s.topic_partitions == 6 and s.data_dir == Path("/data") and s.ack_timeout_s == 0.5
+    assert Settings.from_env({}).embedded_broker
+    assert Settings.from_env({}).clickhouse_dsn.startswith("chdb://")
+
+
+def test_settings_reject_bad_numbers() -> None:
+    with pytest.raises(SettingsError, match="SWIPELOOP_TOPIC_PARTITIONS"):
+        Settings.from_env({"SWIPELOOP_TOPIC_PARTITIONS": "many"})
+
+
+def test_migrations_are_numbered_and_reversible() -> None:
+    migrations = load()
+    assert [m.version for m in migrations] == sorted({m.version for m in migrations})
+    assert all(m.up and m.down for m in migrations)
+
+
+def test_auc() -> None:
+    import numpy as np
+
+    labels = np.array([0, 0, 1, 1], dtype=np.int8)
+    assert _auc(labels, np.array([0.1, 0.2, 0.8, 0.9])) == 1.0
+    assert _auc(labels, np.array([0.9, 0.8, 0.2, 0.1])) == 0.0
+    assert _auc(np.array([1, 1], dtype=np.int8), np.array([0.1, 0.2])) is None
