@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -102,9 +103,10 @@ class FeedController(Controller):
         state: State,
         user_id: Annotated[str, Parameter(min_length=1, max_length=128)],
         n: Annotated[int | None, Parameter(ge=1, le=100)] = None,
-    ) -> Feed:
+    ) -> Response[Feed]:
         """Up to n unseen items, ranked; every one is logged as an impression."""
         services = _services(state)
+        started = time.perf_counter()
         feed, impressions = build_feed(
             services.state, services.models.current, user_id, n or services.settings.feed_default_n
         )
@@ -112,7 +114,8 @@ class FeedController(Controller):
             services.producer.produce_nowait(
                 topics.IMPRESSIONS, user_id.encode(), msgspec.json.encode(imp)
             )
-        return feed
+        spent_ms = (time.perf_counter() - started) * 1000
+        return Response(feed, headers={"Server-Timing": f"feed;dur={spent_ms:.2f}"})
 
 
 class HealthController(Controller):

@@ -79,6 +79,7 @@ class Services:
         self.feeder.stop()
         self.models.stop()
         self.producer.close()
+        del self._admin  # no reconnect attempts to a broker that is going away
 
     def readiness(self) -> dict[str, bool]:
         """Each dependency and whether it answers now."""

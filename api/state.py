@@ -22,6 +22,7 @@ from api.index import VectorIndex
 from models.embeddings import Vector, mean_vector, normalized
 from models.features import engagement_weight, trending_score
 from swipeloop import topics
+from swipeloop.clickhouse import read_vectors
 from swipeloop.contracts import Item, ItemFeatures, ItemVector, ReceivedEvent
 from swipeloop.kafka import client_config
 from swipeloop.settings import Settings
@@ -54,7 +55,9 @@ class ServingState:
         self.users: dict[str, UserState] = {}
         self._client = client
         self._client_lock = threading.Lock()
-        self._lists: dict[str, tuple[float, list[str]]] = {}
+        self._lists: dict[str, tuple[tuple[int, int], list[str]]] = {}
+        self._compute_lock = threading.Lock()
+        self._catalog_version = 0
 
     # ---- bootstrap from ClickHouse (what survives a restart of a memory-only broker) ----
 
@@ -69,9 +72,7 @@ class ServingState:
                 "SELECT item_id, argMax(tuple(window_s, window_end, impressions, views, likes, "
                 "completion), window_end) FROM item_features GROUP BY item_id"
             ).result_rows
-            vecs = self._client.query(
-                "SELECT item_id, vector FROM item_embeddings FINAL"
-            ).result_rows
+            ids, matrix = read_vectors(self._client, self.settings.embedding_dim)
         for item_id, creator, duration, tags, sound, created in items:
             self.catalog[item_id] = Item(
                 item_id=item_id,
@@ -91,13 +92,7 @@ class ServingState:
                 likes=likes,
                 completion=completion,
             )
-        self._apply_vectors(
-            {
-                i: np.asarray(v, dtype=np.float32)
-                for i, v in vecs
-                if len(v) == self.settings.embedding_dim
-            }
-        )
+        self._apply_vectors(dict(zip(ids, matrix, strict=True)))
         log.info(
             "bootstrapped %d items, %d feature rows, %d vectors",
             len(self.catalog),
@@ -115,6 +110,7 @@ class ServingState:
     def apply_item(self, item: Item) -> None:
         """A new or changed catalog entry."""
         self.catalog[item.item_id] = item
+        self._catalog_version += 1
 
     def apply_features(self, f: ItemFeatures) -> None:
         """Keep the newest window of each item."""
@@ -187,14 +183,17 @@ class ServingState:
 
     def trending(self, limit: int) -> list[str]:
         """Items by windowed engagement, best first (recomputed at most once a second)."""
+        now = datetime.now(UTC)
         return self._cached(
             "trending",
+            limit,
+            int(time.monotonic()),
             lambda: [
                 i
                 for _, i in heapq.nlargest(
                     limit,
                     (
-                        (trending_score(f, datetime.now(UTC)), i)
+                        (trending_score(f, now), i)
                         for i, f in self.features.items()
                         if i in self.catalog
                     ),
@@ -203,9 +202,11 @@ class ServingState:
         )
 
     def fresh(self, limit: int) -> list[str]:
-        """The newest uploads first (recomputed at most once a second)."""
+        """The newest uploads first (recomputed only when the catalog changed)."""
         return self._cached(
             "fresh",
+            limit,
+            self._catalog_version,
             lambda: [
                 i
                 for _, i in heapq.nlargest(
@@ -214,13 +215,20 @@ class ServingState:
             ],
         )
 
-    def _cached(self, name: str, compute: Callable[[], list[str]]) -> list[str]:
-        now = time.monotonic()
+    def _cached(
+        self, name: str, limit: int, key: int, compute: Callable[[], list[str]]
+    ) -> list[str]:
+        """One thread recomputes a stale list while the others keep serving the previous one."""
         hit = self._lists.get(name)
-        if hit is not None and now - hit[0] < 1.0:
+        if hit is not None and (hit[0] == (key, limit) or not self._compute_lock.acquire(False)):
             return hit[1]
-        value = compute()
-        self._lists[name] = (now, value)
+        if hit is None:
+            self._compute_lock.acquire()
+        try:
+            value = compute()
+            self._lists[name] = ((key, limit), value)
+        finally:
+            self._compute_lock.release()
         return value
 
 

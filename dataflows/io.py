@@ -15,7 +15,7 @@ from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import OperationalError
 
 from swipeloop.clickhouse import connect, insert_rows
-from swipeloop.kafka import RDKAFKA_LOG
+from swipeloop.kafka import RDKAFKA_LOG_LEVEL
 from swipeloop.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ def kafka_input(
         batch_size=settings.flow_batch_size,
         raise_on_errors=False,
         stop=stop,
-        add_config={"logger": RDKAFKA_LOG, "fetch.wait.max.ms": "20"},
+        add_config={"log_level": str(RDKAFKA_LOG_LEVEL), "fetch.wait.max.ms": "20"},
     )
 
 
@@ -71,7 +71,7 @@ def kafka_output(settings: Settings, topic: str) -> KafkaSink:
         [settings.kafka_bootstrap],
         topic,
         add_config={
-            "logger": RDKAFKA_LOG,  # type: ignore[dict-item]
+            "log_level": str(RDKAFKA_LOG_LEVEL),
             "acks": "all",
             "enable.idempotence": "true",
             "linger.ms": "5",

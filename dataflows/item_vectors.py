@@ -23,7 +23,7 @@ from dataflows.io import ClickHouseSink, Message, Rows, kafka_input, kafka_outpu
 from models.embeddings import EmbeddingTable
 from models.features import engagement_weight
 from swipeloop import topics
-from swipeloop.clickhouse import connect
+from swipeloop.clickhouse import connect, read_vectors
 from swipeloop.contracts import ItemVector, ReceivedEvent
 from swipeloop.settings import Settings
 
@@ -97,11 +97,7 @@ class Learner(StatefulLogic[Pair, list[ItemVector], tuple[list[str], object]]):
 def load_table(settings: Settings) -> EmbeddingTable:
     """Start from the vectors already learned (ClickHouse outlives a memory-only broker)."""
     table = EmbeddingTable(settings.embedding_dim, settings.embedding_lr)
-    client = connect(settings)
-    result = client.query("SELECT item_id, vector FROM item_embeddings FINAL")
-    for item_id, vector in result.result_rows:
-        if len(vector) == settings.embedding_dim:
-            table.assign(item_id, np.asarray(vector, dtype=np.float32))
+    table.load(*read_vectors(connect(settings), settings.embedding_dim))
     return table
 
 
@@ -120,9 +116,8 @@ def build_flow(settings: Settings, stop: threading.Event | None = None) -> Dataf
 
     def build_learner(resume: tuple[list[str], object] | None) -> Learner:
         table = load_table(settings)
-        if resume is not None and resume[1] is not None:
-            for item_id, vector in zip(resume[0], resume[1], strict=True):  # type: ignore[call-overload]
-                table.assign(item_id, vector)
+        if resume is not None and resume[1] is not None:  # a recovery snapshot is newer
+            table.load(resume[0], resume[1])  # type: ignore[arg-type]
         return Learner(settings, table)
 
     # ("table", [ItemVector])

@@ -49,6 +49,14 @@ class EmbeddingTable:
         self._ids.append(item_id)
         return index
 
+    def load(self, ids: list[str], matrix: Vector) -> None:
+        """Replace the table with stored vectors (one row per id, in order), in bulk."""
+        self._rows = {item_id: row for row, item_id in enumerate(ids)}
+        self._ids = list(ids)
+        capacity = max(1024, 2 * len(ids))
+        self._matrix = np.zeros((capacity, self.dim), dtype=np.float32)
+        self._matrix[: len(ids)] = matrix
+
     def get(self, item_id: str) -> Vector:
         """A copy of one vector."""
         vector: Vector = self._matrix[self.row(item_id)].copy()
@@ -56,18 +64,21 @@ class EmbeddingTable:
 
     def assign(self, item_id: str, vector: Vector) -> None:
         """Overwrite one vector (bootstrap from storage)."""
-        self._matrix[self.row(item_id)] = vector
+        row = self.row(item_id)  # may grow (and so replace) the matrix
+        self._matrix[row] = vector
 
-    def _step(self, a: int, b: int, label: float, weight: float) -> None:
+    def _step(self, a: int, b: int, label: float, weight: float, move_b: bool = True) -> None:
         va, vb = self._matrix[a].copy(), self._matrix[b]
         gradient = weight * (label - _sigmoid(float(va @ vb))) * self.lr
         self._matrix[a] += gradient * vb
-        self._matrix[b] += gradient * va
+        if move_b:
+            self._matrix[b] += gradient * va
 
     def update(self, a: str, b: str, weight: float, negatives: int) -> set[str]:
         """One SGD step on a pair: pull together if weight > 0, push apart if < 0.
 
-        Positive pairs also push `a` away from a few random rows (negative sampling).
+        Positive pairs also push `a` away from a few random rows (negative sampling); only `a`
+        moves there, so a sample does not republish unrelated vectors.
         Returns the ids whose vectors changed.
         """
         ra, rb = self.row(a), self.row(b)
@@ -76,8 +87,7 @@ class EmbeddingTable:
             self._step(ra, rb, 1.0, weight)
             for rn in self._rng.integers(0, len(self._ids), size=negatives):
                 if int(rn) not in (ra, rb):
-                    self._step(ra, int(rn), 0.0, 1.0)
-                    changed.add(self._ids[int(rn)])
+                    self._step(ra, int(rn), 0.0, 1.0, move_b=False)
         elif weight < 0:
             self._step(ra, rb, 0.0, -weight)
         return changed

@@ -56,7 +56,7 @@ class EmbeddedBroker:
             stderr=log,
             stdin=subprocess.DEVNULL,
         )
-        admin = AdminClient(client_config(self.bootstrap))
+        admin = AdminClient(client_config(self.bootstrap, log_level=0))  # refusals expected
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import clickhouse_connect
+import numpy as np
+import numpy.typing as npt
 from clickhouse_connect.driver.client import Client
 
 from swipeloop.settings import Settings
@@ -32,3 +34,16 @@ def insert_rows(
         return
     settings = {"insert_deduplication_token": token} if token else None
     client.insert(table, rows, column_names=columns, settings=settings)
+
+
+def read_vectors(client: Client, dim: int) -> tuple[list[str], npt.NDArray[np.float32]]:
+    """The current vector of every item (ids, matrix) in one columnar read."""
+    table = client.query_arrow(
+        "SELECT item_id, vector FROM item_embeddings FINAL WHERE length(vector) = {dim:UInt32}",
+        parameters={"dim": dim},
+    )
+    ids = [str(i) for i in table.column("item_id").to_pylist()]
+    if not ids:
+        return [], np.zeros((0, dim), dtype=np.float32)
+    flat = table.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+    return ids, flat.astype(np.float32).reshape(len(ids), dim)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import threading
 from typing import Any
 
@@ -16,13 +15,14 @@ class BrokerUnavailable(RuntimeError):
     """The broker did not acknowledge in time; nothing was promised to the client."""
 
 
-RDKAFKA_LOG = logging.getLogger("swipeloop.rdkafka")
+RDKAFKA_LOG_LEVEL = 3  # librdkafka logs errors only (to stderr; a Python logger would be
+# called from librdkafka threads during interpreter shutdown, which aborts the process)
 
 
 def client_config(bootstrap: str | None, **extra: Any) -> dict[str, Any]:
-    """Base config of every Kafka client: librdkafka's log goes to Python logging."""
+    """Base config of every Kafka client."""
     assert bootstrap, "a Kafka client needs a broker address"
-    return {"bootstrap.servers": bootstrap, "logger": RDKAFKA_LOG, **extra}
+    return {"bootstrap.servers": bootstrap, "log_level": RDKAFKA_LOG_LEVEL, **extra}
 
 
 def durable_producer(settings: Settings, **extra: Any) -> Producer:
