@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from litestar import Litestar
+from litestar.logging import LoggingConfig
 from litestar.openapi import OpenAPIConfig
 
 from api.admin import AdminController
@@ -41,6 +42,7 @@ def create_app(
         ],
         lifespan=[lifespan],
         exception_handlers=HANDLERS,
+        logging_config=LoggingConfig(log_exceptions="always"),
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(title="swipeloop", version="0.1.0", path="/schema"),
     )

@@ -179,10 +179,15 @@ class ServingState:
 
     def user_vector(self, user: UserState) -> Vector | None:
         """The user's taste: the mean of the vectors of the items they recently engaged with."""
-        return mean_vector([self.vectors[i] for i in user.positives if i in self.vectors])
+        # list(): the feeder thread appends while requests read (a copy is atomic under the GIL)
+        recent = list(user.positives)
+        return mean_vector([self.vectors[i] for i in recent if i in self.vectors])
 
     def trending(self, limit: int) -> list[str]:
-        """Items by windowed engagement, best first (recomputed at most once a second)."""
+        """Items by windowed engagement, best first (recomputed at most once a second).
+
+        Iterates over copies: the feeder thread keeps inserting while requests read.
+        """
         now = datetime.now(UTC)
         return self._cached(
             "trending",
@@ -194,7 +199,7 @@ class ServingState:
                     limit,
                     (
                         (trending_score(f, now), i)
-                        for i, f in self.features.items()
+                        for i, f in list(self.features.items())
                         if i in self.catalog
                     ),
                 )
@@ -210,7 +215,7 @@ class ServingState:
             lambda: [
                 i
                 for _, i in heapq.nlargest(
-                    limit, ((it.created_at, i) for i, it in self.catalog.items())
+                    limit, ((it.created_at, i) for i, it in list(self.catalog.items()))
                 )
             ],
         )

@@ -143,7 +143,7 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=100_000)
     args = parser.parse_args()
     phase = 5.0 if args.quick else 30.0
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as tmp:
         settings = Settings(data_dir=Path(tmp), api_port=free_port(), seed_items=0)
         stack = Stack(settings, schedule_training=False).start()
         try:
