@@ -225,10 +225,12 @@ class ServingState:
     ) -> list[str]:
         """One thread recomputes a stale list while the others keep serving the previous one."""
         hit = self._lists.get(name)
-        if hit is not None and (hit[0] == (key, limit) or not self._compute_lock.acquire(False)):
+        if hit is not None and hit[0] == (key, limit):
             return hit[1]
-        if hit is None:
-            self._compute_lock.acquire()
+        # Without a previous list, wait for the one being computed; with one, serve it stale.
+        if not self._compute_lock.acquire(blocking=hit is None):
+            assert hit is not None
+            return hit[1]
         try:
             value = compute()
             self._lists[name] = ((key, limit), value)

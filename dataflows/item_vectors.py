@@ -14,7 +14,6 @@ from typing import Any
 
 import bytewax.operators as op
 import msgspec
-import numpy as np
 from bytewax.connectors.kafka import KafkaError
 from bytewax.dataflow import Dataflow
 from bytewax.operators import StatefulLogic
@@ -90,8 +89,7 @@ class Learner(StatefulLogic[Pair, list[ItemVector], tuple[list[str], object]]):
         return self._next
 
     def snapshot(self) -> tuple[list[str], object]:
-        ids = self._table.ids()
-        return ids, np.stack([self._table.get(i) for i in ids]) if ids else None
+        return self._table.export()
 
 
 def load_table(settings: Settings) -> EmbeddingTable:

@@ -31,10 +31,6 @@ class EmbeddingTable:
     def __contains__(self, item_id: str) -> bool:
         return item_id in self._rows
 
-    def ids(self) -> list[str]:
-        """Every id that has a row, in row order."""
-        return list(self._ids)
-
     def row(self, item_id: str) -> int:
         """The row of an id, created on first sight."""
         found = self._rows.get(item_id)
@@ -57,15 +53,14 @@ class EmbeddingTable:
         self._matrix = np.zeros((capacity, self.dim), dtype=np.float32)
         self._matrix[: len(ids)] = matrix
 
+    def export(self) -> tuple[list[str], Vector]:
+        """Every id and a copy of its vectors (what `load` takes back), for snapshots."""
+        return list(self._ids), self._matrix[: len(self._ids)].copy()
+
     def get(self, item_id: str) -> Vector:
         """A copy of one vector."""
         vector: Vector = self._matrix[self.row(item_id)].copy()
         return vector
-
-    def assign(self, item_id: str, vector: Vector) -> None:
-        """Overwrite one vector (bootstrap from storage)."""
-        row = self.row(item_id)  # may grow (and so replace) the matrix
-        self._matrix[row] = vector
 
     def _step(self, a: int, b: int, label: float, weight: float, move_b: bool = True) -> None:
         va, vb = self._matrix[a].copy(), self._matrix[b]
