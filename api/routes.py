@@ -18,7 +18,7 @@ from api.errors import BrokerDown, InvalidInput, TooLarge
 from api.feed import build_feed
 from api.services import Services
 from swipeloop import topics
-from swipeloop.contracts import EventBatch, Feed, ItemBatch, ReceivedEvent, topic_for
+from swipeloop.contracts import EventBatch, Feed, ItemBatch, stamp, topic_for
 from swipeloop.kafka import BrokerUnavailable
 
 _events = msgspec.json.Decoder(EventBatch)
@@ -71,7 +71,7 @@ class EventsController(Controller):
         now = datetime.now(UTC)
         messages = []
         for ev in batch.events:
-            stored = ReceivedEvent(**msgspec.structs.asdict(ev), received_at=now)
+            stored = stamp(ev, now)
             messages.append((topic_for(ev.kind), ev.user_id.encode(), msgspec.json.encode(stored)))
         await _deliver(services, messages)
         return Accepted(len(messages))

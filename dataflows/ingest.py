@@ -1,84 +1,99 @@
-"""Ingest: events, items and impressions from Kafka into ClickHouse; rejects to the DLQ.
+"""Ingest: events, items, impressions from Kafka into ClickHouse exactly once; rejects to a DLQ.
 
-read ─▶ parse ─▶ split_rejects ─┬─▶ to_clickhouse
-                                └─▶ dlq_to_kafka, dlq_to_clickhouse
+read (one item per poll of a topic-partition)
+  ─▶ parse          rows per table, a dead letter per reject (pure)
+  ─▶ dedup          drop event_ids this partition has seen in the last `dedup_window_s`
+  ─┬▶ to_clickhouse  only offsets past what ClickHouse holds, one token per insert
+   └▶ dlq_to_kafka   dead letters, keyed by their source topic:partition
+
+With recovery on (see `dataflows.runner`), the source offsets, the dedup windows and the
+sink's progress are snapshotted together each epoch; a restart replays from the snapshot
+and the sink drops what ClickHouse already holds. Result: every message once in ClickHouse.
 """
 
 from __future__ import annotations
 
 import threading
-from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TypeGuard, cast
+from typing import Any
 
 import bytewax.operators as op
 import msgspec
-from bytewax.connectors.kafka import KafkaError
-from bytewax.dataflow import Dataflow, Stream
+from bytewax.dataflow import Dataflow
 
 from dataflows.io import (
-    ClickHouseSink,
-    Message,
-    Rows,
-    kafka_input,
+    ClickHouseProgressSink,
+    KafkaPollSource,
+    Polled,
+    Record,
+    TableRows,
     kafka_output,
-    offsets_token,
     to_kafka,
 )
-from dataflows.parse import ROUTES, Rejected
+from dataflows.parse import DLQ_COLUMNS, EVENT_ID, RECEIVED_AT, ROUTES, Rejected
 from swipeloop import topics
+from swipeloop.clickhouse import connect
 from swipeloop.contracts import DeadLetter
 from swipeloop.settings import Settings
 
-DLQ_COLUMNS = ["reason", "topic", "partition", "offset", "payload", "failed_at"]
+SOURCE_TOPICS = (topics.EVENTS_ACTIONS, topics.EVENTS_CONTEXT, topics.ITEMS, topics.IMPRESSIONS)
 
 
-def parse_batch(
-    settings: Settings, batch: list[Message | KafkaError[Any, Any]]
-) -> list[Rows | DeadLetter]:
-    """Rows grouped per source partition (one dedup token each), plus a dead letter per reject."""
-    grouped: dict[tuple[str, int], list[tuple[Message, list[Any]]]] = defaultdict(list)
-    out: list[Rows | DeadLetter] = []
-    for msg in batch:
-        if isinstance(msg, KafkaError):
-            out.append(_dead(f"kafka error: {msg.err}", msg.msg))
-            continue
-        route = ROUTES.get(msg.topic or "")
-        if route is None:
-            out.append(_dead(f"no schema for topic {msg.topic!r}", msg))
-            continue
-        try:
-            row = route[2](msg.value, msg.topic or "", msg.partition or 0, msg.offset or 0)
-        except Rejected as exc:
-            out.append(_dead(str(exc), msg))
-            continue
-        grouped[(msg.topic or "", msg.partition or 0)].append((msg, row))
-    for (topic, _partition), pairs in grouped.items():
-        table, columns, _ = ROUTES[topic]
-        token = offsets_token(settings, table, [m for m, _ in pairs])
-        out.append(Rows(table, columns, [r for _, r in pairs], token))
-    return out
+@dataclass
+class Parsed:
+    """One poll, parsed: rows per table (with offsets) and the rejects."""
+
+    source: str
+    tables: list[TableRows]
+    dead: list[DeadLetter]
 
 
-def is_rows(x: Rows | DeadLetter) -> TypeGuard[Rows]:
-    """Rows go on to ClickHouse; the rest are dead letters."""
-    return isinstance(x, Rows)
+def parse_poll(polled: Polled, now: datetime | None = None) -> Parsed:
+    """Every message of a poll becomes a row of its topic's table or a dead letter (pure)."""
+    failed_at = now or datetime.now(UTC)
+    route = ROUTES.get(polled.topic)
+    dead: list[DeadLetter] = []
+    rows: list[list[Any]] = []
+    offsets: list[int] = []
+    for rec in polled.records:
+        reason = rec.error
+        if reason is None and route is None:
+            reason = f"no schema for topic {polled.topic!r}"
+        if reason is None and route is not None:
+            try:
+                rows.append(route.parse(rec.value, polled.topic, polled.partition, rec.offset))
+                offsets.append(rec.offset)
+                continue
+            except Rejected as exc:
+                reason = str(exc)
+        dead.append(_dead(reason or "unknown", polled, rec, failed_at))
+    tables = []
+    if rows and route is not None:
+        month = None if route.month_of is None else route.columns.index(route.month_of)
+        tables.append(TableRows(route.table, route.columns, rows, offsets, month))
+    if dead:
+        tables.append(
+            TableRows("dlq", DLQ_COLUMNS, [dlq_row(d) for d in dead], [d.offset for d in dead])
+        )
+    return Parsed(polled.key, tables, dead)
 
 
-def _dead(reason: str, msg: Message) -> DeadLetter:
+def _dead(reason: str, polled: Polled, rec: Record, failed_at: datetime) -> DeadLetter:
     return DeadLetter(
         reason=reason,
-        topic=msg.topic or "",
-        partition=msg.partition or 0,
-        offset=msg.offset or 0,
-        payload=msg.value or b"",
-        failed_at=datetime.now(UTC),
+        topic=polled.topic,
+        partition=polled.partition,
+        offset=rec.offset,
+        payload=rec.value or b"",
+        failed_at=failed_at,
     )
 
 
-def dead_rows(dead: DeadLetter) -> Rows:
+def dlq_row(dead: DeadLetter) -> list[Any]:
     """The `dlq` row of a dead letter (the payload kept as text, undecodable bytes replaced)."""
-    row = [
+    return [
         dead.reason,
         dead.topic,
         dead.partition,
@@ -86,28 +101,98 @@ def dead_rows(dead: DeadLetter) -> Rows:
         dead.payload.decode("utf-8", "replace"),
         dead.failed_at,
     ]
-    return Rows("dlq", DLQ_COLUMNS, [row])
 
 
-def build_flow(settings: Settings, stop: threading.Event | None = None) -> Dataflow:
-    """The ingest flow, wired to the settings' broker and ClickHouse."""
+@dataclass
+class SeenIds:
+    """Event ids one source partition accepted recently, oldest first (the dedup window)."""
+
+    received_ms: dict[bytes, int] = field(default_factory=dict)
+    newest_ms: int = 0
+    dropped: int = 0
+
+
+def dedup_events(
+    seen: SeenIds, parsed: Parsed, window_ms: int, max_ids: int
+) -> tuple[SeenIds, Parsed]:
+    """Drop event rows whose event_id this partition already accepted within the window.
+
+    A retried batch lands on the same partition (events are keyed by user_id), so a window
+    per partition catches it. Eviction is by the newest `received_at` seen, not the wall
+    clock, so a replay after a crash makes the same decisions.
+    """
+    ids = seen.received_ms
+    tables = []
+    for part in parsed.tables:
+        if part.table != "events":
+            tables.append(part)
+            continue
+        keep = []
+        for i, row in enumerate(part.rows):
+            key = row[EVENT_ID].bytes
+            if key in ids:
+                seen.dropped += 1
+                continue
+            ms = int(row[RECEIVED_AT].timestamp() * 1000)
+            ids[key] = ms
+            seen.newest_ms = max(seen.newest_ms, ms)
+            keep.append(i)
+        if len(keep) == len(part.rows):
+            tables.append(part)
+        elif keep:
+            tables.append(
+                TableRows(
+                    part.table,
+                    part.columns,
+                    [part.rows[i] for i in keep],
+                    [part.offsets[i] for i in keep],
+                    part.month_col,
+                )
+            )
+    horizon = seen.newest_ms - window_ms
+    while ids:  # oldest first: arrival order is (nearly) receive order
+        oldest = next(iter(ids))
+        if len(ids) <= max_ids and ids[oldest] >= horizon:
+            break
+        del ids[oldest]
+    return seen, Parsed(parsed.source, tables, parsed.dead)
+
+
+def build_flow(
+    settings: Settings,
+    stop: threading.Event | None = None,
+    *,
+    drain: bool = False,
+    connect_clickhouse: Callable[[Settings], Any] = connect,
+) -> Dataflow:
+    """The ingest flow, wired to the settings' broker and ClickHouse.
+
+    `drain` ends the flow once every partition is read to its end (catch up and exit).
+    """
     flow = Dataflow("ingest")
-    source = [topics.EVENTS_ACTIONS, topics.EVENTS_CONTEXT, topics.ITEMS, topics.IMPRESSIONS]
-    msgs = op.input("read", flow, kafka_input(settings, source, stop))
-    # Rows | DeadLetter
-    parsed = op.flat_map_batch("parse", msgs, lambda batch: parse_batch(settings, batch))
-    split = op.branch("split_rejects", parsed, is_rows)
-    op.output("to_clickhouse", split.trues, ClickHouseSink(settings))
-    dead = cast(Stream[DeadLetter], split.falses)
-    # (key, DeadLetter JSON)
+    polls = op.input("read", flow, KafkaPollSource(settings, SOURCE_TOPICS, stop, drain))
+    parsed = op.map("parse", polls, lambda p: (p.key, parse_poll(p)))
+    window_ms, max_ids = int(settings.dedup_window_s * 1000), settings.dedup_max_ids
+
+    def dedup(seen: SeenIds | None, p: Parsed) -> tuple[SeenIds, Parsed]:
+        return dedup_events(seen or SeenIds(), p, window_ms, max_ids)
+
+    unique = op.stateful_map("dedup", parsed, dedup)
+    # (topic:partition, (topic:partition, [TableRows]))
+    tables = op.map("tables", unique, lambda kv: (kv[0], (kv[0], kv[1].tables)))
+    op.output(
+        "to_clickhouse",
+        tables,
+        ClickHouseProgressSink(settings, connect_clickhouse=connect_clickhouse),
+    )
+    dead = op.flat_map("dead_letters", unique, lambda kv: kv[1].dead)
     dlq_msgs = op.map(
-        "dlq_message", dead, lambda d: to_kafka(f"{d.topic}-{d.partition}", msgspec.json.encode(d))
+        "dlq_message", dead, lambda d: to_kafka(f"{d.topic}:{d.partition}", msgspec.json.encode(d))
     )
     op.output("dlq_to_kafka", dlq_msgs, kafka_output(settings, topics.DLQ))
-    op.output("dlq_to_clickhouse", op.map("dlq_rows", dead, dead_rows), ClickHouseSink(settings))
     return flow
 
 
 def flow() -> Dataflow:
-    """Entry point for `python -m bytewax.run dataflows.ingest:flow`."""
+    """Entry point for `python -m bytewax.run dataflows.ingest:flow` (without recovery)."""
     return build_flow(Settings.from_env())

@@ -5,17 +5,26 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, NamedTuple
 
 from bytewax.connectors.kafka import KafkaSink, KafkaSinkMessage, KafkaSource, KafkaSourceMessage
-from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+from bytewax.outputs import (
+    DynamicSink,
+    FixedPartitionedSink,
+    StatefulSinkPartition,
+    StatelessSinkPartition,
+)
 from clickhouse_connect.driver.client import Client
-from clickhouse_connect.driver.exceptions import OperationalError
+from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from swipeloop.clickhouse import connect, insert_rows
-from swipeloop.kafka import RDKAFKA_LOG_LEVEL
+from swipeloop.kafka import RDKAFKA_LOG_LEVEL, client_config
 from swipeloop.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -109,18 +118,20 @@ class _ClickHousePartition(StatelessSinkPartition[Rows]):
             else:
                 merged[key] = Rows(rows.table, rows.columns, list(rows.rows), rows.token)
         for rows in merged.values():
-            self._insert_with_retry(rows)
+            insert_with_retry(self._client, rows)
 
-    def _insert_with_retry(self, rows: Rows) -> None:
-        delay = 0.2
-        while True:
-            try:
-                insert_rows(self._client, rows.table, rows.rows, rows.columns, rows.token)
-                return
-            except OperationalError as exc:  # ClickHouse away: back off, keep the batch
-                log.warning("ClickHouse insert into %s failed (%s); retrying", rows.table, exc)
-                time.sleep(delay)
-                delay = min(delay * 2, 10.0)
+
+def insert_with_retry(client: Client, rows: Rows) -> None:
+    """Insert until ClickHouse takes it; the token makes a retry of a landed insert a no-op."""
+    delay = 0.2
+    while True:
+        try:
+            insert_rows(client, rows.table, rows.rows, rows.columns, rows.token)
+            return
+        except (OperationalError, DatabaseError) as exc:  # ClickHouse away: back off, keep it
+            log.warning("ClickHouse insert into %s failed (%s); retrying", rows.table, exc)
+            time.sleep(delay)
+            delay = min(delay * 2, 10.0)
 
 
 class ClickHouseSink(DynamicSink[Rows]):
@@ -133,26 +144,233 @@ class ClickHouseSink(DynamicSink[Rows]):
         return _ClickHousePartition(self._settings)
 
 
-def offsets_token(settings: Settings, table: str, msgs: list[Message]) -> str:
-    """topic-partition-first-last for a batch from one partition, scoped by broker epoch."""
-    first, last = msgs[0], msgs[-1]
-    where = f"{first.topic}:{first.partition}:{first.offset}:{last.offset}"
-    return f"{settings.broker_epoch}:{table}:{where}"
+# --- exactly-once: Kafka partitions in as whole polls, ClickHouse progress out -------------
 
 
-def run_in_thread(
-    name: str, build: Callable[[], Any], on_error: Callable[[BaseException], None]
-) -> threading.Thread:
-    """Run a dataflow with bytewax's run_main in a daemon thread (one process, embedded mode)."""
-    from bytewax.testing import run_main
+class Record(NamedTuple):
+    """One Kafka message as the ingest flow needs it."""
 
-    def target() -> None:
-        try:
-            run_main(build())  # type: ignore[no-untyped-call]
-        except BaseException as exc:
-            log.exception("dataflow %s stopped with an error", name)
-            on_error(exc)
+    offset: int
+    value: bytes | None
+    error: str | None = None
 
-    thread = threading.Thread(target=target, name=f"flow-{name}", daemon=True)
-    thread.start()
-    return thread
+
+@dataclass(frozen=True)
+class Polled:
+    """Consecutive messages of one topic-partition, read by one poll (one item in the flow)."""
+
+    topic: str
+    partition: int
+    records: list[Record]
+
+    @property
+    def key(self) -> str:
+        """`topic:partition` (a colon never occurs in a topic name)."""
+        return f"{self.topic}:{self.partition}"
+
+
+class _PollPartition(StatefulSourcePartition[Polled, int]):
+    def __init__(
+        self,
+        settings: Settings,
+        topic: str,
+        partition: int,
+        offset: int,
+        stop: threading.Event | None,
+        drain: bool,
+    ) -> None:
+        self._consumer = Consumer(
+            client_config(
+                settings.kafka_bootstrap,
+                **{
+                    "group.id": "swipeloop-unused",  # assignment is manual, offsets are ours
+                    "enable.auto.commit": False,
+                    "enable.partition.eof": drain,
+                    "fetch.wait.max.ms": 20,
+                },
+            )
+        )
+        self._at_end = False
+        self._consumer.assign([TopicPartition(topic, partition, offset)])
+        self._topic, self._partition, self._next = topic, partition, offset
+        self._batch = settings.flow_batch_size
+        self._idle_s = settings.flow_idle_s
+        self._stop = stop
+        self._awake: datetime | None = None
+
+    def next_batch(self) -> list[Polled]:
+        if self._at_end or (self._stop is not None and self._stop.is_set()):
+            raise StopIteration
+        msgs = self._consumer.consume(self._batch, 0)
+        records = []
+        for msg in msgs:
+            err, offset = msg.error(), msg.offset()
+            if err is not None and err.code() == KafkaError._PARTITION_EOF:
+                self._at_end = True  # drain mode: end after what this poll returned
+                break
+            if offset is None:  # a client-side event (broker down, ...), not a message
+                log.warning("kafka %s:%s: %s", self._topic, self._partition, err)
+                continue
+            records.append(Record(offset, msg.value(), None if err is None else str(err)))
+        if not records:
+            self._awake = datetime.now(UTC) + timedelta(seconds=self._idle_s)
+            return []
+        self._awake = None
+        self._next = records[-1].offset + 1
+        return [Polled(self._topic, self._partition, records)]
+
+    def next_awake(self) -> datetime | None:
+        return self._awake
+
+    def snapshot(self) -> int:
+        return self._next
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+class KafkaPollSource(FixedPartitionedSource[Polled, int]):
+    """Each topic-partition is a source partition; each poll becomes one `Polled` item.
+
+    With `drain`, a partition ends once it has read to the end (catch up, then exit).
+
+    The resume state is the next offset, so with recovery on a restart re-reads exactly what
+    the last snapshot had not covered.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        topics: Iterable[str],
+        stop: threading.Event | None = None,
+        drain: bool = False,
+    ) -> None:
+        assert settings.kafka_bootstrap, "flows need a broker address"
+        self._settings = settings
+        self._topics = list(topics)
+        self._stop = stop
+        self._drain = drain
+
+    def list_parts(self) -> list[str]:
+        admin = AdminClient(client_config(self._settings.kafka_bootstrap))
+        meta = admin.list_topics(timeout=10)
+        parts: list[str] = []
+        for topic in self._topics:
+            found = meta.topics.get(topic)
+            if found is None or found.error is not None:
+                raise RuntimeError(f"topic {topic!r} is missing: run `swipeloop topics`")
+            parts.extend(f"{topic}:{p}" for p in sorted(found.partitions))
+        return parts
+
+    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _PollPartition:
+        topic, partition = for_part.rsplit(":", 1)
+        offset = OFFSET_BEGINNING if resume_state is None else resume_state
+        return _PollPartition(
+            self._settings, topic, int(partition), offset, self._stop, self._drain
+        )
+
+
+@dataclass(frozen=True)
+class TableRows:
+    """Rows for one table from one poll of one topic-partition, each with its source offset."""
+
+    table: str
+    columns: list[str]
+    rows: list[list[Any]]
+    offsets: list[int]
+    month_col: int | None = None  # the table is partitioned by this column's month
+
+    def runs(self) -> Iterator[tuple[list[list[Any]], list[int]]]:
+        """Consecutive rows of the same month: each run is one part, so one atomic insert."""
+        if self.month_col is None:
+            yield self.rows, self.offsets
+            return
+        col, start = self.month_col, 0
+        for i in range(1, len(self.rows) + 1):
+            if i == len(self.rows) or _month(self.rows[i][col]) != _month(self.rows[start][col]):
+                yield self.rows[start:i], self.offsets[start:i]
+                start = i
+
+
+def _month(ts: datetime) -> tuple[int, int]:
+    return ts.year, ts.month
+
+
+Progress = dict[str, int]  # "table|topic:partition" -> last offset stored in ClickHouse
+SourceRows = tuple[str, list[TableRows]]  # (topic:partition, its rows per table)
+
+
+class _ProgressPartition(StatefulSinkPartition[SourceRows, Progress]):
+    def __init__(self, settings: Settings, client: Client, resume: Progress | None) -> None:
+        self._settings = settings
+        self._client = client
+        self._progress: Progress = dict(resume or {})
+        self._checked: set[str] = set()
+
+    def write_batch(self, items: list[SourceRows]) -> None:
+        for source, tables in items:
+            for part in tables:
+                self._write(source, part)
+
+    def _write(self, source: str, part: TableRows) -> None:
+        key = f"{part.table}|{source}"
+        done = self._stored(key, part.table, source)
+        for run_rows, run_offsets in part.runs():
+            if run_offsets[-1] <= done:
+                continue
+            # a replay straddling what is stored keeps only the new tail
+            skip = next(i for i, off in enumerate(run_offsets) if off > done)
+            rows, offsets = run_rows[skip:], run_offsets[skip:]
+            where = f"{source}:{offsets[0]}:{offsets[-1]}"
+            token = f"{self._settings.broker_epoch}:{part.table}:{where}"
+            insert_with_retry(self._client, Rows(part.table, part.columns, rows, token))
+            self._progress[key] = done = offsets[-1]
+
+    def _stored(self, key: str, table: str, source: str) -> int:
+        """The last offset of `source` in `table`: the snapshot's, or ClickHouse's if ahead.
+
+        ClickHouse can be ahead after a crash between an insert and the next snapshot; the
+        replayed messages up to its offset are then dropped instead of inserted twice.
+        """
+        if key not in self._checked:
+            topic, partition = source.rsplit(":", 1)
+            count, last = self._client.query(
+                f"SELECT count(), max(offset) FROM `{table}` "
+                "WHERE topic = {t:String} AND partition = {p:UInt16}",
+                parameters={"t": topic, "p": int(partition)},
+            ).result_rows[0]
+            stored = int(last) if count else -1
+            self._progress[key] = max(self._progress.get(key, -1), stored)
+            self._checked.add(key)
+        return self._progress.get(key, -1)
+
+    def snapshot(self) -> Progress:
+        return dict(self._progress)
+
+
+class ClickHouseProgressSink(FixedPartitionedSink[SourceRows, Progress]):
+    """Exactly-once inserts: per table and source partition, only offsets past what is stored.
+
+    Items are `(topic:partition, (topic:partition, [TableRows]))`. Each insert holds
+    consecutive offsets of one source partition and carries the token
+    `epoch:table:topic:partition:first:last`, so a retried insert is dropped by the table's
+    dedup window; on resume the progress is checked against ClickHouse itself.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        parts: int = 1,
+        connect_clickhouse: Callable[[Settings], Client] = connect,
+    ) -> None:
+        self._settings = settings
+        self._parts = parts
+        self._connect = connect_clickhouse
+
+    def list_parts(self) -> list[str]:
+        return [f"clickhouse-{i}" for i in range(self._parts)]
+
+    def build_part(
+        self, step_id: str, for_part: str, resume_state: Progress | None
+    ) -> _ProgressPartition:
+        return _ProgressPartition(self._settings, self._connect(self._settings), resume_state)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -29,11 +29,23 @@ EVENT_COLUMNS = [
     "session_id",
     "seq",
     "request_id",
+    "ts_clamped",
     "topic",
     "partition",
     "offset",
 ]
-ITEM_COLUMNS = ["item_id", "creator_id", "duration_ms", "tags", "sound_id", "created_at"]
+EVENT_ID = EVENT_COLUMNS.index("event_id")
+RECEIVED_AT = EVENT_COLUMNS.index("received_at")
+SOURCE_COLUMNS = ["topic", "partition", "offset"]  # where a row came from: exactly-once progress
+ITEM_COLUMNS = [
+    "item_id",
+    "creator_id",
+    "duration_ms",
+    "tags",
+    "sound_id",
+    "created_at",
+    *SOURCE_COLUMNS,
+]
 IMPRESSION_COLUMNS = [
     "request_id",
     "user_id",
@@ -44,7 +56,9 @@ IMPRESSION_COLUMNS = [
     "score",
     "features",
     "served_at",
+    *SOURCE_COLUMNS,
 ]
+DLQ_COLUMNS = ["reason", "topic", "partition", "offset", "payload", "failed_at"]
 
 _event = msgspec.json.Decoder(ReceivedEvent)
 _item = msgspec.json.Decoder(Item)
@@ -63,7 +77,7 @@ def _decode(decoder: msgspec.json.Decoder[Any], value: bytes | None) -> Any:
 
 
 def _utc(ts: datetime) -> datetime:
-    return ts.astimezone(UTC)
+    return ts if ts.tzinfo is UTC else ts.astimezone(UTC)
 
 
 def event_row(value: bytes | None, topic: str, partition: int, offset: int) -> list[Any]:
@@ -80,13 +94,14 @@ def event_row(value: bytes | None, topic: str, partition: int, offset: int) -> l
         ev.session_id,
         ev.seq,
         ev.request_id or "",
+        ev.ts_clamped,
         topic,
         partition,
         offset,
     ]
 
 
-def item_row(value: bytes | None, _topic: str, _partition: int, _offset: int) -> list[Any]:
+def item_row(value: bytes | None, topic: str, partition: int, offset: int) -> list[Any]:
     """An `items` row from one item message."""
     it: Item = _decode(_item, value)
     return [
@@ -96,10 +111,13 @@ def item_row(value: bytes | None, _topic: str, _partition: int, _offset: int) ->
         it.tags,
         it.sound_id or "",
         _utc(it.created_at),
+        topic,
+        partition,
+        offset,
     ]
 
 
-def impression_row(value: bytes | None, _topic: str, _partition: int, _offset: int) -> list[Any]:
+def impression_row(value: bytes | None, topic: str, partition: int, offset: int) -> list[Any]:
     """An `impressions` row from one impression message."""
     im: Impression = _decode(_impression, value)
     return [
@@ -112,14 +130,31 @@ def impression_row(value: bytes | None, _topic: str, _partition: int, _offset: i
         im.score,
         im.features,
         _utc(im.served_at),
+        topic,
+        partition,
+        offset,
     ]
 
 
 RowParser = Callable[[bytes | None, str, int, int], list[Any]]
 
-ROUTES: dict[str, tuple[str, list[str], RowParser]] = {
-    topics.EVENTS_ACTIONS: ("events", EVENT_COLUMNS, event_row),
-    topics.EVENTS_CONTEXT: ("events", EVENT_COLUMNS, event_row),
-    topics.ITEMS: ("items", ITEM_COLUMNS, item_row),
-    topics.IMPRESSIONS: ("impressions", IMPRESSION_COLUMNS, impression_row),
+
+class Route(NamedTuple):
+    """Where a topic's messages are stored, how one becomes a row, and the row's month.
+
+    `month_of` names the time column the table is partitioned by month on: an insert that
+    spans two months would be two parts, not one atomic write, so the sink splits there.
+    """
+
+    table: str
+    columns: list[str]
+    parse: RowParser
+    month_of: str | None = None
+
+
+ROUTES: dict[str, Route] = {
+    topics.EVENTS_ACTIONS: Route("events", EVENT_COLUMNS, event_row, "client_ts"),
+    topics.EVENTS_CONTEXT: Route("events", EVENT_COLUMNS, event_row, "client_ts"),
+    topics.ITEMS: Route("items", ITEM_COLUMNS, item_row),
+    topics.IMPRESSIONS: Route("impressions", IMPRESSION_COLUMNS, impression_row, "served_at"),
 }

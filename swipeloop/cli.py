@@ -79,6 +79,32 @@ def api(
 
 
 @app.command()
+def flow(
+    name: Annotated[str, typer.Argument(help="ingest, item_features or item_vectors")],
+    drain: Annotated[
+        bool, typer.Option(help="ingest only: exit once every partition is read to its end")
+    ] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Run one dataflow in this process (production: one container per flow).
+
+    Ingest resumes from its last snapshot under SWIPELOOP_DATA_DIR/recovery; SIGTERM or
+    Ctrl-C stops it after the current batch.
+    """
+    from dataflows.runner import FLOWS, run_process
+
+    _logging(verbose)
+    if name not in FLOWS:
+        raise typer.BadParameter(f"unknown flow {name!r}; one of: {', '.join(FLOWS)}")
+    settings = _settings()
+    if settings.embedded_broker:
+        raise typer.BadParameter("set SWIPELOOP_KAFKA_BOOTSTRAP (or use `swipeloop up`)")
+    if drain and name != "ingest":
+        raise typer.BadParameter("--drain applies to the ingest flow only")
+    run_process(name, settings, **({"drain": True} if drain else {}))
+
+
+@app.command()
 def migrate() -> None:
     """Apply pending ClickHouse migrations (idempotent)."""
     from swipeloop.clickhouse import connect

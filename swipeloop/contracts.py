@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Literal
 
 import msgspec
@@ -51,9 +51,26 @@ class EventBatch(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class ReceivedEvent(Event, frozen=True, kw_only=True):
-    """An event as stored on the broker: stamped by the server that accepted it."""
+    """An event as stored on the broker: stamped by the server that accepted it.
+
+    `ts_clamped` says the phone's clock was more than `MAX_CLOCK_AHEAD` ahead of the server,
+    so `client_ts` was set to `received_at`.
+    """
 
     received_at: datetime
+    ts_clamped: bool = False
+
+
+MAX_CLOCK_AHEAD = timedelta(minutes=5)
+
+
+def stamp(ev: Event, received_at: datetime) -> ReceivedEvent:
+    """The server's copy of an event: receive time, and a future client time clamped."""
+    fields = msgspec.structs.asdict(ev)
+    if ev.client_ts - received_at > MAX_CLOCK_AHEAD:
+        fields["client_ts"] = received_at
+        return ReceivedEvent(**fields, received_at=received_at, ts_clamped=True)
+    return ReceivedEvent(**fields, received_at=received_at)
 
 
 class Item(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

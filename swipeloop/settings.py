@@ -39,7 +39,10 @@ class Settings:
     rank_slice: int = 500
     # Flows
     flow_batch_size: int = 1000
-    flow_flush_s: float = 0.5
+    flow_idle_s: float = 0.02  # how long a source partition sleeps when a poll found nothing
+    flow_epoch_s: float = 2.0  # how often flow state and offsets are snapshotted (recovery)
+    dedup_window_s: float = 600.0  # a retried event_id within this window is stored once
+    dedup_max_ids: int = 200_000  # per source partition
     feature_window_s: int = 300
     feature_hop_s: int = 10
     feature_lateness_s: int = 2

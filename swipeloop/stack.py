@@ -15,8 +15,7 @@ import msgspec
 import uvicorn
 
 from api.app import create_app
-from dataflows import ingest, item_features, item_vectors
-from dataflows.io import run_in_thread
+from dataflows.runner import FLOWS, run_in_thread
 from swipeloop import topics
 from swipeloop.broker import EmbeddedBroker
 from swipeloop.catalog import demo_catalog
@@ -28,7 +27,6 @@ from swipeloop.trainer import run_schedule
 
 log = logging.getLogger(__name__)
 RUNNING = "running.json"
-FLOWS = {"ingest": ingest, "item_features": item_features, "item_vectors": item_vectors}
 
 
 class Stack:
@@ -62,11 +60,9 @@ class Stack:
         migrate(client)
         if self.settings.seed_items and not client.query("SELECT 1 FROM items LIMIT 1").result_rows:
             self._seed_catalog()
-        for name, module in FLOWS.items():
+        for name in FLOWS:
             self._threads[name] = run_in_thread(
-                name,
-                partial(module.build_flow, self.settings, self._stop),
-                partial(self._flow_failed, name),
+                name, self.settings, self._stop, partial(self._flow_failed, name)
             )
         if self._schedule_training:
             self._threads["trainer"] = threading.Thread(
