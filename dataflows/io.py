@@ -340,7 +340,16 @@ class _ProgressPartition(StatefulSinkPartition[SourceRows, Progress]):
                 parameters={"t": topic, "p": int(partition)},
             ).result_rows[0]
             stored = int(last) if count else -1
-            self._progress[key] = max(self._progress.get(key, -1), stored)
+            snapshot = self._progress.get(key, -1)
+            if stored > snapshot:
+                log.warning(
+                    "%s: ClickHouse holds offsets up to %d, the snapshot up to %d; "
+                    "the replayed ones in between are skipped",
+                    key,
+                    stored,
+                    snapshot,
+                )
+            self._progress[key] = max(snapshot, stored)
             self._checked.add(key)
         return self._progress.get(key, -1)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
 import time
@@ -68,6 +69,16 @@ class EmbeddedBroker:
                 time.sleep(0.05)
         self.stop()
         raise BrokerStartError(f"tansu did not answer on {self.bootstrap} in {timeout_s} s")
+
+    def pause(self) -> None:
+        """Freeze the broker (SIGSTOP): it holds its connections but answers nothing."""
+        assert self._proc is not None, "broker not started"
+        self._proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Thaw a paused broker (SIGCONT); it carries on with its data intact."""
+        assert self._proc is not None, "broker not started"
+        self._proc.send_signal(signal.SIGCONT)
 
     def stop(self) -> None:
         """Terminate the broker process (its data goes with it)."""

@@ -36,27 +36,56 @@ def durable_producer(settings: Settings, **extra: Any) -> Producer:
 
 
 class AsyncProducer:
-    """A durable producer whose deliveries are asyncio futures, served by one poller thread."""
+    """A durable producer whose deliveries are asyncio futures, served by one poller thread.
+
+    An idempotent producer that hits a fatal error (fenced after the broker stalled, say)
+    refuses everything after it; the next produce then starts a fresh producer, and what the
+    old one still held fails (the client gets a 503 and retries, the flow drops repeats).
+    """
 
     def __init__(self, settings: Settings) -> None:
         timeout_ms = int(settings.ack_timeout_s * 1000)
-        self._producer = durable_producer(
-            settings, **{"message.timeout.ms": timeout_ms, "request.timeout.ms": timeout_ms}
-        )
+        self._config = {
+            "message.timeout.ms": timeout_ms,
+            "request.timeout.ms": timeout_ms,
+            "error_cb": self._on_error,
+        }
+        self._settings = settings
+        self._fatal = threading.Event()
+        self._lock = threading.Lock()
+        self._producer = durable_producer(settings, **self._config)
         self._stop = threading.Event()
         self._poller = threading.Thread(target=self._poll, name="producer-poll", daemon=True)
         self._poller.start()
+
+    def _on_error(self, err: KafkaError) -> None:
+        if _needs_new_producer(err):
+            self._fatal.set()
 
     def _poll(self) -> None:
         while not self._stop.is_set():
             self._producer.poll(0.05)
 
+    def _renew_if_fatal(self) -> None:
+        if not self._fatal.is_set():
+            return
+        with self._lock:
+            if not self._fatal.is_set():
+                return
+            old, self._producer = self._producer, durable_producer(self._settings, **self._config)
+            self._fatal.clear()
+        old.purge()  # fail its pending deliveries now, not at their timeout
+        old.flush(0)
+
     def produce(self, topic: str, key: bytes, value: bytes) -> asyncio.Future[None]:
         """Hand one message to the producer; the future resolves when the broker has it."""
+        self._renew_if_fatal()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
 
         def delivered(err: KafkaError | None, _msg: Message) -> None:
+            if err is not None and _needs_new_producer(err):
+                self._fatal.set()
             loop.call_soon_threadsafe(_settle, future, err)
 
         self._producer.produce(topic, value=value, key=key, on_delivery=delivered)
@@ -71,6 +100,21 @@ class AsyncProducer:
         self._producer.flush(timeout_s)
         self._stop.set()
         self._poller.join(timeout=1)
+
+
+# The producer's id or sequence is no longer accepted: only a new producer can go on.
+_PRODUCER_STATE_ERRORS = frozenset(
+    {
+        KafkaError.PRODUCER_FENCED,
+        KafkaError.INVALID_PRODUCER_EPOCH,
+        KafkaError.UNKNOWN_PRODUCER_ID,
+        KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER,
+    }
+)
+
+
+def _needs_new_producer(err: KafkaError) -> bool:
+    return bool(err.fatal()) or err.code() in _PRODUCER_STATE_ERRORS
 
 
 def _settle(future: asyncio.Future[None], err: KafkaError | None) -> None:

@@ -1,5 +1,7 @@
 -- One training row per served impression: the features exactly as served (point in time),
--- labelled by the engagement that followed within the label window.
+-- labelled by the engagement that followed within the label window. An impression with no
+-- outcome event at all (no watch, skip, like, ...) is left out: its events may have been lost
+-- on the way (see session_gaps), and a lost watch must never be read as a skip.
 SELECT
     i.request_id                                    AS request_id,
     i.served_at                                     AS served_at,
@@ -20,4 +22,9 @@ LEFT JOIN
 LEFT JOIN (SELECT item_id, duration_ms FROM items FINAL) AS it ON it.item_id = i.item_id
 WHERE length(i.features) = {n_features:UInt32}
 GROUP BY request_id, i.item_id, served_at
+HAVING countIf(
+    e.kind != ''
+        AND e.client_ts >= i.served_at - INTERVAL 1 SECOND
+        AND e.client_ts < i.served_at + toIntervalSecond({label_window_s:UInt32})
+) > 0
 ORDER BY served_at, request_id
