@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
-from bytewax.connectors.kafka import KafkaSink, KafkaSinkMessage, KafkaSource, KafkaSourceMessage
+from bytewax.connectors.kafka import KafkaSinkMessage, KafkaSource, KafkaSourceMessage
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import (
     DynamicSink,
@@ -24,7 +24,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartiti
 from confluent_kafka.admin import AdminClient
 
 from swipeloop.clickhouse import connect, insert_rows
-from swipeloop.kafka import RDKAFKA_LOG_LEVEL, client_config
+from swipeloop.kafka import RDKAFKA_LOG_LEVEL, client_config, durable_producer
 from swipeloop.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -44,14 +44,22 @@ class StoppableKafkaSource(KafkaSource):
         stop = self._stop
         if stop is None:
             return part
-        inner_next = part.next_batch
+        inner_next, inner_close = part.next_batch, part.close
+        closed = threading.Event()
 
         def next_batch() -> list[Any]:
             if stop.is_set():
-                raise StopIteration
+                close()  # now, on this thread: a client left to the garbage collector can
+                raise StopIteration  # call back into a finalizing interpreter and crash it
             return list(inner_next())
 
+        def close() -> None:
+            if not closed.is_set():
+                closed.set()
+                inner_close()
+
         part.next_batch = next_batch  # type: ignore[method-assign]
+        part.close = close  # type: ignore[method-assign]
         return part
 
 
@@ -73,19 +81,44 @@ def kafka_input(
     )
 
 
-def kafka_output(settings: Settings, topic: str) -> KafkaSink:
-    """A durable producer sink (acks=all, idempotent)."""
+class _ProducerPartition(StatelessSinkPartition[KafkaSinkMessage[bytes, bytes]]):
+    def __init__(self, settings: Settings, topic: str) -> None:
+        self._producer = durable_producer(settings, **{"linger.ms": 5})
+        self._topic = topic
+
+    def write_batch(self, items: list[KafkaSinkMessage[bytes, bytes]]) -> None:
+        for msg in items:
+            while True:
+                try:
+                    self._producer.produce(self._topic, value=msg.value, key=msg.key)
+                    break
+                except BufferError:  # local queue full: let deliveries drain first
+                    self._producer.poll(0.1)
+        self._producer.poll(0)
+
+    def close(self) -> None:
+        left = self._producer.flush(CLOSE_FLUSH_S)  # bounded: a dead broker must not hang exit
+        if left:
+            log.warning("%d messages to %s undelivered at shutdown", left, self._topic)
+
+
+CLOSE_FLUSH_S = 10.0
+
+
+class KafkaOut(DynamicSink[KafkaSinkMessage[bytes, bytes]]):
+    """A durable producer sink (acks=all, idempotent) whose close never blocks forever."""
+
+    def __init__(self, settings: Settings, topic: str) -> None:
+        self._settings, self._topic = settings, topic
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _ProducerPartition:
+        return _ProducerPartition(self._settings, self._topic)
+
+
+def kafka_output(settings: Settings, topic: str) -> KafkaOut:
+    """A durable producer sink (acks=all, idempotent) on one topic."""
     assert settings.kafka_bootstrap, "flows need a broker address"
-    return KafkaSink(
-        [settings.kafka_bootstrap],
-        topic,
-        add_config={
-            "log_level": str(RDKAFKA_LOG_LEVEL),
-            "acks": "all",
-            "enable.idempotence": "true",
-            "linger.ms": "5",
-        },
-    )
+    return KafkaOut(settings, topic)
 
 
 def to_kafka(key: str, value: bytes) -> KafkaSinkMessage[bytes, bytes]:
@@ -191,6 +224,7 @@ class _PollPartition(StatefulSourcePartition[Polled, int]):
             )
         )
         self._at_end = False
+        self._closed = False
         self._consumer.assign([TopicPartition(topic, partition, offset)])
         self._topic, self._partition, self._next = topic, partition, offset
         self._batch = settings.flow_batch_size
@@ -200,6 +234,7 @@ class _PollPartition(StatefulSourcePartition[Polled, int]):
 
     def next_batch(self) -> list[Polled]:
         if self._at_end or (self._stop is not None and self._stop.is_set()):
+            self.close()
             raise StopIteration
         msgs = self._consumer.consume(self._batch, 0)
         records = []
@@ -226,7 +261,9 @@ class _PollPartition(StatefulSourcePartition[Polled, int]):
         return self._next
 
     def close(self) -> None:
-        self._consumer.close()
+        if not self._closed:
+            self._closed = True
+            self._consumer.close()
 
 
 class KafkaPollSource(FixedPartitionedSource[Polled, int]):

@@ -126,8 +126,10 @@ class Stack:
         if self._server_thread is not None:
             self._server_thread.join(timeout=10)
         self._stop.set()
-        for thread in self._threads.values():
+        for name, thread in self._threads.items():
             thread.join(timeout=10)
+            if thread.is_alive():
+                log.warning("%s did not stop within 10 s", name)
         if self._broker is not None:
             self._broker.stop()
 

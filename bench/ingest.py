@@ -1,0 +1,280 @@
+"""Ingest benchmark: ack latency and throughput of POST /v1/events, then the ingest flow.
+
+    python bench/ingest.py --quick      # < 60 s; prints one JSON object
+
+1. single: one event per request at a fixed rate (open loop, default 2,000 req/s). Latency is
+   measured from when each request was due, so a stalled server shows up in full (no
+   coordinated omission).
+2. batch: batches of 100-500 events from a few keep-alive connections, as fast as acked.
+3. flow: the ingest flow (one worker) reads everything the API acknowledged from the broker
+   into ClickHouse and exits when caught up (`--drain`); then every acked event_id is looked
+   up: `false_acks` counts those missing.
+
+The API runs as its own process (`swipeloop api`, as in production) on the embedded broker;
+the load generator is this script's own asyncio HTTP/1.1 client (raw keep-alive sockets on
+uvloop), on the same 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from dataflows.runner import run
+from swipeloop.broker import EmbeddedBroker, free_port
+from swipeloop.clickhouse import connect
+from swipeloop.migrations import migrate
+from swipeloop.settings import Settings
+from swipeloop.topics import ensure_topics
+
+
+def body(events: list[dict[str, Any]]) -> bytes:
+    return json.dumps({"events": events}).encode()
+
+
+def make_event(i: int) -> dict[str, Any]:
+    return {
+        "event_id": str(uuid.uuid4()),
+        "user_id": f"u{i % 5000}",
+        "item_id": f"i{i % 20000}",
+        "kind": "watch" if i % 5 else "like",
+        "watch_ms": 4000,
+        "client_ts": datetime.now(UTC).isoformat(),
+        "session_id": f"s{i % 5000}",
+        "seq": i // 5000,
+    }
+
+
+def request(port: int, payload: bytes) -> bytes:
+    head = (
+        f"POST /v1/events HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
+    )
+    return head.encode() + payload
+
+
+async def exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, raw: bytes) -> int:
+    """Send one request on a keep-alive connection; return the status code."""
+    writer.write(raw)
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head[9:12])
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":")[1])
+    if length:
+        await reader.readexactly(length)
+    return status
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+async def single_ack(port: int, rate: int, seconds: float, conns: int) -> dict[str, Any]:
+    """Open loop: request i is due at start + i/rate, whatever happened to the ones before."""
+    total = int(rate * seconds)
+    events = [make_event(i) for i in range(total)]
+    raws = [request(port, body([e])) for e in events]
+    due_queue: asyncio.Queue[tuple[int, float]] = asyncio.Queue()
+    latencies: list[float] = []
+    service: list[float] = []
+    acked: list[str] = []
+    statuses: dict[int, int] = {}
+
+    async def worker() -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        while True:
+            i, due = await due_queue.get()
+            if i < 0:
+                writer.close()
+                return
+            sent = time.perf_counter()
+            status = await exchange(reader, writer, raws[i])
+            done = time.perf_counter()
+            latencies.append((done - due) * 1000)
+            service.append((done - sent) * 1000)
+            statuses[status] = statuses.get(status, 0) + 1
+            if status == 202:
+                acked.append(events[i]["event_id"])
+
+    workers = [asyncio.create_task(worker()) for _ in range(conns)]
+    await asyncio.sleep(0.2)
+    start = time.perf_counter()
+    for i in range(total):
+        due = start + i / rate
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        due_queue.put_nowait((i, due))
+    for _ in workers:
+        due_queue.put_nowait((-1, 0.0))
+    await asyncio.gather(*workers)
+    elapsed = time.perf_counter() - start
+    return {
+        "single_ack_p50_ms": round(percentile(latencies, 0.50), 3),
+        "single_ack_p99_ms": round(percentile(latencies, 0.99), 3),
+        "single_ack_max_ms": round(max(latencies), 3),
+        "single_service_p99_ms": round(percentile(service, 0.99), 3),
+        "single_target_rps": rate,
+        "single_achieved_rps": round(total / elapsed),
+        "single_statuses": statuses,
+        "_acked": acked,
+    }
+
+
+async def batches(port: int, seconds: float, conns: int) -> dict[str, Any]:
+    """Closed loop: each connection posts a 100-500 event batch as soon as the last is acked."""
+    rng = random.Random(1)
+    pool = []
+    counter = 10_000_000
+    for _ in range(200):
+        size = rng.randint(100, 500)
+        events = [make_event(counter + j) for j in range(size)]
+        counter += size
+        pool.append((events, request(port, body(events))))
+    acked: list[str] = []
+    latencies: list[float] = []
+    sent_events = 0
+    stop_at = time.perf_counter() + seconds
+
+    async def worker(k: int) -> None:
+        nonlocal sent_events
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        i = k
+        while time.perf_counter() < stop_at:
+            events, raw = pool[i % len(pool)]
+            i += conns
+            if i >= len(pool):  # every batch is sent once: ids stay unique
+                break
+            t0 = time.perf_counter()
+            status = await exchange(reader, writer, raw)
+            latencies.append((time.perf_counter() - t0) * 1000)
+            if status == 202:
+                acked.extend(e["event_id"] for e in events)
+                sent_events += len(events)
+        writer.close()
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker(k) for k in range(conns)))
+    elapsed = time.perf_counter() - start
+    return {
+        "batch_events_per_s": round(sent_events / elapsed),
+        "batch_request_p50_ms": round(percentile(latencies, 0.5), 2),
+        "batch_request_p99_ms": round(percentile(latencies, 0.99), 2),
+        "batch_events_acked": sent_events,
+        "_acked": acked,
+    }
+
+
+def start_api(settings: Settings, data_dir: Path, port: int) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "SWIPELOOP_KAFKA_BOOTSTRAP": settings.kafka_bootstrap or "",
+        "SWIPELOOP_BROKER_EPOCH": settings.broker_epoch,
+        "SWIPELOOP_DATA_DIR": str(data_dir),
+        "SWIPELOOP_SEED_ITEMS": "0",
+    }
+    cli = [sys.executable, "-m", "swipeloop.cli"]
+    subprocess.run([*cli, "migrate"], env=env, check=True, capture_output=True)
+    proc = subprocess.Popen(
+        [*cli, "api", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health/live", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError("the API did not start")
+
+
+def rss_peak_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return float("nan")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="short run (< 60 s)")
+    parser.add_argument("--rate", type=int, default=2000, help="single-event requests per second")
+    args = parser.parse_args()
+    single_s, batch_s = (8.0, 8.0) if args.quick else (30.0, 30.0)
+
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+
+    tmp = Path(tempfile.mkdtemp(prefix="swipeloop-bench-"))
+    with EmbeddedBroker(tmp / "broker.log") as broker:
+        settings = Settings(
+            kafka_bootstrap=broker.bootstrap,
+            broker_epoch=broker.epoch,
+            data_dir=tmp / "flow",
+            seed_items=0,
+            topic_partitions=3,
+        )
+        ensure_topics(settings)
+        port = free_port()
+        api = start_api(settings, tmp / "api", port)
+        try:
+            single = asyncio.run(single_ack(port, args.rate, single_s, conns=64))
+            batch = asyncio.run(batches(port, batch_s, conns=4))
+            api_rss = rss_peak_mb(api.pid)
+        finally:
+            api.terminate()
+            api.wait(10)
+
+        client = connect(settings)
+        migrate(client)
+        started = time.perf_counter()
+        run("ingest", settings, in_thread=True, drain=True)
+        flow_s = time.perf_counter() - started
+        stored = client.command("SELECT count() FROM events")
+        ids = {str(r[0]) for r in client.query("SELECT event_id FROM events").result_rows}
+
+    acked = set(single.pop("_acked")) | set(batch.pop("_acked"))
+    figures = {
+        **single,
+        **batch,
+        "flow_events": int(stored),
+        "flow_seconds": round(flow_s, 2),
+        "flow_events_per_s_per_worker": round(int(stored) / flow_s),
+        "acked_events": len(acked),
+        "false_acks": len(acked - ids),
+        "duplicates": int(stored) - len(ids),
+        "api_rss_peak_mb": api_rss,
+        "bench_rss_peak_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "load_generator": "bench/ingest.py asyncio raw HTTP/1.1 keep-alive client on uvloop",
+        "cpu_count": os.cpu_count(),
+    }
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
