@@ -48,8 +48,8 @@ def _decode(decoder: msgspec.json.Decoder[Any], body: bytes) -> Any:
 async def _deliver(services: Services, messages: list[tuple[str, bytes, bytes]]) -> None:
     """Produce every message and wait until the broker acknowledged all of them."""
     try:
-        futures = [services.producer.produce(t, k, v) for t, k, v in messages]
-        await asyncio.wait_for(asyncio.gather(*futures), timeout=services.settings.ack_timeout_s)
+        delivered = services.producer.produce_all(messages)
+        await asyncio.wait_for(delivered, timeout=services.settings.ack_timeout_s)
     except (TimeoutError, BrokerUnavailable, BufferError) as exc:
         raise BrokerDown(f"broker did not acknowledge: {exc or 'timeout'}") from exc
 

@@ -6,9 +6,9 @@
    measured from when each request was due, so a stalled server shows up in full (no
    coordinated omission).
 2. batch: batches of 100-500 events from a few keep-alive connections, as fast as acked.
-3. flow: the ingest flow (one worker) reads everything the API acknowledged from the broker
-   into ClickHouse and exits when caught up (`--drain`); then every acked event_id is looked
-   up: `false_acks` counts those missing.
+3. flow: the ingest flow (one worker) reads everything the API acknowledged, plus
+   `--flow-events` produced straight to the broker, into ClickHouse and exits when caught up
+   (`--drain`); then every acked event_id is looked up: `false_acks` counts those missing.
 
 The API runs as its own process (`swipeloop api`, as in production) on the embedded broker;
 the load generator is this script's own asyncio HTTP/1.1 client (raw keep-alive sockets on
@@ -33,10 +33,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 
 from dataflows.runner import run
 from swipeloop.broker import EmbeddedBroker, free_port
 from swipeloop.clickhouse import connect
+from swipeloop.contracts import Event, stamp, topic_for
+from swipeloop.kafka import durable_producer
 from swipeloop.migrations import migrate
 from swipeloop.settings import Settings
 from swipeloop.topics import ensure_topics
@@ -209,6 +212,21 @@ def start_api(settings: Settings, data_dir: Path, port: int) -> subprocess.Popen
     raise RuntimeError("the API did not start")
 
 
+def produce_direct(settings: Settings, count: int) -> None:
+    """Events as the API would have stored them, straight onto the broker."""
+    producer = durable_producer(
+        settings, **{"linger.ms": 20, "queue.buffering.max.messages": 1_000_000}
+    )
+    now = datetime.now(UTC)
+    for i in range(count):
+        raw = make_event(20_000_000 + i)
+        ev = stamp(msgspec.convert(raw, Event), now)
+        producer.produce(topic_for(ev.kind), key=ev.user_id.encode(), value=msgspec.json.encode(ev))
+        if i % 10_000 == 0:
+            producer.poll(0)
+    producer.flush(60)
+
+
 def rss_peak_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -220,8 +238,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short run (< 60 s)")
     parser.add_argument("--rate", type=int, default=2000, help="single-event requests per second")
+    parser.add_argument(
+        "--flow-events", type=int, default=200_000, help="extra events for the flow phase"
+    )
     args = parser.parse_args()
     single_s, batch_s = (8.0, 8.0) if args.quick else (30.0, 30.0)
+    if args.rate < 4:
+        parser.error("--rate must be at least 4")
 
     try:
         import uvloop
@@ -243,6 +266,8 @@ def main() -> None:
         port = free_port()
         api = start_api(settings, tmp / "api", port)
         try:
+            # The same open loop at a quarter of the rate: ack latency when not saturated.
+            light = asyncio.run(single_ack(port, args.rate // 4, single_s / 2, conns=16))
             single = asyncio.run(single_ack(port, args.rate, single_s, conns=64))
             batch = asyncio.run(batches(port, batch_s, conns=4))
             api_rss = rss_peak_mb(api.pid)
@@ -250,6 +275,7 @@ def main() -> None:
             api.terminate()
             api.wait(10)
 
+        produce_direct(settings, args.flow_events)
         client = connect(settings)
         migrate(client)
         started = time.perf_counter()
@@ -258,8 +284,9 @@ def main() -> None:
         stored = client.command("SELECT count() FROM events")
         ids = {str(r[0]) for r in client.query("SELECT event_id FROM events").result_rows}
 
-    acked = set(single.pop("_acked")) | set(batch.pop("_acked"))
+    acked = set(single.pop("_acked")) | set(batch.pop("_acked")) | set(light.pop("_acked"))
     figures = {
+        **{k.replace("single_", "light_"): v for k, v in light.items()},
         **single,
         **batch,
         "flow_events": int(stored),

@@ -8,7 +8,8 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, NamedTuple
+from functools import partial
+from typing import Any
 
 from bytewax.connectors.kafka import KafkaSinkMessage, KafkaSource, KafkaSourceMessage
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
@@ -23,7 +24,7 @@ from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from swipeloop.clickhouse import connect, insert_rows
+from swipeloop.clickhouse import connect, insert_lines, insert_rows
 from swipeloop.kafka import RDKAFKA_LOG_LEVEL, client_config, durable_producer
 from swipeloop.settings import Settings
 
@@ -151,18 +152,21 @@ class _ClickHousePartition(StatelessSinkPartition[Rows]):
             else:
                 merged[key] = Rows(rows.table, rows.columns, list(rows.rows), rows.token)
         for rows in merged.values():
-            insert_with_retry(self._client, rows)
+            insert_with_retry(
+                rows.table,
+                partial(insert_rows, self._client, rows.table, rows.rows, rows.columns, rows.token),
+            )
 
 
-def insert_with_retry(client: Client, rows: Rows) -> None:
+def insert_with_retry(what: str, insert: Callable[[], None]) -> None:
     """Insert until ClickHouse takes it; the token makes a retry of a landed insert a no-op."""
     delay = 0.2
     while True:
         try:
-            insert_rows(client, rows.table, rows.rows, rows.columns, rows.token)
+            insert()
             return
         except (OperationalError, DatabaseError) as exc:  # ClickHouse away: back off, keep it
-            log.warning("ClickHouse insert into %s failed (%s); retrying", rows.table, exc)
+            log.warning("ClickHouse insert into %s failed (%s); retrying", what, exc)
             time.sleep(delay)
             delay = min(delay * 2, 10.0)
 
@@ -180,12 +184,7 @@ class ClickHouseSink(DynamicSink[Rows]):
 # --- exactly-once: Kafka partitions in as whole polls, ClickHouse progress out -------------
 
 
-class Record(NamedTuple):
-    """One Kafka message as the ingest flow needs it."""
-
-    offset: int
-    value: bytes | None
-    error: str | None = None
+Record = tuple[int, bytes | None, str | None]  # (offset, value, client error or None)
 
 
 @dataclass(frozen=True)
@@ -246,12 +245,12 @@ class _PollPartition(StatefulSourcePartition[Polled, int]):
             if offset is None:  # a client-side event (broker down, ...), not a message
                 log.warning("kafka %s:%s: %s", self._topic, self._partition, err)
                 continue
-            records.append(Record(offset, msg.value(), None if err is None else str(err)))
+            records.append((offset, msg.value(), None if err is None else str(err)))
         if not records:
             self._awake = datetime.now(UTC) + timedelta(seconds=self._idle_s)
             return []
         self._awake = None
-        self._next = records[-1].offset + 1
+        self._next = records[-1][0] + 1
         return [Polled(self._topic, self._partition, records)]
 
     def next_awake(self) -> datetime | None:
@@ -307,30 +306,66 @@ class KafkaPollSource(FixedPartitionedSource[Polled, int]):
         )
 
 
-@dataclass(frozen=True)
+@dataclass
 class TableRows:
-    """Rows for one table from one poll of one topic-partition, each with its source offset."""
+    """JSONEachRow lines for one table from one topic-partition, with their source offsets.
+
+    `months` (the yyyymm each row is partitioned on) is set for tables partitioned by month;
+    `ids` and `stamps` (id, receive time in ms) for tables deduplicated by id.
+    """
 
     table: str
-    columns: list[str]
-    rows: list[list[Any]]
+    lines: list[bytes]
     offsets: list[int]
-    month_col: int | None = None  # the table is partitioned by this column's month
+    months: list[int] | None = None
+    ids: list[bytes] | None = None
+    stamps: list[int] | None = None
 
-    def runs(self) -> Iterator[tuple[list[list[Any]], list[int]]]:
+    def take(self, keep: list[int]) -> TableRows:
+        """The rows at the positions in `keep` (ascending), as new lists."""
+
+        def pick(values: list[Any] | None) -> Any:
+            return None if values is None else [values[i] for i in keep]
+
+        return TableRows(
+            self.table,
+            pick(self.lines),
+            pick(self.offsets),
+            pick(self.months),
+            pick(self.ids),
+            pick(self.stamps),
+        )
+
+    def tail_after(self, offset: int) -> TableRows | None:
+        """The rows past `offset` (a replay can straddle what is stored), or None."""
+        if self.offsets[-1] <= offset:
+            return None
+        if self.offsets[0] > offset:
+            return self
+        start = next(i for i, off in enumerate(self.offsets) if off > offset)
+        return self.take(list(range(start, len(self.offsets))))
+
+    def extend(self, more: TableRows) -> None:
+        """Append the rows of a later poll of the same table and partition."""
+        self.lines.extend(more.lines)
+        self.offsets.extend(more.offsets)
+        if self.months is not None and more.months is not None:
+            self.months.extend(more.months)
+        if self.ids is not None and more.ids is not None:
+            self.ids.extend(more.ids)
+        if self.stamps is not None and more.stamps is not None:
+            self.stamps.extend(more.stamps)
+
+    def runs(self) -> Iterator[tuple[list[bytes], list[int]]]:
         """Consecutive rows of the same month: each run is one part, so one atomic insert."""
-        if self.month_col is None:
-            yield self.rows, self.offsets
+        if self.months is None:
+            yield self.lines, self.offsets
             return
-        col, start = self.month_col, 0
-        for i in range(1, len(self.rows) + 1):
-            if i == len(self.rows) or _month(self.rows[i][col]) != _month(self.rows[start][col]):
-                yield self.rows[start:i], self.offsets[start:i]
+        months, start = self.months, 0
+        for i in range(1, len(months) + 1):
+            if i == len(months) or months[i] != months[start]:
+                yield self.lines[start:i], self.offsets[start:i]
                 start = i
-
-
-def _month(ts: datetime) -> tuple[int, int]:
-    return ts.year, ts.month
 
 
 Progress = dict[str, int]  # "table|topic:partition" -> last offset stored in ClickHouse
@@ -338,30 +373,57 @@ SourceRows = tuple[str, list[TableRows]]  # (topic:partition, its rows per table
 
 
 class _ProgressPartition(StatefulSinkPartition[SourceRows, Progress]):
+    """Buffers rows per table and source partition; inserts when big or old enough, and
+    always before a snapshot, so no snapshot covers an offset that ClickHouse lacks."""
+
     def __init__(self, settings: Settings, client: Client, resume: Progress | None) -> None:
         self._settings = settings
         self._client = client
         self._progress: Progress = dict(resume or {})
         self._checked: set[str] = set()
+        self._pending: dict[str, TableRows] = {}
+        self._pending_rows = 0
+        self._oldest: float | None = None
 
     def write_batch(self, items: list[SourceRows]) -> None:
         for source, tables in items:
             for part in tables:
-                self._write(source, part)
+                self._add(source, part)
+        too_old = self._oldest is not None and (
+            time.monotonic() - self._oldest >= self._settings.flow_flush_s
+        )
+        if self._pending_rows >= self._settings.flow_flush_rows or too_old:
+            self._flush()
 
-    def _write(self, source: str, part: TableRows) -> None:
+    def _add(self, source: str, part: TableRows) -> None:
         key = f"{part.table}|{source}"
-        done = self._stored(key, part.table, source)
-        for run_rows, run_offsets in part.runs():
-            if run_offsets[-1] <= done:
-                continue
-            # a replay straddling what is stored keeps only the new tail
-            skip = next(i for i, off in enumerate(run_offsets) if off > done)
-            rows, offsets = run_rows[skip:], run_offsets[skip:]
-            where = f"{source}:{offsets[0]}:{offsets[-1]}"
-            token = f"{self._settings.broker_epoch}:{part.table}:{where}"
-            insert_with_retry(self._client, Rows(part.table, part.columns, rows, token))
-            self._progress[key] = done = offsets[-1]
+        pending = self._pending.get(key)
+        done = pending.offsets[-1] if pending else self._stored(key, part.table, source)
+        new = part.tail_after(done)  # a replay keeps only what is not stored or buffered
+        if new is None:
+            return
+        if pending is None:
+            self._pending[key] = new.take(list(range(len(new.offsets))))  # a copy to extend
+        else:
+            pending.extend(new)
+        self._pending_rows += len(new.offsets)
+        if self._oldest is None:
+            self._oldest = time.monotonic()
+
+    def _flush(self) -> None:
+        for key, part in self._pending.items():
+            source = key.split("|", 1)[1]
+            for lines, offsets in part.runs():
+                where = f"{source}:{offsets[0]}:{offsets[-1]}"
+                token = f"{self._settings.broker_epoch}:{part.table}:{where}"
+                insert_with_retry(
+                    f"{part.table} ({len(lines)} rows)",
+                    partial(insert_lines, self._client, part.table, lines, token),
+                )
+                self._progress[key] = offsets[-1]
+        self._pending.clear()
+        self._pending_rows = 0
+        self._oldest = None
 
     def _stored(self, key: str, table: str, source: str) -> int:
         """The last offset of `source` in `table`: the snapshot's, or ClickHouse's if ahead.
@@ -391,7 +453,11 @@ class _ProgressPartition(StatefulSinkPartition[SourceRows, Progress]):
         return self._progress.get(key, -1)
 
     def snapshot(self) -> Progress:
+        self._flush()  # what the source's snapshot covers must be in ClickHouse first
         return dict(self._progress)
+
+    def close(self) -> None:
+        self._flush()
 
 
 class ClickHouseProgressSink(FixedPartitionedSink[SourceRows, Progress]):

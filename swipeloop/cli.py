@@ -75,7 +75,8 @@ def api(
     settings = _settings()
     if settings.embedded_broker:
         raise typer.BadParameter("set SWIPELOOP_KAFKA_BOOTSTRAP (or use `swipeloop up`)")
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+    # No access log: a line per request costs more than the request (use /metrics instead).
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info", access_log=False)
 
 
 @app.command()

@@ -36,6 +36,23 @@ def insert_rows(
     client.insert(table, rows, column_names=columns, settings=settings)
 
 
+JSON_INSERT_SETTINGS = {
+    "date_time_input_format": "best_effort",  # RFC 3339 with any UTC offset
+    "input_format_skip_unknown_fields": 1,  # a newer contract field waits for its migration
+}
+
+
+def insert_lines(client: Client, table: str, lines: list[bytes], token: str | None) -> None:
+    """Insert JSONEachRow lines once (ClickHouse parses them); a retry with the same token
+    is dropped by the table's dedup window."""
+    if not lines:
+        return
+    settings: dict[str, Any] = dict(JSON_INSERT_SETTINGS)
+    if token:
+        settings["insert_deduplication_token"] = token
+    client.raw_insert(table, insert_block=b"\n".join(lines), fmt="JSONEachRow", settings=settings)
+
+
 def read_vectors(client: Client, dim: int) -> tuple[list[str], npt.NDArray[np.float32]]:
     """The current vector of every item (ids, matrix) in one columnar read."""
     table = client.query_arrow(

@@ -77,18 +77,28 @@ class AsyncProducer:
         old.purge()  # fail its pending deliveries now, not at their timeout
         old.flush(0)
 
-    def produce(self, topic: str, key: bytes, value: bytes) -> asyncio.Future[None]:
-        """Hand one message to the producer; the future resolves when the broker has it."""
+    def produce_all(self, messages: list[tuple[str, bytes, bytes]]) -> asyncio.Future[None]:
+        """Hand over (topic, key, value) messages; one future for all: done when the broker
+        has every one, failed at the first that it refused."""
         self._renew_if_fatal()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
+        pending = [len(messages)]
 
         def delivered(err: KafkaError | None, _msg: Message) -> None:
-            if err is not None and _needs_new_producer(err):
-                self._fatal.set()
-            loop.call_soon_threadsafe(_settle, future, err)
+            if err is not None:
+                if _needs_new_producer(err):
+                    self._fatal.set()
+                loop.call_soon_threadsafe(_settle, future, err)
+                return
+            pending[0] -= 1  # deliveries are served by the one poller thread
+            if pending[0] == 0:
+                loop.call_soon_threadsafe(_settle, future, None)
 
-        self._producer.produce(topic, value=value, key=key, on_delivery=delivered)
+        for topic, key, value in messages:
+            self._producer.produce(topic, value=value, key=key, on_delivery=delivered)
+        if not messages:
+            future.set_result(None)
         return future
 
     def produce_nowait(self, topic: str, key: bytes, value: bytes) -> None:

@@ -97,6 +97,7 @@ class Stack:
             host=self.settings.api_host,
             port=self.settings.api_port,
             log_level="warning",
+            access_log=False,
             lifespan="on",
         )
         self.server = uvicorn.Server(config)

@@ -211,11 +211,18 @@ class _FlakyClient:
         self._client, self._down = client, down
         self.refused = 0
 
-    def insert(self, *args: Any, **kwargs: Any) -> Any:
+    def _refuse_while_down(self) -> None:
         if self._down.is_set():
             self.refused += 1
             raise OperationalError("connection refused (ClickHouse is down in this test)")
+
+    def insert(self, *args: Any, **kwargs: Any) -> Any:
+        self._refuse_while_down()
         return self._client.insert(*args, **kwargs)
+
+    def raw_insert(self, *args: Any, **kwargs: Any) -> Any:
+        self._refuse_while_down()
+        return self._client.raw_insert(*args, **kwargs)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._client, name)

@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import msgspec
 
-from dataflows.ingest import SeenIds, dedup_events, parse_poll
-from dataflows.io import Polled, Record, TableRows
+from dataflows.ingest import SeenIds, dedup, parse_poll
+from dataflows.io import Polled, TableRows
 from dataflows.parse import MAX_MESSAGE_BYTES
 from swipeloop import topics
 from swipeloop.contracts import Event, ReceivedEvent, stamp
@@ -37,12 +37,12 @@ def test_parse_poll_splits_rows_and_dead_letters_with_offsets() -> None:
         topics.EVENTS_CONTEXT,
         2,
         [
-            Record(10, received(0)),
-            Record(11, b"{oops"),
-            Record(12, b"x" * (MAX_MESSAGE_BYTES + 1)),
-            Record(13, None),
-            Record(14, received(1)),
-            Record(15, b"", error="Broker: corrupt message"),
+            (10, received(0), None),
+            (11, b"{oops", None),
+            (12, b"x" * (MAX_MESSAGE_BYTES + 1), None),
+            (13, None, None),
+            (14, received(1), None),
+            (15, b"", "Broker: corrupt message"),
         ],
     )
     parsed = parse_poll(polled, NOW)
@@ -60,7 +60,7 @@ def test_parse_poll_splits_rows_and_dead_letters_with_offsets() -> None:
 
 
 def test_parse_poll_of_unknown_topic_is_all_dead() -> None:
-    parsed = parse_poll(Polled("mystery", 0, [Record(0, received(0))]), NOW)
+    parsed = parse_poll(Polled("mystery", 0, [(0, received(0), None)]), NOW)
     assert [t.table for t in parsed.tables] == ["dlq"]
     assert parsed.dead[0].reason == "no schema for topic 'mystery'"
 
@@ -68,24 +68,24 @@ def test_parse_poll_of_unknown_topic_is_all_dead() -> None:
 def test_dedup_drops_a_retried_event_within_the_window_only() -> None:
     same = uuid.uuid4()
     seen = SeenIds()
-    first = parse_poll(Polled(topics.EVENTS_CONTEXT, 0, [Record(0, received(0, event_id=same))]))
-    seen, out = dedup_events(seen, first, window_ms=60_000, max_ids=100)
-    assert len(out.tables[0].rows) == 1
+    first = parse_poll(Polled(topics.EVENTS_CONTEXT, 0, [(0, received(0, event_id=same), None)]))
+    seen, out = dedup(seen, first, window_ms=60_000, max_ids=100)
+    assert out.tables[0].offsets == [0]
     retry = parse_poll(
         Polled(
             topics.EVENTS_CONTEXT,
             0,
-            [Record(1, received(0, event_id=same)), Record(2, received(1))],
+            [(1, received(0, event_id=same), None), (2, received(1), None)],
         )
     )
-    seen, out = dedup_events(seen, retry, window_ms=60_000, max_ids=100)
+    seen, out = dedup(seen, retry, window_ms=60_000, max_ids=100)
     assert out.tables[0].offsets == [2]
     assert seen.dropped == 1
     # Two minutes later the first id has left the 60 s window: it would be stored again.
     later = NOW + timedelta(minutes=2)
-    seen, _ = dedup_events(
+    seen, _ = dedup(
         seen,
-        parse_poll(Polled(topics.EVENTS_CONTEXT, 0, [Record(3, received(2, at=later))])),
+        parse_poll(Polled(topics.EVENTS_CONTEXT, 0, [(3, received(2, at=later), None)])),
         window_ms=60_000,
         max_ids=100,
     )
@@ -95,17 +95,20 @@ def test_dedup_drops_a_retried_event_within_the_window_only() -> None:
 def test_dedup_window_is_capped() -> None:
     seen = SeenIds()
     for off in range(50):
-        polled = Polled(topics.EVENTS_CONTEXT, 0, [Record(off, received(off))])
-        seen, _ = dedup_events(seen, parse_poll(polled), window_ms=10**9, max_ids=10)
+        polled = Polled(topics.EVENTS_CONTEXT, 0, [(off, received(off), None)])
+        seen, _ = dedup(seen, parse_poll(polled), window_ms=10**9, max_ids=10)
     assert len(seen.received_ms) == 10
 
 
 def test_runs_split_at_month_boundaries() -> None:
-    jan, feb = datetime(2026, 1, 31, tzinfo=UTC), datetime(2026, 2, 1, tzinfo=UTC)
-    part = TableRows("events", ["ts"], [[jan], [jan], [feb], [jan]], [1, 2, 3, 4], month_col=0)
+    months = [202601, 202601, 202602, 202601]
+    part = TableRows("events", [b"a", b"b", b"c", b"d"], [1, 2, 3, 4], months=months)
     assert [offsets for _, offsets in part.runs()] == [[1, 2], [3], [4]]
-    whole = TableRows("items", ["ts"], [[jan], [feb]], [1, 2])
+    whole = TableRows("items", [b"a", b"b"], [1, 2])
     assert [offsets for _, offsets in whole.runs()] == [[1, 2]]
+    tail = part.tail_after(2)
+    assert tail is not None and tail.offsets == [3, 4] and tail.months == [202602, 202601]
+    assert part.tail_after(4) is None
 
 
 def test_stamp_clamps_a_client_clock_far_ahead() -> None:

@@ -4,7 +4,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from dataflows.parse import MAX_MESSAGE_BYTES, Rejected, event_row, item_row
+from dataflows.parse import MAX_MESSAGE_BYTES, ROUTES, Rejected, month, row_line
 from models.ranker import _auc
 from swipeloop.migrations import load
 from swipeloop.settings import Settings, SettingsError
@@ -21,9 +21,13 @@ def test_event_row_keeps_source_offsets() -> None:
         "seq": 1,
         "received_at": "2026-11-28T09:00:01Z",
     }
-    row = event_row(msgspec.json.encode(ev), "events.actions", 2, 41)
-    assert row[-3:] == ["events.actions", 2, 41]
-    assert row[5].utcoffset().total_seconds() == 0 and row[5].hour == 9
+    route = ROUTES["events.actions"]
+    contract = route.parse(msgspec.json.encode(ev))
+    row = msgspec.json.decode(row_line(contract, "events.actions", 2, 41))
+    assert (row["topic"], row["partition"], row["offset"]) == ("events.actions", 2, 41)
+    assert row["event_id"] == ev["event_id"] and row["ts_clamped"] is False
+    assert route.month_of is not None and route.month_of(contract) == 202611
+    assert month(contract.client_ts.replace(day=1, hour=0)) == 202610  # 00:00+01:00 is Oct 31
 
 
 @pytest.mark.parametrize(
@@ -38,7 +42,7 @@ def test_event_row_keeps_source_offsets() -> None:
 )
 def test_bad_messages_are_rejected_with_a_reason(value: bytes | None, reason: str) -> None:
     with pytest.raises(Rejected, match=reason):
-        item_row(value, "items", 0, 0)
+        ROUTES["items"].parse(value)
 
 
 def test_settings_from_env() -> None:
