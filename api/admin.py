@@ -30,5 +30,5 @@ class AdminController(Controller):
             info = train(connect(services.settings), services.settings, say=lambda _m: None)
         except NotEnoughData as exc:
             raise Conflict(str(exc)) from exc
-        services.models.refresh()
+        services.feed.models.refresh()
         return dataclasses.asdict(info)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Literal
 
 from litestar import Litestar
 from litestar.logging import LoggingConfig
@@ -15,17 +16,25 @@ from api.routes import EventsController, FeedController, HealthController
 from api.services import Services
 from swipeloop.settings import Settings
 
+Role = Literal["all", "ingest", "feed"]
+ROLES: tuple[Role, ...] = ("all", "ingest", "feed")
+
 
 def create_app(
     settings: Settings,
     extra_checks: Callable[[], dict[str, bool]] | None = None,
     admin: bool = False,
+    role: Role = "all",
 ) -> Litestar:
-    """The API, wired to the settings' broker, ClickHouse and model registry."""
+    """The API, wired to the settings' broker, ClickHouse and model registry.
+
+    `role` picks the routes: "ingest" (events and items in; stateless), "feed" (feeds out;
+    follows the topics), or "all".
+    """
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        services = Services(settings, extra_checks)
+        services = Services(settings, extra_checks, serve_feed=role != "ingest")
         services.start()
         app.state.services = services
         try:
@@ -35,10 +44,10 @@ def create_app(
 
     return Litestar(
         route_handlers=[
-            EventsController,
-            FeedController,
+            *([EventsController] if role != "feed" else []),
+            *([FeedController] if role != "ingest" else []),
             HealthController,
-            *([AdminController] if admin else []),
+            *([AdminController] if admin and role != "ingest" else []),
         ],
         lifespan=[lifespan],
         exception_handlers=HANDLERS,
@@ -46,3 +55,13 @@ def create_app(
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(title="swipeloop", version="0.1.0", path="/schema"),
     )
+
+
+def app_from_env() -> Litestar:
+    """App factory for `uvicorn --factory` worker processes: settings and role from the env."""
+    import os
+
+    role = os.environ.get("SWIPELOOP_API_ROLE", "all")
+    if role not in ROLES:
+        raise ValueError(f"SWIPELOOP_API_ROLE={role!r}: one of {', '.join(ROLES)}")
+    return create_app(Settings.from_env(), role=role)

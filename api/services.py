@@ -52,21 +52,13 @@ class ModelHolder:
             self.refresh()
 
 
-class Services:
-    """Started in the app's lifespan, stopped at shutdown."""
+class Serving:
+    """The feed side: serving state, its feeder, the current model."""
 
-    def __init__(
-        self, settings: Settings, extra_checks: Callable[[], dict[str, bool]] | None = None
-    ) -> None:
-        self.settings = settings
-        self.producer = AsyncProducer(settings)
+    def __init__(self, settings: Settings) -> None:
         self.state = ServingState(settings, connect(settings))
         self.feeder = Feeder(self.state, settings)
         self.models = ModelHolder(settings)
-        assert settings.kafka_bootstrap, "the API needs a broker address"
-        self._admin = AdminClient(client_config(settings.kafka_bootstrap))
-        self._health_client = connect(settings)
-        self._extra_checks = extra_checks
 
     def start(self) -> None:
         """Bootstrap caches, then follow the topics and the model registry."""
@@ -75,9 +67,50 @@ class Services:
         self.models.start()
 
     def stop(self) -> None:
-        """Flush the producer and stop the background threads."""
+        """Stop the background threads."""
         self.feeder.stop()
         self.models.stop()
+
+
+class Services:
+    """Started in the app's lifespan, stopped at shutdown.
+
+    An ingest-only API (`serve_feed=False`) holds just the producer: it is stateless, so it
+    scales out freely and spends no CPU following the topics.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        extra_checks: Callable[[], dict[str, bool]] | None = None,
+        serve_feed: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.producer = AsyncProducer(settings)
+        self.serving = Serving(settings) if serve_feed else None
+        assert settings.kafka_bootstrap, "the API needs a broker address"
+        self._admin = AdminClient(client_config(settings.kafka_bootstrap))
+        # ClickHouse is the feed side's; an ingest-only API needs the broker alone (and with
+        # chdb, only one process may open the data path).
+        self._health_client = connect(settings) if serve_feed else None
+        self._extra_checks = extra_checks
+
+    @property
+    def feed(self) -> Serving:
+        """The feed side (only routed to where it exists)."""
+        assert self.serving is not None, "this API does not serve feeds"
+        return self.serving
+
+    def start(self) -> None:
+        """Serve deliveries on the running loop; start the feed side, if any."""
+        self.producer.start()
+        if self.serving:
+            self.serving.start()
+
+    def stop(self) -> None:
+        """Flush the producer and stop the background threads."""
+        if self.serving:
+            self.serving.stop()
         self.producer.close()
         del self._admin  # no reconnect attempts to a broker that is going away
 
@@ -89,12 +122,14 @@ class Services:
             checks["broker"] = True
         except Exception:
             checks["broker"] = False
-        try:
-            self._health_client.query("SELECT 1")
-            checks["clickhouse"] = True
-        except Exception:
-            checks["clickhouse"] = False
-        checks["catalog"] = bool(self.state.catalog)
+        if self._health_client is not None:
+            try:
+                self._health_client.query("SELECT 1")
+                checks["clickhouse"] = True
+            except Exception:
+                checks["clickhouse"] = False
+        if self.serving:
+            checks["catalog"] = bool(self.serving.state.catalog)
         if self._extra_checks:
             checks.update(self._extra_checks())
         return checks

@@ -10,7 +10,8 @@
    `--flow-events` produced straight to the broker, into ClickHouse and exits when caught up
    (`--drain`); then every acked event_id is looked up: `false_acks` counts those missing.
 
-The API runs as its own process (`swipeloop api`, as in production) on the embedded broker;
+The API runs as its own process (`swipeloop api --role ingest`, the stateless front door, as
+in production) on the embedded broker;
 the load generator is this script's own asyncio HTTP/1.1 client (raw keep-alive sockets on
 uvloop), on the same 2 cores.
 """
@@ -185,7 +186,9 @@ async def batches(port: int, seconds: float, conns: int) -> dict[str, Any]:
     }
 
 
-def start_api(settings: Settings, data_dir: Path, port: int) -> subprocess.Popen[bytes]:
+def start_api(
+    settings: Settings, data_dir: Path, port: int, workers: int
+) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "SWIPELOOP_KAFKA_BOOTSTRAP": settings.kafka_bootstrap or "",
@@ -196,7 +199,7 @@ def start_api(settings: Settings, data_dir: Path, port: int) -> subprocess.Popen
     cli = [sys.executable, "-m", "swipeloop.cli"]
     subprocess.run([*cli, "migrate"], env=env, check=True, capture_output=True)
     proc = subprocess.Popen(
-        [*cli, "api", "--port", str(port)],
+        [*cli, "api", "--port", str(port), "--role", "ingest", "--workers", str(workers)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -227,17 +230,38 @@ def produce_direct(settings: Settings, count: int) -> None:
     producer.flush(60)
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of a process and its children so far."""
+    tick = os.sysconf("SC_CLK_TCK")
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    total = 0
+    for each in [pid, *map(int, children)]:
+        fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / tick
+
+
+def own_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def rss_peak_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return round(int(line.split()[1]) / 1024, 1)
-    return float("nan")
+    """Peak resident memory of a process and its children (the API's workers)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    total = 0
+    for each in [pid, *map(int, children)]:
+        for line in Path(f"/proc/{each}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                total += int(line.split()[1])
+    return round(total / 1024, 1)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short run (< 60 s)")
     parser.add_argument("--rate", type=int, default=2000, help="single-event requests per second")
+    parser.add_argument("--workers", type=int, default=2, help="API processes (--role ingest)")
     parser.add_argument(
         "--flow-events", type=int, default=200_000, help="extra events for the flow phase"
     )
@@ -264,11 +288,20 @@ def main() -> None:
         )
         ensure_topics(settings)
         port = free_port()
-        api = start_api(settings, tmp / "api", port)
+        api = start_api(settings, tmp / "api", port, args.workers)
         try:
+            asyncio.run(single_ack(port, 100, 2, conns=16))  # warm-up: connections, metadata
             # The same open loop at a quarter of the rate: ack latency when not saturated.
             light = asyncio.run(single_ack(port, args.rate // 4, single_s / 2, conns=16))
+            api_cpu, gen_cpu = cpu_seconds(api.pid), own_cpu_seconds()
             single = asyncio.run(single_ack(port, args.rate, single_s, conns=64))
+            requests = args.rate * single_s
+            single["single_api_cpu_us_per_request"] = round(
+                (cpu_seconds(api.pid) - api_cpu) / requests * 1e6
+            )
+            single["single_loadgen_cpu_us_per_request"] = round(
+                (own_cpu_seconds() - gen_cpu) / requests * 1e6
+            )
             batch = asyncio.run(batches(port, batch_s, conns=4))
             api_rss = rss_peak_mb(api.pid)
         finally:

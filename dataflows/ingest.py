@@ -35,6 +35,7 @@ from dataflows.parse import ROUTES, Rejected, dlq_line, row_line
 from swipeloop import topics
 from swipeloop.clickhouse import connect
 from swipeloop.contracts import DeadLetter
+from swipeloop.metrics import DEAD_LETTERS, DUPLICATES_DROPPED
 from swipeloop.settings import Settings
 
 SOURCE_TOPICS = (topics.EVENTS_ACTIONS, topics.EVENTS_CONTEXT, topics.ITEMS, topics.IMPRESSIONS)
@@ -162,7 +163,11 @@ def build_flow(
     window_ms, max_ids = int(settings.dedup_window_s * 1000), settings.dedup_max_ids
 
     def drop_repeats(seen: SeenIds | None, p: Parsed) -> tuple[SeenIds, Parsed]:
-        return dedup(seen or SeenIds(), p, window_ms, max_ids)
+        seen = seen or SeenIds()
+        before = seen.dropped
+        seen, unique = dedup(seen, p, window_ms, max_ids)
+        DUPLICATES_DROPPED.inc(seen.dropped - before)
+        return seen, unique
 
     unique = op.stateful_map("dedup", parsed, drop_repeats)
     # (topic:partition, (topic:partition, [TableRows]))
@@ -173,6 +178,7 @@ def build_flow(
         ClickHouseProgressSink(settings, connect_clickhouse=connect_clickhouse),
     )
     dead = op.flat_map("dead_letters", unique, lambda kv: kv[1].dead)
+    op.inspect("count_dead", dead, lambda _step, d: DEAD_LETTERS.labels(d.topic).inc())
     dlq_msgs = op.map(
         "dlq_message", dead, lambda d: to_kafka(f"{d.topic}:{d.partition}", msgspec.json.encode(d))
     )

@@ -26,6 +26,7 @@ from confluent_kafka.admin import AdminClient
 
 from swipeloop.clickhouse import connect, insert_lines, insert_rows
 from swipeloop.kafka import RDKAFKA_LOG_LEVEL, client_config, durable_producer
+from swipeloop.metrics import INGESTED_ROWS, refresh_session_gaps
 from swipeloop.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -384,6 +385,7 @@ class _ProgressPartition(StatefulSinkPartition[SourceRows, Progress]):
         self._pending: dict[str, TableRows] = {}
         self._pending_rows = 0
         self._oldest: float | None = None
+        self._gaps_at = 0.0
 
     def write_batch(self, items: list[SourceRows]) -> None:
         for source, tables in items:
@@ -421,9 +423,21 @@ class _ProgressPartition(StatefulSinkPartition[SourceRows, Progress]):
                     partial(insert_lines, self._client, part.table, lines, token),
                 )
                 self._progress[key] = offsets[-1]
+                INGESTED_ROWS.labels(part.table).inc(len(lines))
         self._pending.clear()
         self._pending_rows = 0
         self._oldest = None
+        self._refresh_gaps()
+
+    def _refresh_gaps(self) -> None:
+        now = time.monotonic()
+        if now - self._gaps_at < self._settings.gap_metric_interval_s:
+            return
+        self._gaps_at = now
+        try:
+            refresh_session_gaps(self._client)
+        except (OperationalError, DatabaseError) as exc:  # a metric must not stop ingest
+            log.warning("cannot refresh the session-gap metric: %s", exc)
 
     def _stored(self, key: str, table: str, source: str) -> int:
         """The last offset of `source` in `table`: the snapshot's, or ClickHouse's if ahead.

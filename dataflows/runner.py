@@ -23,6 +23,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.recovery import RecoveryConfig, init_db_dir
 
 from dataflows import ingest, item_features, item_vectors
+from swipeloop.metrics import serve_metrics
 from swipeloop.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,7 @@ def run_process(name: str, settings: Settings, **options: Any) -> None:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
+    serve_metrics(settings.metrics_port)
     run(name, settings, stop, **options)
 
 

@@ -40,6 +40,7 @@ def up(
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Start everything in one process: broker, ClickHouse, flows, API, nightly trainer."""
+    from swipeloop.metrics import serve_metrics
     from swipeloop.stack import Stack
 
     _logging(verbose)
@@ -47,13 +48,15 @@ def up(
     with console.status("starting broker, ClickHouse, flows"):
         stack.start()
     s = stack.settings
+    serve_metrics(s.metrics_port)
     console.print(
         f"[bold green]swipeloop is up[/]  (Ctrl-C stops)\n"
         f"  API       {stack.url}   (OpenAPI: {stack.url}/schema)\n"
         f"  feed      {stack.url}/v1/feed?user_id=alice\n"
         f"  broker    {s.kafka_bootstrap}{' (embedded, memory only)' if s.broker_epoch else ''}\n"
         f"  ClickHouse {s.clickhouse_dsn} (database {s.clickhouse_database})\n"
-        f"  models    {s.models_dir}   (retrained on cron '{s.train_cron}')"
+        f"  models    {s.models_dir}   (retrained on cron '{s.train_cron}')\n"
+        f"  metrics   http://127.0.0.1:{s.metrics_port}/metrics   (flows; 0 turns it off)"
     )
     try:
         stack.serve()
@@ -66,17 +69,35 @@ def up(
 def api(
     host: Annotated[str, typer.Option(help="bind address")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port")] = 8000,
+    role: Annotated[
+        str, typer.Option(help="all | ingest (events and items in, stateless) | feed")
+    ] = "all",
+    workers: Annotated[int, typer.Option(min=1, help="processes (ingest role: stateless)")] = 1,
 ) -> None:
     """Serve the API alone (production: broker and ClickHouse are servers)."""
+    import os
+
     import uvicorn
 
-    from api.app import create_app
+    from api.app import ROLES
 
     settings = _settings()
     if settings.embedded_broker:
         raise typer.BadParameter("set SWIPELOOP_KAFKA_BOOTSTRAP (or use `swipeloop up`)")
-    # No access log: a line per request costs more than the request (use /metrics instead).
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info", access_log=False)
+    if role not in ROLES:
+        raise typer.BadParameter(f"unknown role {role!r}; one of: {', '.join(ROLES)}")
+    if workers > 1 and role != "ingest":
+        raise typer.BadParameter("--workers > 1 needs --role ingest (feed state is per process)")
+    os.environ["SWIPELOOP_API_ROLE"] = role  # read by each worker's app factory
+    uvicorn.run(
+        "api.app:app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="info",
+        access_log=False,  # a line per request costs more than the request; see /metrics
+    )
 
 
 @app.command()

@@ -30,6 +30,7 @@ class Settings:
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     ack_timeout_s: float = 2.0
+    ack_linger_ms: float = 1.0  # the API producer's linger (batching vs. ack latency)
     max_batch_events: int = 500
     max_body_bytes: int = 1_048_576
     # Feed
@@ -45,6 +46,8 @@ class Settings:
     flow_flush_rows: int = 50_000  # ... or once this many are buffered (big inserts are cheap)
     dedup_window_s: float = 600.0  # a retried event_id within this window is stored once
     dedup_max_ids: int = 200_000  # per source partition
+    gap_metric_interval_s: float = 15.0  # how often ingest refreshes the session-gap gauges
+    metrics_port: int = 9464  # Prometheus /metrics of `swipeloop up` and `swipeloop flow` (0: off)
     feature_window_s: int = 300
     feature_hop_s: int = 10
     feature_lateness_s: int = 2

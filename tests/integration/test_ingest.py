@@ -30,11 +30,14 @@ from confluent_kafka import KafkaError, Message
 
 from dataflows import ingest
 from dataflows.runner import recovery_config, run_in_thread
+from models.features import FEATURE_NAMES
+from models.ranker import training_set
 from swipeloop import topics
 from swipeloop.broker import EmbeddedBroker
 from swipeloop.clickhouse import connect
 from swipeloop.contracts import ReceivedEvent, topic_for
 from swipeloop.kafka import durable_producer
+from swipeloop.metrics import SESSION_GAP_EVENTS, refresh_session_gaps
 from swipeloop.migrations import migrate
 from swipeloop.settings import Settings
 from swipeloop.stack import Stack
@@ -368,3 +371,38 @@ from swipeloop.settings import Settings
 rows = connect(Settings.from_env()).query(sys.argv[1]).result_rows
 print(json.dumps([[r[0], int(r[1])] for r in rows]))
 """
+
+
+def test_seq_gaps_are_recorded_and_a_lost_watch_is_no_skip(
+    live: Settings, ingest_thread: threading.Thread
+) -> None:
+    producer = durable_producer(live)
+    # Session s-ann delivers seq 0, 1, 2, 5, 6 across both topics (3 and 4 were lost);
+    # session s-ben delivers 0..3 in a shuffled order: no gap.
+    sent = [("ann", q, "like" if q == 1 else "watch") for q in (0, 1, 2, 5, 6)]
+    sent += [("ben", q, "watch") for q in (2, 0, 3, 1)]
+    for user, seq, kind in sent:
+        ev = event(user, seq, kind)
+        producer.produce(topic_for(kind), key=user.encode(), value=msgspec.json.encode(ev))
+    assert producer.flush(10) == 0
+    client = connect(live)
+    wait_until(lambda: scalar(client, "SELECT count() FROM events") >= len(sent), what="events")
+    gaps = client.query(
+        "SELECT user_id, missing, missing_seqs FROM session_gaps ORDER BY user_id"
+    ).result_rows
+    assert gaps == [("ann", 3 - 1, [3, 4])]
+    assert refresh_session_gaps(client) == (1, 2)
+    assert SESSION_GAP_EVENTS._value.get() == 2
+
+    # Impressions of both users' items: ann's item i7 has no outcome event at all (lost with
+    # seq 3 or 4): it must not become a negative training row; i1 (a like) is a positive.
+    served = datetime.now(UTC) - timedelta(minutes=1)  # served before the swipes
+    n = len(FEATURE_NAMES)
+    rows = [
+        ["r1", "ann", "i1", 0, "trending", "v0", 0.5, [0.0] * n, served],
+        ["r1", "ann", "i7", 1, "trending", "v0", 0.4, [0.0] * n, served],
+    ]
+    columns = ["request_id", "user_id", "item_id", "position", "source", "model_version"]
+    client.insert("impressions", rows, column_names=[*columns, "score", "features", "served_at"])
+    _, labels, _ = training_set(client, live)
+    assert labels.tolist() == [1]

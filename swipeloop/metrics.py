@@ -1,0 +1,58 @@
+"""Prometheus metrics of the flows (one registry per process; `serve_metrics` exposes it)."""
+
+from __future__ import annotations
+
+import logging
+
+from clickhouse_connect.driver.client import Client
+from prometheus_client import Counter, Gauge, start_http_server
+
+log = logging.getLogger(__name__)
+
+INGESTED_ROWS = Counter(
+    "swipeloop_ingest_rows", "Rows the ingest flow inserted into ClickHouse", ["table"]
+)
+DEAD_LETTERS = Counter(
+    "swipeloop_ingest_dead_letters", "Messages refused to the DLQ, by source topic", ["topic"]
+)
+DUPLICATES_DROPPED = Counter(
+    "swipeloop_ingest_duplicates_dropped", "Events dropped as repeats of an accepted event_id"
+)
+SESSION_GAP_EVENTS = Gauge(
+    "swipeloop_session_gap_events",
+    "Events missing (seq gaps) in sessions active in the last hour",
+)
+SESSIONS_WITH_GAPS = Gauge(
+    "swipeloop_sessions_with_gaps", "Sessions active in the last hour with at least one gap"
+)
+
+# Sessions seen in the last hour, and how many of their seq numbers never arrived.
+_GAPS_SQL = """
+SELECT countIf(missing > 0), sum(missing)
+FROM
+(
+    SELECT toInt64(bitmapMax(s)) + 1 - toInt64(bitmapCardinality(s)) AS missing
+    FROM
+    (
+        SELECT groupBitmapMergeState(seqs) AS s, max(last_at) AS last
+        FROM session_seqs
+        GROUP BY user_id, session_id
+        HAVING last > now64(3) - INTERVAL 1 HOUR
+    )
+)
+"""
+
+
+def refresh_session_gaps(client: Client) -> tuple[int, int]:
+    """Set the session-gap gauges from ClickHouse; return (sessions with gaps, missing)."""
+    sessions, missing = client.query(_GAPS_SQL).result_rows[0]
+    SESSIONS_WITH_GAPS.set(int(sessions))
+    SESSION_GAP_EVENTS.set(int(missing or 0))
+    return int(sessions), int(missing or 0)
+
+
+def serve_metrics(port: int) -> None:
+    """Expose this process's metrics on http://0.0.0.0:port/metrics (0: don't)."""
+    if port:
+        start_http_server(port)
+        log.info("metrics on :%d/metrics", port)
