@@ -27,6 +27,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from datetime import UTC, datetime
@@ -41,6 +42,7 @@ from swipeloop.broker import EmbeddedBroker, free_port
 from swipeloop.clickhouse import connect
 from swipeloop.contracts import Event, stamp, topic_for
 from swipeloop.kafka import durable_producer
+from swipeloop.metrics import INGESTED_ROWS
 from swipeloop.migrations import migrate
 from swipeloop.settings import Settings
 from swipeloop.topics import ensure_topics
@@ -142,16 +144,41 @@ async def single_ack(port: int, rate: int, seconds: float, conns: int) -> dict[s
     }
 
 
-async def batches(port: int, seconds: float, conns: int) -> dict[str, Any]:
-    """Closed loop: each connection posts a 100-500 event batch as soon as the last is acked."""
+_EVENT = (
+    b'{"event_id":"%s","user_id":"u%d","item_id":"i%d","kind":"watch","watch_ms":4000,'
+    b'"client_ts":"%s","session_id":"s%d","seq":%d}'
+)
+
+
+def batch_pool(port: int, events: int) -> list[tuple[list[str], bytes]]:
+    """Requests of 100-500 distinct events each, `events` in all: (event ids, raw request)."""
     rng = random.Random(1)
-    pool = []
-    counter = 10_000_000
-    for _ in range(200):
+    now = datetime.now(UTC).isoformat().encode()
+    pool, made = [], 0
+    while made < events:
         size = rng.randint(100, 500)
-        events = [make_event(counter + j) for j in range(size)]
-        counter += size
-        pool.append((events, request(port, body(events))))
+        ids = [str(uuid.uuid4()) for _ in range(size)]
+        rows = [
+            _EVENT
+            % (
+                ids[j].encode(),
+                (made + j) % 5000,
+                (made + j) % 20000,
+                now,
+                (made + j) % 5000,
+                1_000 + (made + j) // 5000,
+            )
+            for j in range(size)
+        ]
+        pool.append((ids, request(port, b'{"events":[' + b",".join(rows) + b"]}")))
+        made += size
+    return pool
+
+
+async def batches(
+    port: int, pool: list[tuple[list[str], bytes]], seconds: float, conns: int
+) -> dict[str, Any]:
+    """Closed loop: each connection posts a 100-500 event batch as soon as the last is acked."""
     acked: list[str] = []
     latencies: list[float] = []
     sent_events = 0
@@ -162,16 +189,16 @@ async def batches(port: int, seconds: float, conns: int) -> dict[str, Any]:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         i = k
         while time.perf_counter() < stop_at:
-            events, raw = pool[i % len(pool)]
-            i += conns
             if i >= len(pool):  # every batch is sent once: ids stay unique
                 break
+            ids, raw = pool[i]
+            i += conns
             t0 = time.perf_counter()
             status = await exchange(reader, writer, raw)
             latencies.append((time.perf_counter() - t0) * 1000)
             if status == 202:
-                acked.extend(e["event_id"] for e in events)
-                sent_events += len(events)
+                acked.extend(ids)
+                sent_events += len(ids)
         writer.close()
 
     start = time.perf_counter()
@@ -215,6 +242,33 @@ def start_api(
     raise RuntimeError("the API did not start")
 
 
+class RowSampler(threading.Thread):
+    """Watches the ingest row counter: the flow's rate from its first insert to its last."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.stop = threading.Event()
+        self.samples: list[tuple[float, float]] = []
+
+    def run(self) -> None:
+        while not self.stop.wait(0.01):
+            rows = sum(
+                s.value
+                for m in INGESTED_ROWS.collect()
+                for s in m.samples
+                if s.name.endswith("_total")
+            )
+            self.samples.append((time.perf_counter(), rows))
+
+    def rate(self) -> int:
+        moving = [(t, n) for t, n in self.samples if n > 0]
+        if len(moving) < 2:
+            return 0
+        (t0, n0), (t1, n1) = moving[0], moving[-1]
+        # from the first insert to the last: n1 - n0 rows were inserted in between
+        return round((n1 - n0) / (t1 - t0)) if t1 > t0 else 0
+
+
 def produce_direct(settings: Settings, count: int) -> None:
     """Events as the API would have stored them, straight onto the broker."""
     producer = durable_producer(
@@ -246,6 +300,23 @@ def own_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+class CpuMeter:
+    """Where the CPU went during a phase: the API, the broker, this load generator."""
+
+    def __init__(self, api_pid: int, broker_pid: int) -> None:
+        self._pids = {"api": api_pid, "broker": broker_pid}
+        self._start = {name: cpu_seconds(pid) for name, pid in self._pids.items()}
+        self._own = own_cpu_seconds()
+
+    def per(self, phase: str, unit: str, count: float) -> dict[str, float]:
+        used = {name: cpu_seconds(pid) - self._start[name] for name, pid in self._pids.items()}
+        used["loadgen"] = own_cpu_seconds() - self._own
+        return {
+            f"{phase}_{name}_cpu_us_per_{unit}": round(seconds / max(count, 1) * 1e6, 1)
+            for name, seconds in used.items()
+        }
+
+
 def rss_peak_mb(pid: int) -> float:
     """Peak resident memory of a process and its children (the API's workers)."""
     children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
@@ -262,11 +333,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="short run (< 60 s)")
     parser.add_argument("--rate", type=int, default=2000, help="single-event requests per second")
     parser.add_argument("--workers", type=int, default=2, help="API processes (--role ingest)")
+    parser.add_argument("--batch-conns", type=int, default=4, help="connections posting batches")
     parser.add_argument(
-        "--flow-events", type=int, default=200_000, help="extra events for the flow phase"
+        "--flow-events", type=int, default=100_000, help="extra events for the flow phase"
     )
     args = parser.parse_args()
-    single_s, batch_s = (8.0, 8.0) if args.quick else (30.0, 30.0)
+    single_s, batch_s = (8.0, 4.0) if args.quick else (30.0, 20.0)
     if args.rate < 4:
         parser.error("--rate must be at least 4")
 
@@ -293,16 +365,14 @@ def main() -> None:
             asyncio.run(single_ack(port, 100, 2, conns=16))  # warm-up: connections, metadata
             # The same open loop at a quarter of the rate: ack latency when not saturated.
             light = asyncio.run(single_ack(port, args.rate // 4, single_s / 2, conns=16))
-            api_cpu, gen_cpu = cpu_seconds(api.pid), own_cpu_seconds()
+            cpu = CpuMeter(api.pid, broker.pid)
             single = asyncio.run(single_ack(port, args.rate, single_s, conns=64))
-            requests = args.rate * single_s
-            single["single_api_cpu_us_per_request"] = round(
-                (cpu_seconds(api.pid) - api_cpu) / requests * 1e6
-            )
-            single["single_loadgen_cpu_us_per_request"] = round(
-                (own_cpu_seconds() - gen_cpu) / requests * 1e6
-            )
-            batch = asyncio.run(batches(port, batch_s, conns=4))
+            single.update(cpu.per("single", "request", args.rate * single_s))
+            pool = batch_pool(port, int(150_000 * batch_s))
+            cpu = CpuMeter(api.pid, broker.pid)
+            batch = asyncio.run(batches(port, pool, batch_s, conns=args.batch_conns))
+            del pool  # a million request bodies: not to be carried into the flow phase
+            batch.update(cpu.per("batch", "event", batch["batch_events_acked"]))
             api_rss = rss_peak_mb(api.pid)
         finally:
             api.terminate()
@@ -311,10 +381,14 @@ def main() -> None:
         produce_direct(settings, args.flow_events)
         client = connect(settings)
         migrate(client)
+        sampler = RowSampler()
+        sampler.start()
         started = time.perf_counter()
         run("ingest", settings, in_thread=True, drain=True)
         flow_s = time.perf_counter() - started
-        stored = client.command("SELECT count() FROM events")
+        sampler.stop.set()
+        sampler.join()
+        stored = int(str(client.command("SELECT count() FROM events")))
         ids = {str(r[0]) for r in client.query("SELECT event_id FROM events").result_rows}
 
     acked = set(single.pop("_acked")) | set(batch.pop("_acked")) | set(light.pop("_acked"))
@@ -322,12 +396,13 @@ def main() -> None:
         **{k.replace("single_", "light_"): v for k, v in light.items()},
         **single,
         **batch,
-        "flow_events": int(stored),
+        "flow_events": stored,
         "flow_seconds": round(flow_s, 2),
-        "flow_events_per_s_per_worker": round(int(stored) / flow_s),
+        "flow_events_per_s_with_startup": round(stored / flow_s),
+        "flow_events_per_s_per_worker": sampler.rate(),
         "acked_events": len(acked),
         "false_acks": len(acked - ids),
-        "duplicates": int(stored) - len(ids),
+        "duplicates": stored - len(ids),
         "api_rss_peak_mb": api_rss,
         "bench_rss_peak_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "load_generator": "bench/ingest.py asyncio raw HTTP/1.1 keep-alive client on uvloop",

@@ -70,6 +70,12 @@ class EmbeddedBroker:
         self.stop()
         raise BrokerStartError(f"tansu did not answer on {self.bootstrap} in {timeout_s} s")
 
+    @property
+    def pid(self) -> int:
+        """The broker's process id."""
+        assert self._proc is not None, "broker not started"
+        return self._proc.pid
+
     def pause(self) -> None:
         """Freeze the broker (SIGSTOP): it holds its connections but answers nothing."""
         assert self._proc is not None, "broker not started"

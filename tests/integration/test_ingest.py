@@ -156,6 +156,16 @@ def test_retried_batch_and_frozen_broker(live: Settings, broker: EmbeddedBroker)
         assert http.post("/v1/events", json=first).status_code == 202
         assert http.post("/v1/events", json=first).status_code == 202  # a client retry
 
+        # Limits: whole batch refused, with where and why.
+        too_many = {"events": [api_event("zed", s) for s in range(live.max_batch_events + 1)]}
+        assert http.post("/v1/events", json=too_many).status_code == 413
+        huge = {"events": [api_event("zed", 0, request_id="x" * (live.max_body_bytes + 1))]}
+        assert http.post("/v1/events", json=huge).status_code == 413
+        bad = {"events": [api_event("zed", 0), api_event("zed", 1, kind="teleport")]}
+        refused_bad = http.post("/v1/events", json=bad)
+        assert refused_bad.status_code == 422
+        assert "$.events[1].kind" in refused_bad.text
+
         # A future client clock is clamped and flagged.
         ahead = datetime.now(UTC) + timedelta(hours=2)
         skewed = api_event("bob", 0, client_ts=ahead.isoformat())
