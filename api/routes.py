@@ -18,7 +18,7 @@ from api.errors import BrokerDown, InvalidInput, TooLarge
 from api.feed import build_feed
 from api.services import Services
 from swipeloop import topics
-from swipeloop.contracts import EventBatch, Feed, ItemBatch, stamp, topic_for
+from swipeloop.contracts import EventBatch, Feed, ItemBatch, Stamper, topic_for
 from swipeloop.kafka import BrokerUnavailable
 
 _events = msgspec.json.Decoder(EventBatch)
@@ -68,11 +68,10 @@ class EventsController(Controller):
         limit = services.settings.max_batch_events
         if len(batch.events) > limit:
             raise TooLarge(f"batch of {len(batch.events)} events exceeds the limit of {limit}")
-        now = datetime.now(UTC)
-        messages = []
-        for ev in batch.events:
-            stored = stamp(ev, now)
-            messages.append((topic_for(ev.kind), ev.user_id.encode(), msgspec.json.encode(stored)))
+        stamper = Stamper(datetime.now(UTC))
+        messages = [
+            (topic_for(ev.kind), ev.user_id.encode(), stamper.json(ev)) for ev in batch.events
+        ]
         await _deliver(services, messages)
         return Accepted(len(messages))
 

@@ -73,6 +73,30 @@ def stamp(ev: Event, received_at: datetime) -> ReceivedEvent:
     return ReceivedEvent(**fields, received_at=received_at)
 
 
+_json = msgspec.json.Encoder()
+
+
+class Stamper:
+    """`stamp(ev, received_at)` as JSON for one request's events, fast.
+
+    An event whose clock is fine becomes its own JSON plus the stamp fields, spliced on,
+    which is what encoding `stamp(...)` gives, at a fraction of the cost (the hot path of
+    ingest). A clamped event takes the full path.
+    """
+
+    def __init__(self, received_at: datetime) -> None:
+        self._at = received_at
+        self._latest_ok = received_at + MAX_CLOCK_AHEAD
+        stamp_fields = _json.encode({"received_at": received_at, "ts_clamped": False})
+        self._suffix = b"," + stamp_fields[1:]
+
+    def json(self, ev: Event) -> bytes:
+        """The stored event's JSON."""
+        if ev.client_ts > self._latest_ok:
+            return _json.encode(stamp(ev, self._at))
+        return _json.encode(ev)[:-1] + self._suffix
+
+
 class Item(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """One uploaded video."""
 

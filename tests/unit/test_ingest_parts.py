@@ -11,7 +11,7 @@ from dataflows.ingest import SeenIds, dedup, parse_poll
 from dataflows.io import Polled, TableRows
 from dataflows.parse import MAX_MESSAGE_BYTES
 from swipeloop import topics
-from swipeloop.contracts import Event, ReceivedEvent, stamp
+from swipeloop.contracts import Event, ReceivedEvent, Stamper, stamp
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 
@@ -126,3 +126,22 @@ def test_stamp_clamps_a_client_clock_far_ahead() -> None:
     near = msgspec.structs.replace(ev, client_ts=NOW + timedelta(minutes=4))
     assert not stamp(near, NOW).ts_clamped
     assert stamp(near, NOW).client_ts == NOW + timedelta(minutes=4)
+
+
+def test_stamper_json_is_the_stamped_event() -> None:
+    ev = Event(
+        event_id=uuid.uuid4(),
+        user_id="u",
+        item_id="i",
+        kind="watch",
+        client_ts=NOW - timedelta(seconds=3),
+        session_id="s",
+        seq=4,
+        watch_ms=1200,
+    )
+    ahead = msgspec.structs.replace(ev, client_ts=NOW + timedelta(hours=1))
+    stamper = Stamper(NOW)
+    for each in (ev, ahead):
+        fast = msgspec.json.decode(stamper.json(each), type=ReceivedEvent)
+        assert fast == stamp(each, NOW)
+    assert msgspec.json.decode(stamper.json(ahead), type=ReceivedEvent).ts_clamped
