@@ -73,7 +73,9 @@ def parse_poll(polled: Polled, now: datetime | None = None) -> Parsed:
             except Rejected as exc:
                 reason = str(exc)
             else:
-                rows.lines.append(row_line(contract, polled.topic, polled.partition, offset))
+                rows.lines.append(
+                    row_line(contract, polled.topic, polled.partition, offset, polled.epoch)
+                )
                 rows.offsets.append(offset)
                 if rows.months is not None and route.month_of:
                     rows.months.append(route.month_of(contract))
@@ -94,7 +96,8 @@ def parse_poll(polled: Polled, now: datetime | None = None) -> Parsed:
         )
     tables = [rows] if rows.lines else []
     if dead:
-        tables.append(TableRows("dlq", [dlq_line(d) for d in dead], [d.offset for d in dead]))
+        lines = [dlq_line(d, polled.epoch) for d in dead]
+        tables.append(TableRows("dlq", lines, [d.offset for d in dead]))
     return Parsed(polled.key, tables, dead)
 
 

@@ -195,6 +195,7 @@ class Polled:
     topic: str
     partition: int
     records: list[Record]
+    epoch: str = ""  # the broker run the offsets belong to (see Settings.broker_epoch)
 
     @property
     def key(self) -> str:
@@ -227,6 +228,7 @@ class _PollPartition(StatefulSourcePartition[Polled, int]):
         self._closed = False
         self._consumer.assign([TopicPartition(topic, partition, offset)])
         self._topic, self._partition, self._next = topic, partition, offset
+        self._epoch = settings.broker_epoch
         self._batch = settings.flow_batch_size
         self._idle_s = settings.flow_idle_s
         self._stop = stop
@@ -252,7 +254,7 @@ class _PollPartition(StatefulSourcePartition[Polled, int]):
             return []
         self._awake = None
         self._next = records[-1][0] + 1
-        return [Polled(self._topic, self._partition, records)]
+        return [Polled(self._topic, self._partition, records, self._epoch)]
 
     def next_awake(self) -> datetime | None:
         return self._awake
@@ -448,9 +450,9 @@ class _ProgressPartition(StatefulSinkPartition[SourceRows, Progress]):
         if key not in self._checked:
             topic, partition = source.rsplit(":", 1)
             count, last = self._client.query(
-                f"SELECT count(), max(offset) FROM `{table}` "
-                "WHERE topic = {t:String} AND partition = {p:UInt16}",
-                parameters={"t": topic, "p": int(partition)},
+                f"SELECT count(), max(offset) FROM `{table}` WHERE broker_epoch = {{e:String}} "
+                "AND topic = {t:String} AND partition = {p:UInt16}",
+                parameters={"e": self._settings.broker_epoch, "t": topic, "p": int(partition)},
             ).result_rows[0]
             stored = int(last) if count else -1
             snapshot = self._progress.get(key, -1)

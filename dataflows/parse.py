@@ -41,18 +41,19 @@ def _decode(decoder: msgspec.json.Decoder[Any], value: bytes | None) -> Any:
         raise Rejected(f"invalid message: {exc}") from exc
 
 
-def row_line(contract: Any, topic: str, partition: int, offset: int) -> bytes:
+def row_line(contract: Any, topic: str, partition: int, offset: int, epoch: str = "") -> bytes:
     """The JSONEachRow line of a validated message and where it came from."""
     body = _encoder.encode(contract)
-    source = b',"topic":%s,"partition":%d,"offset":%d}' % (
+    source = b',"topic":%s,"partition":%d,"offset":%d,"broker_epoch":%s}' % (
         _encoder.encode(topic),
         partition,
         offset,
+        _encoder.encode(epoch),
     )
     return body[:-1] + source
 
 
-def dlq_line(dead: DeadLetter) -> bytes:
+def dlq_line(dead: DeadLetter, epoch: str = "") -> bytes:
     """The `dlq` row of a dead letter (the payload kept as text, undecodable bytes replaced)."""
     return _encoder.encode(
         {
@@ -60,6 +61,7 @@ def dlq_line(dead: DeadLetter) -> bytes:
             "topic": dead.topic,
             "partition": dead.partition,
             "offset": dead.offset,
+            "broker_epoch": epoch,
             "payload": dead.payload.decode("utf-8", "replace"),
             "failed_at": dead.failed_at,
         }

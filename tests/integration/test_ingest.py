@@ -416,3 +416,43 @@ def test_seq_gaps_are_recorded_and_a_lost_watch_is_no_skip(
     client.insert("impressions", rows, column_names=[*columns, "score", "features", "served_at"])
     _, labels, _ = training_set(client, live)
     assert labels.tolist() == [1]
+
+
+def test_offsets_of_an_earlier_broker_run_are_not_progress(
+    live: Settings, ingest_thread: threading.Thread
+) -> None:
+    # `swipeloop up` restarted: ClickHouse holds rows at high offsets from the previous
+    # (memory-only) broker, whose offsets restart at 0. New messages must still land.
+    client = connect(live)
+    old = [
+        f'{{"event_id":"{uuid.uuid4()}","user_id":"u","item_id":"i","kind":"watch",'
+        f'"client_ts":"2026-11-01T00:00:00Z","received_at":"2026-11-01T00:00:00Z",'
+        f'"session_id":"s","seq":0,"topic":"{topics.EVENTS_CONTEXT}","partition":{p},'
+        f'"offset":100000,"broker_epoch":"an-earlier-run"}}'
+        for p in range(3)
+    ]
+    client.raw_insert(
+        "events",
+        insert_block="\n".join(old),
+        fmt="JSONEachRow",
+        settings={"date_time_input_format": "best_effort"},
+    )
+    producer = durable_producer(live)
+    ids = set()
+    for i in range(30):
+        ev = event(f"u{i}", i)
+        ids.add(str(ev.event_id))
+        producer.produce(topic_for(ev.kind), key=ev.user_id.encode(), value=msgspec.json.encode(ev))
+    assert producer.flush(10) == 0
+    wait_until(
+        lambda: (
+            scalar(client, "SELECT count() FROM events WHERE broker_epoch != 'an-earlier-run'")
+            >= 30
+        ),
+        what="the new run's events",
+    )
+    rows = client.query(
+        "SELECT toString(event_id) FROM events WHERE broker_epoch = {e:String}",
+        parameters={"e": live.broker_epoch},
+    ).result_rows
+    assert {r[0] for r in rows} == ids

@@ -23,8 +23,9 @@ def test_event_row_keeps_source_offsets() -> None:
     }
     route = ROUTES["events.actions"]
     contract = route.parse(msgspec.json.encode(ev))
-    row = msgspec.json.decode(row_line(contract, "events.actions", 2, 41))
+    row = msgspec.json.decode(row_line(contract, "events.actions", 2, 41, "e1"))
     assert (row["topic"], row["partition"], row["offset"]) == ("events.actions", 2, 41)
+    assert row["broker_epoch"] == "e1"
     assert row["event_id"] == ev["event_id"] and row["ts_clamped"] is False
     assert route.month_of is not None and route.month_of(contract) == 202611
     assert month(contract.client_ts.replace(day=1, hour=0)) == 202610  # 00:00+01:00 is Oct 31
