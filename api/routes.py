@@ -45,6 +45,12 @@ def _decode(decoder: msgspec.json.Decoder[Any], body: bytes) -> Any:
         raise InvalidInput(f"malformed JSON: {exc}") from exc
 
 
+def _within_limit(count: int, what: str, services: Services) -> None:
+    limit = services.settings.max_batch_events
+    if count > limit:
+        raise TooLarge(f"batch of {count} {what} exceeds the limit of {limit}")
+
+
 async def _deliver(services: Services, messages: list[tuple[str, bytes, bytes]]) -> None:
     """Produce every message and wait until the broker acknowledged all of them."""
     try:
@@ -65,9 +71,7 @@ class EventsController(Controller):
         """Accept a batch of events once the broker has every one (acks=all)."""
         services = _services(state)
         batch: EventBatch = _decode(_events, await request.body())
-        limit = services.settings.max_batch_events
-        if len(batch.events) > limit:
-            raise TooLarge(f"batch of {len(batch.events)} events exceeds the limit of {limit}")
+        _within_limit(len(batch.events), "events", services)
         stamper = Stamper(datetime.now(UTC))
         messages = [
             (topic_for(ev.kind), ev.user_id.encode(), stamper.json(ev)) for ev in batch.events
@@ -80,9 +84,7 @@ class EventsController(Controller):
         """Register uploads (or new versions of them) in the catalog."""
         services = _services(state)
         batch: ItemBatch = _decode(_items, await request.body())
-        limit = services.settings.max_batch_events
-        if len(batch.items) > limit:
-            raise TooLarge(f"batch of {len(batch.items)} items exceeds the limit of {limit}")
+        _within_limit(len(batch.items), "items", services)
         await _deliver(
             services,
             [(topics.ITEMS, it.item_id.encode(), msgspec.json.encode(it)) for it in batch.items],
