@@ -58,10 +58,9 @@ def create_app(
 
 
 def app_from_env() -> Litestar:
-    """App factory for `uvicorn --factory` worker processes: settings and role from the env."""
-    import os
-
-    role = os.environ.get("SWIPELOOP_API_ROLE", "all")
+    """App factory for `uvicorn --factory` worker processes: settings (and role) from the env."""
+    settings = Settings.from_env()
+    role = settings.api_role
     if role not in ROLES:
         raise ValueError(f"SWIPELOOP_API_ROLE={role!r}: one of {', '.join(ROLES)}")
-    return create_app(Settings.from_env(), role=role)
+    return create_app(settings, role=role)

@@ -102,8 +102,7 @@ class Services:
         return self.serving
 
     def start(self) -> None:
-        """Serve deliveries on the running loop; start the feed side, if any."""
-        self.producer.start()
+        """Start the feed side, if any."""
         if self.serving:
             self.serving.start()
 

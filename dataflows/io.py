@@ -26,7 +26,7 @@ from confluent_kafka.admin import AdminClient
 
 from swipeloop.clickhouse import connect, insert_lines, insert_rows
 from swipeloop.kafka import RDKAFKA_LOG_LEVEL, client_config, durable_producer
-from swipeloop.metrics import INGESTED_ROWS, refresh_session_gaps
+from swipeloop.metrics import INGESTED_ROWS
 from swipeloop.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -348,16 +348,17 @@ class TableRows:
         start = next(i for i, off in enumerate(self.offsets) if off > offset)
         return self.take(list(range(start, len(self.offsets))))
 
+    def buffer(self) -> TableRows:
+        """A copy to extend with later polls (the dedup ids have done their work)."""
+        months = None if self.months is None else list(self.months)
+        return TableRows(self.table, list(self.lines), list(self.offsets), months)
+
     def extend(self, more: TableRows) -> None:
-        """Append the rows of a later poll of the same table and partition."""
+        """Append the rows of a later poll of the same table and partition (to a buffer)."""
         self.lines.extend(more.lines)
         self.offsets.extend(more.offsets)
         if self.months is not None and more.months is not None:
             self.months.extend(more.months)
-        if self.ids is not None and more.ids is not None:
-            self.ids.extend(more.ids)
-        if self.stamps is not None and more.stamps is not None:
-            self.stamps.extend(more.stamps)
 
     def runs(self) -> Iterator[tuple[list[bytes], list[int]]]:
         """Consecutive rows of the same month: each run is one part, so one atomic insert."""
@@ -387,7 +388,6 @@ class _ProgressPartition(StatefulSinkPartition[SourceRows, Progress]):
         self._pending: dict[str, TableRows] = {}
         self._pending_rows = 0
         self._oldest: float | None = None
-        self._gaps_at = 0.0
 
     def write_batch(self, items: list[SourceRows]) -> None:
         for source, tables in items:
@@ -407,7 +407,7 @@ class _ProgressPartition(StatefulSinkPartition[SourceRows, Progress]):
         if new is None:
             return
         if pending is None:
-            self._pending[key] = new.take(list(range(len(new.offsets))))  # a copy to extend
+            self._pending[key] = new.buffer()
         else:
             pending.extend(new)
         self._pending_rows += len(new.offsets)
@@ -429,17 +429,6 @@ class _ProgressPartition(StatefulSinkPartition[SourceRows, Progress]):
         self._pending.clear()
         self._pending_rows = 0
         self._oldest = None
-        self._refresh_gaps()
-
-    def _refresh_gaps(self) -> None:
-        now = time.monotonic()
-        if now - self._gaps_at < self._settings.gap_metric_interval_s:
-            return
-        self._gaps_at = now
-        try:
-            refresh_session_gaps(self._client)
-        except (OperationalError, DatabaseError) as exc:  # a metric must not stop ingest
-            log.warning("cannot refresh the session-gap metric: %s", exc)
 
     def _stored(self, key: str, table: str, source: str) -> int:
         """The last offset of `source` in `table`: the snapshot's, or ClickHouse's if ahead.

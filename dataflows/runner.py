@@ -44,9 +44,10 @@ def recovery_dir(settings: Settings, name: str) -> Path:
 def recovery_config(settings: Settings, name: str) -> RecoveryConfig:
     """The flow's recovery store, created on first use; stores of older brokers are removed."""
     path = recovery_dir(settings, name)
-    for stale in path.parent.glob(f"{name}-*"):
-        if stale != path and settings.broker_epoch:
-            shutil.rmtree(stale, ignore_errors=True)
+    if settings.broker_epoch:  # an embedded broker's earlier runs are gone with their offsets
+        for stale in path.parent.glob(f"{name}-*"):
+            if stale != path:
+                shutil.rmtree(stale, ignore_errors=True)
     if not any(path.glob("*.sqlite3")):
         path.mkdir(parents=True, exist_ok=True)
         init_db_dir(path, 1)  # type: ignore[no-untyped-call]
@@ -82,7 +83,7 @@ def run_process(name: str, settings: Settings, **options: Any) -> None:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    serve_metrics(settings.metrics_port)
+    serve_metrics(settings, session_gaps=name == "ingest")
     run(name, settings, stop, **options)
 
 

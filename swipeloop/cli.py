@@ -48,7 +48,7 @@ def up(
     with console.status("starting broker, ClickHouse, flows"):
         stack.start()
     s = stack.settings
-    serve_metrics(s.metrics_port)
+    serve_metrics(s, session_gaps=True)
     console.print(
         f"[bold green]swipeloop is up[/]  (Ctrl-C stops)\n"
         f"  API       {stack.url}   (OpenAPI: {stack.url}/schema)\n"

@@ -65,9 +65,6 @@ class AsyncProducer:
         if _needs_new_producer(err):
             self._fatal.set()
 
-    def start(self) -> None:
-        """Nothing to start: the poller thread runs from construction."""
-
     def _poll(self) -> None:
         while not self._stop.is_set():
             self._producer.poll(0.05)

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
 
 from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 from prometheus_client import Counter, Gauge, start_http_server
+
+from swipeloop.clickhouse import connect
+from swipeloop.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +57,24 @@ def refresh_session_gaps(client: Client) -> tuple[int, int]:
     return int(sessions), int(missing or 0)
 
 
-def serve_metrics(port: int) -> None:
-    """Expose this process's metrics on http://0.0.0.0:port/metrics (0: don't)."""
-    if port:
-        start_http_server(port)
-        log.info("metrics on :%d/metrics", port)
+def serve_metrics(settings: Settings, session_gaps: bool) -> None:
+    """Expose this process's metrics on :metrics_port/metrics (0: don't); with `session_gaps`,
+    a background thread refreshes the gap gauges every `gap_metric_interval_s`."""
+    if not settings.metrics_port:
+        return
+    start_http_server(settings.metrics_port)
+    log.info("metrics on :%d/metrics", settings.metrics_port)
+    if session_gaps:
+        threading.Thread(
+            target=_refresh_gaps_forever, args=(settings,), name="gap-metric", daemon=True
+        ).start()
+
+
+def _refresh_gaps_forever(settings: Settings) -> None:
+    client = connect(settings)
+    while True:
+        try:
+            refresh_session_gaps(client)
+        except (OperationalError, DatabaseError) as exc:  # ClickHouse away: try again later
+            log.warning("cannot refresh the session-gap metric: %s", exc)
+        time.sleep(settings.gap_metric_interval_s)

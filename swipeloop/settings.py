@@ -29,6 +29,7 @@ class Settings:
     # API
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+    api_role: str = "all"  # all | ingest | feed (see `swipeloop api --role`)
     ack_timeout_s: float = 2.0
     ack_linger_ms: float = 1.0  # the API producer's linger (batching vs. ack latency)
     max_batch_events: int = 500
@@ -46,7 +47,7 @@ class Settings:
     flow_flush_rows: int = 50_000  # ... or once this many are buffered (big inserts are cheap)
     dedup_window_s: float = 600.0  # a retried event_id within this window is stored once
     dedup_max_ids: int = 200_000  # per source partition
-    gap_metric_interval_s: float = 15.0  # how often ingest refreshes the session-gap gauges
+    gap_metric_interval_s: float = 15.0  # how often the session-gap gauges are refreshed
     metrics_port: int = 9464  # Prometheus /metrics of `swipeloop up` and `swipeloop flow` (0: off)
     feature_window_s: int = 300
     feature_hop_s: int = 10

@@ -111,16 +111,21 @@ def test_runs_split_at_month_boundaries() -> None:
     assert part.tail_after(4) is None
 
 
-def test_stamp_clamps_a_client_clock_far_ahead() -> None:
-    ev = Event(
+def phone_event(client_ts: datetime) -> Event:
+    return Event(
         event_id=uuid.uuid4(),
         user_id="u",
         item_id="i",
-        kind="like",
-        client_ts=NOW + timedelta(minutes=6),
+        kind="watch",
+        client_ts=client_ts,
         session_id="s",
-        seq=0,
+        seq=4,
+        watch_ms=1200,
     )
+
+
+def test_stamp_clamps_a_client_clock_far_ahead() -> None:
+    ev = phone_event(NOW + timedelta(minutes=6))
     stored = stamp(ev, NOW)
     assert stored.ts_clamped and stored.client_ts == NOW and stored.received_at == NOW
     near = msgspec.structs.replace(ev, client_ts=NOW + timedelta(minutes=4))
@@ -129,16 +134,7 @@ def test_stamp_clamps_a_client_clock_far_ahead() -> None:
 
 
 def test_stamper_json_is_the_stamped_event() -> None:
-    ev = Event(
-        event_id=uuid.uuid4(),
-        user_id="u",
-        item_id="i",
-        kind="watch",
-        client_ts=NOW - timedelta(seconds=3),
-        session_id="s",
-        seq=4,
-        watch_ms=1200,
-    )
+    ev = phone_event(NOW - timedelta(seconds=3))
     ahead = msgspec.structs.replace(ev, client_ts=NOW + timedelta(hours=1))
     stamper = Stamper(NOW)
     for each in (ev, ahead):
