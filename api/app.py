@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Literal
@@ -37,6 +38,10 @@ def create_app(
         services = Services(settings, extra_checks, serve_feed=role != "ingest")
         services.start()
         app.state.services = services
+        # Everything built so far lives as long as the process: out of the collector's sight,
+        # a full collection no longer walks it (it took 150-250 ms under load: the p99 tail).
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:

@@ -105,7 +105,7 @@ def parse_poll(polled: Polled, now: datetime | None = None) -> Parsed:
 class SeenIds:
     """Ids one source partition accepted recently, oldest first (the dedup window)."""
 
-    received_ms: dict[bytes, int] = field(default_factory=dict)
+    received_ms: dict[int, int] = field(default_factory=dict)
     newest_ms: int = 0
     dropped: int = 0
 

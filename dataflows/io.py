@@ -6,6 +6,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -321,7 +322,7 @@ class TableRows:
     lines: list[bytes]
     offsets: list[int]
     months: list[int] | None = None
-    ids: list[bytes] | None = None
+    ids: list[int] | None = None
     stamps: list[int] | None = None
 
     def take(self, keep: list[int]) -> TableRows:
@@ -378,16 +379,23 @@ SourceRows = tuple[str, list[TableRows]]  # (topic:partition, its rows per table
 
 class _ProgressPartition(StatefulSinkPartition[SourceRows, Progress]):
     """Buffers rows per table and source partition; inserts when big or old enough, and
-    always before a snapshot, so no snapshot covers an offset that ClickHouse lacks."""
+    always before a snapshot, so no snapshot covers an offset that ClickHouse lacks.
+
+    A flush hands its inserts to a thread (ClickHouse parses and writes without the GIL) and
+    the flow goes on parsing; at most one flush is in flight, and a snapshot waits for it.
+    """
 
     def __init__(self, settings: Settings, client: Client, resume: Progress | None) -> None:
         self._settings = settings
         self._client = client
-        self._progress: Progress = dict(resume or {})
+        self._progress: Progress = dict(resume or {})  # stored in ClickHouse
+        self._taken: Progress = {}  # buffered or being inserted
         self._checked: set[str] = set()
         self._pending: dict[str, TableRows] = {}
         self._pending_rows = 0
         self._oldest: float | None = None
+        self._inserter = ThreadPoolExecutor(1, thread_name_prefix="clickhouse-insert")
+        self._in_flight: Future[Progress] | None = None
 
     def write_batch(self, items: list[SourceRows]) -> None:
         for source, tables in items:
@@ -401,21 +409,39 @@ class _ProgressPartition(StatefulSinkPartition[SourceRows, Progress]):
 
     def _add(self, source: str, part: TableRows) -> None:
         key = f"{part.table}|{source}"
-        pending = self._pending.get(key)
-        done = pending.offsets[-1] if pending else self._stored(key, part.table, source)
+        done = self._taken[key] if key in self._taken else self._stored(key, part.table, source)
         new = part.tail_after(done)  # a replay keeps only what is not stored or buffered
         if new is None:
             return
+        pending = self._pending.get(key)
         if pending is None:
             self._pending[key] = new.buffer()
         else:
             pending.extend(new)
+        self._taken[key] = new.offsets[-1]
         self._pending_rows += len(new.offsets)
         if self._oldest is None:
             self._oldest = time.monotonic()
 
     def _flush(self) -> None:
-        for key, part in self._pending.items():
+        """Start inserting what is buffered (after the previous flush has landed)."""
+        self._settle()
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, {}
+        self._pending_rows = 0
+        self._oldest = None
+        self._in_flight = self._inserter.submit(self._insert, pending)
+
+    def _settle(self) -> None:
+        """Wait for the flush in flight; what it inserted is now progress."""
+        if self._in_flight is not None:
+            landed, self._in_flight = self._in_flight.result(), None
+            self._progress.update(landed)
+
+    def _insert(self, pending: dict[str, TableRows]) -> Progress:
+        landed: Progress = {}
+        for key, part in pending.items():
             source = key.split("|", 1)[1]
             for lines, offsets in part.runs():
                 where = f"{source}:{offsets[0]}:{offsets[-1]}"
@@ -424,11 +450,9 @@ class _ProgressPartition(StatefulSinkPartition[SourceRows, Progress]):
                     f"{part.table} ({len(lines)} rows)",
                     partial(insert_lines, self._client, part.table, lines, token),
                 )
-                self._progress[key] = offsets[-1]
+                landed[key] = offsets[-1]
                 INGESTED_ROWS.labels(part.table).inc(len(lines))
-        self._pending.clear()
-        self._pending_rows = 0
-        self._oldest = None
+        return landed
 
     def _stored(self, key: str, table: str, source: str) -> int:
         """The last offset of `source` in `table`: the snapshot's, or ClickHouse's if ahead.
@@ -437,6 +461,7 @@ class _ProgressPartition(StatefulSinkPartition[SourceRows, Progress]):
         replayed messages up to its offset are then dropped instead of inserted twice.
         """
         if key not in self._checked:
+            self._settle()  # one query at a time on the client
             topic, partition = source.rsplit(":", 1)
             count, last = self._client.query(
                 f"SELECT count(), max(offset) FROM `{table}` WHERE broker_epoch = {{e:String}} "
@@ -459,10 +484,13 @@ class _ProgressPartition(StatefulSinkPartition[SourceRows, Progress]):
 
     def snapshot(self) -> Progress:
         self._flush()  # what the source's snapshot covers must be in ClickHouse first
+        self._settle()
         return dict(self._progress)
 
     def close(self) -> None:
         self._flush()
+        self._settle()
+        self._inserter.shutdown()
 
 
 class ClickHouseProgressSink(FixedPartitionedSink[SourceRows, Progress]):

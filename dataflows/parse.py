@@ -9,7 +9,7 @@ building Python rows.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 import msgspec
@@ -74,9 +74,13 @@ def month(ts: datetime) -> int:
     return utc.year * 100 + utc.month
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MILLISECOND = timedelta(milliseconds=1)
+
+
 def millis(ts: datetime) -> int:
-    """Milliseconds since the epoch."""
-    return int(ts.timestamp() * 1000)
+    """Milliseconds since the epoch of an aware time (exact, and twice as fast as via float)."""
+    return (ts - _EPOCH) // _MILLISECOND
 
 
 class Route(NamedTuple):
@@ -90,7 +94,7 @@ class Route(NamedTuple):
     table: str
     decoder: msgspec.json.Decoder[Any]
     month_of: Callable[[Any], int] | None = None
-    dedup_key: Callable[[Any], tuple[bytes, int]] | None = None
+    dedup_key: Callable[[Any], tuple[int, int]] | None = None
 
     def parse(self, value: bytes | None) -> Any:
         """The validated contract of one message, or `Rejected` with the reason."""
@@ -101,8 +105,8 @@ def _event_month(ev: ReceivedEvent) -> int:
     return month(ev.client_ts)
 
 
-def _event_key(ev: ReceivedEvent) -> tuple[bytes, int]:
-    return ev.event_id.bytes, millis(ev.received_at)
+def _event_key(ev: ReceivedEvent) -> tuple[int, int]:
+    return ev.event_id.int, millis(ev.received_at)
 
 
 def _impression_month(im: Impression) -> int:

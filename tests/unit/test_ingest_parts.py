@@ -9,7 +9,7 @@ import msgspec
 
 from dataflows.ingest import SeenIds, dedup, parse_poll
 from dataflows.io import Polled, TableRows
-from dataflows.parse import MAX_MESSAGE_BYTES
+from dataflows.parse import MAX_MESSAGE_BYTES, millis
 from swipeloop import topics
 from swipeloop.contracts import Event, ReceivedEvent, Stamper, stamp
 
@@ -89,7 +89,7 @@ def test_dedup_drops_a_retried_event_within_the_window_only() -> None:
         window_ms=60_000,
         max_ids=100,
     )
-    assert same.bytes not in seen.received_ms
+    assert same.int not in seen.received_ms
 
 
 def test_dedup_window_is_capped() -> None:
@@ -141,3 +141,8 @@ def test_stamper_json_is_the_stamped_event() -> None:
         fast = msgspec.json.decode(stamper.json(each), type=ReceivedEvent)
         assert fast == stamp(each, NOW)
     assert msgspec.json.decode(stamper.json(ahead), type=ReceivedEvent).ts_clamped
+
+
+def test_millis_is_exact_and_floors() -> None:
+    assert millis(datetime(1970, 1, 1, 0, 0, 1, 999_999, tzinfo=UTC)) == 1999
+    assert millis(datetime(2026, 11, 28, tzinfo=UTC)) == 1_795_824_000_000
