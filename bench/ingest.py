@@ -5,6 +5,8 @@
 1. single: one event per request at a fixed rate (open loop, default 2,000 req/s). Latency is
    measured from when each request was due, so a stalled server shows up in full (no
    coordinated omission).
+   `broker_ack_*` is the same open loop straight into the API's producer class, in this
+   process, with no HTTP: the floor that the broker round trip alone sets.
 2. batch: batches of 100-500 events from a few keep-alive connections, as fast as acked.
 3. flow: the ingest flow (one worker) reads everything the API acknowledged, plus
    `--flow-events` produced straight to the broker, into ClickHouse and exits when caught up
@@ -41,7 +43,7 @@ from dataflows.runner import run
 from swipeloop.broker import EmbeddedBroker, free_port
 from swipeloop.clickhouse import connect
 from swipeloop.contracts import Event, stamp, topic_for
-from swipeloop.kafka import durable_producer
+from swipeloop.kafka import AsyncProducer, durable_producer
 from swipeloop.metrics import INGESTED_ROWS
 from swipeloop.migrations import migrate
 from swipeloop.settings import Settings
@@ -213,6 +215,33 @@ async def batches(
     }
 
 
+async def broker_ack(settings: Settings, rate: int, seconds: float) -> dict[str, Any]:
+    """The single-event open loop without HTTP: produce, await the broker's ack."""
+    producer = AsyncProducer(settings)
+    await producer.produce_all([(topic_for("watch"), b"warm", b"{}")])
+    latencies: list[float] = []
+
+    async def one(i: int, due: float) -> None:
+        value = msgspec.json.encode(make_event(i))
+        await producer.produce_all([(topic_for("watch"), b"u%d" % (i % 5000), value)])
+        latencies.append((time.perf_counter() - due) * 1000)
+
+    total, tasks = int(rate * seconds), []
+    start = time.perf_counter()
+    for i in range(total):
+        due = start + i / rate
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(i, due)))
+    await asyncio.gather(*tasks)
+    producer.close()
+    return {
+        "broker_ack_p50_ms": round(percentile(latencies, 0.50), 3),
+        "broker_ack_p99_ms": round(percentile(latencies, 0.99), 3),
+    }
+
+
 def start_api(
     settings: Settings, data_dir: Path, port: int, workers: int
 ) -> subprocess.Popen[bytes]:
@@ -365,6 +394,7 @@ def main() -> None:
             asyncio.run(single_ack(port, 100, 2, conns=16))  # warm-up: connections, metadata
             # The same open loop at a quarter of the rate: ack latency when not saturated.
             light = asyncio.run(single_ack(port, args.rate // 4, single_s / 2, conns=16))
+            floor = asyncio.run(broker_ack(settings, args.rate, single_s / 2))
             cpu = CpuMeter(api.pid, broker.pid)
             single = asyncio.run(single_ack(port, args.rate, single_s, conns=64))
             single.update(cpu.per("single", "request", args.rate * single_s))
@@ -395,6 +425,7 @@ def main() -> None:
     figures = {
         **{k.replace("single_", "light_"): v for k, v in light.items()},
         **single,
+        **floor,
         **batch,
         "flow_events": stored,
         "flow_seconds": round(flow_s, 2),
