@@ -20,10 +20,17 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartiti
 
 from api.index import VectorIndex
 from models.embeddings import Vector, mean_vector, normalized
-from models.features import engagement_weight, trending_score
+from models.features import COUNTERS, engagement_weight, trending_score
 from swipeloop import topics
 from swipeloop.clickhouse import read_vectors
-from swipeloop.contracts import Item, ItemFeatures, ItemVector, ReceivedEvent
+from swipeloop.contracts import (
+    Engagement,
+    Item,
+    ItemFeatures,
+    ItemVector,
+    ReceivedEvent,
+    WindowCounts,
+)
 from swipeloop.kafka import client_config
 from swipeloop.settings import Settings
 
@@ -69,8 +76,10 @@ class ServingState:
                 "FROM items FINAL"
             ).result_rows
             feats = self._client.query(
-                "SELECT item_id, argMax(tuple(window_s, window_end, impressions, views, likes, "
-                "completion), window_end) FROM item_features GROUP BY item_id"
+                "SELECT item_id, window_s, argMax(tuple(window_end, "
+                + ", ".join(COUNTERS)
+                + "), window_end) FROM item_features FINAL "
+                "WHERE window_end > now() - INTERVAL 1 DAY GROUP BY item_id, window_s"
             ).result_rows
             ids, matrix = read_vectors(self._client, self.settings.embedding_dim)
         for item_id, creator, duration, tags, sound, created in items:
@@ -82,16 +91,18 @@ class ServingState:
                 sound_id=sound or None,
                 created_at=created.replace(tzinfo=UTC),
             )
-        for item_id, (window_s, end, imps, views, likes, completion) in feats:
-            self.features[item_id] = ItemFeatures(
-                item_id=item_id,
-                window_s=window_s,
-                window_end=end.replace(tzinfo=UTC),
-                impressions=imps,
-                views=views,
-                likes=likes,
-                completion=completion,
+        windows: dict[str, list[WindowCounts]] = {}
+        for item_id, window_s, (end, *counts) in feats:
+            windows.setdefault(item_id, []).append(
+                WindowCounts(
+                    window_s=window_s,
+                    window_end=end.replace(tzinfo=UTC),
+                    counts=Engagement(**dict(zip(COUNTERS, counts, strict=True))),
+                )
             )
+        for item_id, closed in windows.items():
+            as_of = max(w.window_end for w in closed)
+            self.features[item_id] = ItemFeatures(item_id=item_id, as_of=as_of, windows=closed)
         self._apply_vectors(dict(zip(ids, matrix, strict=True)))
         log.info(
             "bootstrapped %d items, %d feature rows, %d vectors",
@@ -115,7 +126,7 @@ class ServingState:
     def apply_features(self, f: ItemFeatures) -> None:
         """Keep the newest window of each item."""
         old = self.features.get(f.item_id)
-        if old is None or old.window_end <= f.window_end:
+        if old is None or old.as_of <= f.as_of:
             self.features[f.item_id] = f
 
     def apply_vectors(self, vectors: list[ItemVector]) -> None:

@@ -22,7 +22,7 @@ from bytewax._bytewax import cli_main, run_main
 from bytewax.dataflow import Dataflow
 from bytewax.recovery import RecoveryConfig, init_db_dir
 
-from dataflows import ingest, item_features, item_vectors
+from dataflows import features, ingest, item_vectors
 from swipeloop.metrics import serve_metrics
 from swipeloop.settings import Settings
 
@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 # name -> (build(settings, stop, **options), recovery on)
 FLOWS: dict[str, tuple[Callable[..., Dataflow], bool]] = {
     "ingest": (ingest.build_flow, True),
-    "item_features": (item_features.build_flow, False),
+    "features": (features.build_flow, False),  # see the README: restarts recompute
     "item_vectors": (item_vectors.build_flow, False),
 }
 

@@ -1,69 +1,148 @@
-"""Pure feature functions: the one definition used by the flows, the trainer and the API."""
+"""Pure feature functions: the one definition used by the flows, the trainer and the API.
+
+Engagement is counted per event into `COUNTERS` (a vector per item, creator or user and
+time bucket; `models.windows` sums the buckets of a window). Rates are derived from the
+counters, Bayesian-smoothed toward a prior so that three plays and one like is not a
+33 % like rate.
+"""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from datetime import datetime
 
-from swipeloop.contracts import Item, ItemFeatures
+import numpy as np
+import numpy.typing as npt
 
-VIEW_KINDS = frozenset({"watch", "loop"})
+from swipeloop.contracts import Engagement, Item, ItemFeatures
+
+Floats = npt.NDArray[np.float64]
+
+COUNTERS: tuple[str, ...] = tuple(Engagement.__struct_fields__)
+C = {name: i for i, name in enumerate(COUNTERS)}
+PLAY_KINDS = frozenset({"watch", "skip"})  # a play ends with one of these, with its watch_ms
+EARLY_SKIP_MS = 2000
+EARLY_SKIP_FRACTION = 0.10
 POSITIVE_KINDS = frozenset({"like", "share", "comment", "follow", "loop"})
 NEGATIVE_KINDS = frozenset({"not_interested", "block"})
-EARLY_SKIP_MS = 2000
 POSITIVE_WATCH_MS = 5000
 
-
-@dataclass
-class ItemStats:
-    """Engagement counts of one item inside one window (a fold accumulator)."""
-
-    impressions: int = 0
-    views: int = 0
-    likes: int = 0
-    completion_sum: float = 0.0
-    completion_n: int = 0
-
-
-def add_event(stats: ItemStats, kind: str, watch_ms: int, duration_ms: int | None) -> ItemStats:
-    """Count one event into the window's stats; completion only where the duration is known."""
-    if kind == "impression":
-        stats.impressions += 1
-    elif kind in VIEW_KINDS:
-        stats.views += 1
-        if duration_ms:
-            # a loop is a full watch; a watch counts its watched fraction, capped at 1
-            stats.completion_sum += 1.0 if kind == "loop" else min(watch_ms / duration_ms, 1.0)
-            stats.completion_n += 1
-    elif kind == "like":
-        stats.likes += 1
-    return stats
+# the counter each action kind increments (plays and impressions are handled apart)
+_ACTION_COUNTER = {
+    "loop": C["loops"],
+    "like": C["likes"],
+    "share": C["shares"],
+    "comment": C["comments"],
+    "follow": C["follows"],
+    "not_interested": C["not_interested"],
+    "block": C["blocks"],
+}
 
 
-def merge_stats(a: ItemStats, b: ItemStats) -> ItemStats:
-    """Combine two partial accumulators of the same window."""
-    return ItemStats(
-        a.impressions + b.impressions,
-        a.views + b.views,
-        a.likes + b.likes,
-        a.completion_sum + b.completion_sum,
-        a.completion_n + b.completion_n,
+def early_skip_ms(duration_ms: int | None) -> float:
+    """A play shorter than this is an early skip: 2 s, or 10 % of a video shorter than 20 s.
+
+    Length-corrected: a 6 s clip skipped after 1 s was watched for a sixth of its length
+    and is not an early skip; a 10-minute video is not held to 10 % (60 s), only to 2 s.
+    """
+    if not duration_ms:
+        return EARLY_SKIP_MS
+    return min(EARLY_SKIP_MS, EARLY_SKIP_FRACTION * duration_ms)
+
+
+_KIND_CODE = {
+    kind: i
+    for i, kind in enumerate(
+        (
+            "impression",
+            "watch",
+            "loop",
+            "skip",
+            "like",
+            "share",
+            "comment",
+            "follow",
+            "not_interested",
+            "block",
+        )
     )
+}
+_ACTION_COLUMN = np.full(len(_KIND_CODE), -1, dtype=np.int64)  # by kind code
+for _kind, _column in _ACTION_COUNTER.items():
+    _ACTION_COLUMN[_KIND_CODE[_kind]] = _column
+_AFFINITY = {
+    "loop": 0.5,
+    "like": 1.0,
+    "comment": 1.0,
+    "share": 1.5,
+    "follow": 2.0,
+    "not_interested": -2.0,
+    "block": -3.0,
+}
+_AFFINITY_BY_CODE = np.zeros(len(_KIND_CODE))
+for _kind, _weight in _AFFINITY.items():
+    _AFFINITY_BY_CODE[_KIND_CODE[_kind]] = _weight
 
 
-def item_features(item_id: str, window_s: int, window_end: datetime, s: ItemStats) -> ItemFeatures:
-    """The published features of one item for one closed window."""
-    completion = s.completion_sum / s.completion_n if s.completion_n else 0.0
-    return ItemFeatures(
-        item_id=item_id,
-        window_s=window_s,
-        window_end=window_end,
-        impressions=s.impressions,
-        views=s.views,
-        likes=s.likes,
-        completion=round(completion, 6),
+def kind_codes(kinds: list[str]) -> npt.NDArray[np.int64]:
+    """Event kinds as small ints, for the vectorized functions below."""
+    return np.fromiter((_KIND_CODE[k] for k in kinds), dtype=np.int64, count=len(kinds))
+
+
+def _early(watch_ms: Floats, duration_ms: Floats) -> npt.NDArray[np.bool_]:
+    """`early_skip_ms`, vectorized (duration 0: unknown)."""
+    limit = np.minimum(EARLY_SKIP_MS, EARLY_SKIP_FRACTION * duration_ms)
+    return watch_ms < np.where(duration_ms > 0, limit, EARLY_SKIP_MS)
+
+
+def engagement_matrix(
+    codes: npt.NDArray[np.int64], watch_ms: Floats, duration_ms: Floats
+) -> Floats:
+    """What each event adds to the counters of its item, creator and user: a row per event,
+    a column per `COUNTERS` entry (`duration_ms` 0: unknown)."""
+    out = np.zeros((len(codes), len(COUNTERS)))
+    out[:, C["events"]] = 1.0
+    out[:, C["impressions"]] = codes == _KIND_CODE["impression"]
+    skip = codes == _KIND_CODE["skip"]
+    play = (codes == _KIND_CODE["watch"]) | skip
+    known = duration_ms > 0
+    out[:, C["plays"]] = play
+    out[:, C["watch_ms"]] = np.where(play, watch_ms, 0.0)
+    fraction = np.minimum(watch_ms / np.where(known, duration_ms, 1.0), 1.0)
+    loop = codes == _KIND_CODE["loop"]  # a loop is one more full play of the video
+    out[:, C["completion"]] = np.where(play & known, fraction, 0.0) + loop
+    out[:, C["skips"]] = skip
+    out[:, C["early_skips"]] = play & _early(watch_ms, duration_ms)
+    column = _ACTION_COLUMN[codes]
+    acted = np.nonzero(column >= 0)[0]
+    out[acted, column[acted]] = 1.0
+    return out
+
+
+def engagement_delta(kind: str, watch_ms: int, duration_ms: int | None) -> list[float]:
+    """What one event adds to the engagement counters of its item, creator and user."""
+    row = engagement_matrix(
+        kind_codes([kind]), np.array([float(watch_ms)]), np.array([float(duration_ms or 0)])
     )
+    return [float(x) for x in row[0]]
+
+
+def affinity_weights(codes: npt.NDArray[np.int64], watch_ms: Floats, duration_ms: Floats) -> Floats:
+    """How much each event says "more of this creator / tag" (> 0) or "less" (< 0): a play by
+    its watched fraction (an early skip: -0.5), an action by its kind."""
+    play = (codes == _KIND_CODE["watch"]) | (codes == _KIND_CODE["skip"])
+    known = duration_ms > 0
+    fraction = np.minimum(watch_ms / np.where(known, duration_ms, 15_000.0), 1.0)
+    played = np.where(_early(watch_ms, duration_ms), -0.5, fraction)
+    return np.where(play, played, _AFFINITY_BY_CODE[codes])
+
+
+def affinity_weight(kind: str, watch_ms: int, duration_ms: int | None) -> float:
+    """`affinity_weights` of one event."""
+    weights = affinity_weights(
+        kind_codes([kind]), np.array([float(watch_ms)]), np.array([float(duration_ms or 0)])
+    )
+    return float(weights[0])
 
 
 def engagement_weight(kind: str, watch_ms: int) -> float:
@@ -79,23 +158,75 @@ def engagement_weight(kind: str, watch_ms: int) -> float:
     return 0.0
 
 
+# Rates per play, smoothed toward a prior worth PRIOR_PLAYS plays.
+PRIOR_PLAYS = 20.0
+PRIORS = {
+    "completion": 0.5,
+    "early_skips": 0.3,
+    "loops": 0.1,
+    "likes": 0.05,
+    "shares": 0.01,
+    "comments": 0.01,
+    "follows": 0.005,
+    "not_interested": 0.01,
+}
+
+
+def smoothed_rate(count: float, plays: float, prior: float, strength: float = PRIOR_PLAYS) -> float:
+    """(count + prior·strength) / (plays + strength): the prior until plays outweigh it."""
+    return (count + prior * strength) / (plays + strength)
+
+
+def rates(e: Engagement) -> dict[str, float]:
+    """Smoothed per-play rates of a window's counters, and the mean watch time."""
+    out = {
+        f"{name}_rate": smoothed_rate(getattr(e, name), e.plays, prior)
+        for name, prior in PRIORS.items()
+    }
+    out["watch_s_per_play"] = e.watch_ms / 1000.0 / e.plays if e.plays else 0.0
+    return out
+
+
+def window(f: ItemFeatures | None, window_s: int) -> Engagement:
+    """One window's counters of an item's live features (zeros when it has none)."""
+    if f is not None:
+        for w in f.windows:
+            if w.window_s == window_s:
+                return w.counts
+    return Engagement()
+
+
 def trending_score(f: ItemFeatures | None, now: datetime) -> float:
-    """Recent views, likes and completion, decayed by how old the window is (hours)."""
+    """Plays, likes and completion of the last hour, weighted toward the last 5 minutes and
+    decayed by how old the newest counted event is (hours)."""
     if f is None:
         return 0.0
-    age_h = max((now - f.window_end).total_seconds(), 0.0) / 3600.0
-    raw = math.log1p(f.views) + 2.0 * math.log1p(f.likes) + f.completion
+    hour, recent = window(f, 3600), window(f, 300)
+    age_h = max((now - f.as_of).total_seconds(), 0.0) / 3600.0
+    r = rates(hour)
+    raw = (
+        math.log1p(hour.plays)
+        + 2.0 * math.log1p(recent.plays)
+        + 2.0 * math.log1p(hour.likes + hour.shares)
+        + r["completion_rate"]
+        - r["early_skips_rate"]
+    )
     return raw / (1.0 + age_h)
 
 
 FEATURE_NAMES: tuple[str, ...] = (
     "ann_score",
     "trending",
-    "views",
-    "likes",
-    "impressions",
-    "completion",
-    "like_rate",
+    "plays_1h",
+    "plays_5m",
+    "impressions_1h",
+    "completion_rate_1h",
+    "early_skip_rate_1h",
+    "like_rate_1h",
+    "share_rate_1h",
+    "loop_rate_1h",
+    "plays_24h",
+    "like_rate_24h",
     "age_hours",
     "duration_s",
     "from_ann",
@@ -112,16 +243,21 @@ def ranking_features(
     now: datetime,
 ) -> list[float]:
     """The ranker's input row for one candidate; logged with the impression exactly as served."""
-    views = features.views if features else 0
-    likes = features.likes if features else 0
+    hour, recent, day = window(features, 3600), window(features, 300), window(features, 86400)
+    r_hour, r_day = rates(hour), rates(day)
     return [
         ann_score,
         trending_score(features, now),
-        float(views),
-        float(likes),
-        float(features.impressions if features else 0),
-        features.completion if features else 0.0,
-        (likes + 1.0) / (views + 20.0),  # smoothed toward a 5 % prior
+        hour.plays,
+        recent.plays,
+        hour.impressions,
+        r_hour["completion_rate"],
+        r_hour["early_skips_rate"],
+        r_hour["likes_rate"],
+        r_hour["shares_rate"],
+        r_hour["loops_rate"],
+        day.plays,
+        r_day["likes_rate"],
         max((now - item.created_at).total_seconds(), 0.0) / 3600.0,
         item.duration_ms / 1000.0,
         1.0 if source == "ann" else 0.0,

@@ -102,16 +102,20 @@ def api(
 
 @app.command()
 def flow(
-    name: Annotated[str, typer.Argument(help="ingest, item_features or item_vectors")],
+    name: Annotated[str, typer.Argument(help="ingest, features or item_vectors")],
     drain: Annotated[
-        bool, typer.Option(help="ingest only: exit once every partition is read to its end")
+        bool,
+        typer.Option(
+            help="ingest and features: exit once every partition is read to its end "
+            "(features: and close every window)"
+        ),
     ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run one dataflow in this process (production: one container per flow).
 
-    Ingest resumes from its last snapshot under SWIPELOOP_DATA_DIR/recovery; SIGTERM or
-    Ctrl-C stops it after the current batch.
+    Ingest and features resume from their last snapshot under SWIPELOOP_DATA_DIR/recovery;
+    SIGTERM or Ctrl-C stops a flow after the current batch.
     """
     from dataflows.runner import FLOWS, run_process
 
@@ -121,8 +125,8 @@ def flow(
     settings = _settings()
     if settings.embedded_broker:
         raise typer.BadParameter("set SWIPELOOP_KAFKA_BOOTSTRAP (or use `swipeloop up`)")
-    if drain and name != "ingest":
-        raise typer.BadParameter("--drain applies to the ingest flow only")
+    if drain and name not in ("ingest", "features"):
+        raise typer.BadParameter("--drain applies to the ingest and features flows only")
     run_process(name, settings, **({"drain": True} if drain else {}))
 
 

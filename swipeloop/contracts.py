@@ -120,16 +120,47 @@ class ItemBatch(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     items: list[Item]
 
 
-class ItemFeatures(msgspec.Struct, frozen=True, kw_only=True):
-    """Windowed engagement of one item, published on `item-features` (compacted, key item_id)."""
+class Engagement(msgspec.Struct, frozen=True):
+    """Engagement counters of one entity in one window (`models.features` says what counts).
 
-    item_id: str
+    Positional order is `models.features.COUNTERS`: `Engagement(*row)` builds one from a
+    counter row."""
+
+    impressions: float = 0.0
+    plays: float = 0.0  # watch or skip events: a play ended, with its watch_ms
+    watch_ms: float = 0.0
+    completion: float = 0.0  # sum over plays of min(watch_ms / duration, 1), + 1 per loop
+    early_skips: float = 0.0
+    skips: float = 0.0
+    loops: float = 0.0
+    likes: float = 0.0
+    shares: float = 0.0
+    comments: float = 0.0
+    follows: float = 0.0
+    not_interested: float = 0.0
+    blocks: float = 0.0
+    events: float = 0.0  # every event counted, whatever its kind
+
+
+class WindowCounts(msgspec.Struct, frozen=True, kw_only=True):
+    """One sliding window [window_end - window_s, window_end) of an entity."""
+
     window_s: int
     window_end: datetime
-    impressions: int
-    views: int
-    likes: int
-    completion: float
+    counts: Engagement
+
+
+class ItemFeatures(msgspec.Struct, frozen=True, kw_only=True):
+    """Live windowed engagement of one item, on `item-features` (compacted, key item_id).
+
+    Each window is the one ending at the next hop boundary after the newest event, counted
+    so far; it is refreshed every `feature_emit_s` while it changes. `as_of` is the event
+    time up to which events were counted.
+    """
+
+    item_id: str
+    as_of: datetime
+    windows: list[WindowCounts]
 
 
 class ItemVector(msgspec.Struct, frozen=True, kw_only=True):

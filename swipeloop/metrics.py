@@ -24,6 +24,20 @@ DEAD_LETTERS = Counter(
 DUPLICATES_DROPPED = Counter(
     "swipeloop_ingest_duplicates_dropped", "Events dropped as repeats of an accepted event_id"
 )
+LATE_EVENTS = Counter(
+    "swipeloop_late_events",
+    "Events older than their partition's watermark: in the late_events table, in no window",
+)
+FEATURE_EVENTS = Counter(
+    "swipeloop_feature_events", "Events counted into the feature windows (late ones excluded)"
+)
+FEATURE_STATE_BYTES = Gauge(
+    "swipeloop_feature_state_bytes", "Memory held by one shard's windows", ["shard"]
+)
+WINDOW_DROPPED = Counter(
+    "swipeloop_window_dropped_events",
+    "Partial sums older than every bucket a window keeps (partitions skewed beyond the slack)",
+)
 SESSION_GAP_EVENTS = Gauge(
     "swipeloop_session_gap_events",
     "Events missing (seq gaps) in sessions active in the last hour",

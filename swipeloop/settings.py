@@ -51,9 +51,10 @@ class Settings:
     dedup_max_ids: int = 200_000  # per source partition
     gap_metric_interval_s: float = 15.0  # how often the session-gap gauges are refreshed
     metrics_port: int = 9464  # Prometheus /metrics of `swipeloop up` and `swipeloop flow` (0: off)
-    feature_window_s: int = 300
-    feature_hop_s: int = 10
-    feature_lateness_s: int = 2
+    feature_lateness_s: int = 10  # an event older than its partition's newest minus this is late
+    feature_emit_s: float = 0.5  # how often live windows that changed are published
+    feature_shards: int = 8  # phase-two shards per feature table (spread over the workers)
+    feature_idle_s: float = 5.0  # a partition silent this long no longer holds windows open
     embedding_dim: int = 64
     embedding_lr: float = 0.05
     embedding_negatives: int = 3

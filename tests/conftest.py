@@ -35,9 +35,7 @@ def settings(tmp_path: Path, chdb_path: Path) -> Settings:
         data_dir=tmp_path,
         api_port=free_port(),
         seed_items=0,
-        feature_window_s=60,
-        feature_hop_s=2,
-        feature_lateness_s=1,
+        feature_lateness_s=2,
         publish_interval_s=0.5,
         model_poll_s=0.5,
     )

@@ -1,49 +1,127 @@
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
+from models.counting import PAIR, count_events
 from models.embeddings import EmbeddingTable, mean_vector
 from models.features import (
     FEATURE_NAMES,
-    ItemStats,
-    add_event,
+    C,
+    affinity_weight,
+    early_skip_ms,
+    engagement_delta,
     engagement_weight,
-    item_features,
-    merge_stats,
     ranking_features,
+    rates,
+    smoothed_rate,
     trending_score,
 )
-from swipeloop.contracts import Item
+from swipeloop.contracts import Engagement, Item, ItemFeatures, ReceivedEvent, WindowCounts
 
 NOW = datetime(2026, 11, 28, 12, tzinfo=UTC)
 
 
-def test_window_stats_count_views_likes_and_completion() -> None:
-    s = ItemStats()
-    add_event(s, "impression", 0, 10_000)
-    add_event(s, "watch", 5_000, 10_000)
-    add_event(s, "loop", 10_000, 10_000)
-    add_event(s, "watch", 30_000, 10_000)  # over-long watch caps at 1
-    add_event(s, "like", 0, 10_000)
-    f = item_features("v1", 300, NOW, s)
-    assert (f.impressions, f.views, f.likes) == (1, 3, 1)
-    assert f.completion == round((0.5 + 1.0 + 1.0) / 3, 6)
+def test_a_play_counts_watch_time_completion_and_early_skips() -> None:
+    watch = engagement_delta("watch", 5_000, 10_000)
+    assert watch[C["plays"]] == 1 and watch[C["watch_ms"]] == 5_000
+    assert watch[C["completion"]] == 0.5 and watch[C["early_skips"]] == 0
+    over = engagement_delta("watch", 30_000, 10_000)
+    assert over[C["completion"]] == 1.0  # capped: loops are counted apart
+    skip = engagement_delta("skip", 1_500, 60_000)
+    assert skip[C["skips"]] == 1 and skip[C["early_skips"]] == 1 and skip[C["plays"]] == 1
+    loop = engagement_delta("loop", 10_000, 10_000)
+    assert loop[C["loops"]] == 1 and loop[C["completion"]] == 1.0 and loop[C["plays"]] == 0
+    assert engagement_delta("impression", 0, None)[C["impressions"]] == 1
+    for kind in ("like", "share", "comment", "follow", "not_interested", "block"):
+        row = engagement_delta(kind, 0, 10_000)
+        assert sum(row) == 2 and row[C["events"]] == 1  # its own counter and `events`
 
 
-def test_unknown_duration_counts_the_view_but_not_completion() -> None:
-    s = add_event(ItemStats(), "watch", 5_000, None)
-    assert s.views == 1 and s.completion_n == 0
-    assert item_features("v1", 300, NOW, s).completion == 0.0
+def test_early_skip_is_length_corrected() -> None:
+    assert early_skip_ms(600_000) == 2_000  # a long video is not held to 10 % (60 s)
+    assert early_skip_ms(6_000) == 600  # a 6 s clip skipped after 1 s was not skipped early
+    assert early_skip_ms(None) == 2_000
+    assert engagement_delta("skip", 1_000, 6_000)[C["early_skips"]] == 0
+    assert engagement_delta("skip", 1_000, 600_000)[C["early_skips"]] == 1
 
 
-def test_merge_equals_single_fold() -> None:
-    events = [("watch", 3_000), ("like", 0), ("impression", 0), ("loop", 8_000), ("skip", 100)]
-    whole = ItemStats()
-    a, b = ItemStats(), ItemStats()
-    for i, (kind, ms) in enumerate(events):
-        add_event(whole, kind, ms, 8_000)
-        add_event(a if i % 2 else b, kind, ms, 8_000)
-    assert merge_stats(a, b) == whole
+def test_unknown_duration_counts_the_play_but_not_completion() -> None:
+    row = engagement_delta("watch", 5_000, None)
+    assert row[C["plays"]] == 1 and row[C["completion"]] == 0
+
+
+def test_smoothed_rates_start_at_the_prior_and_follow_the_data() -> None:
+    assert smoothed_rate(0, 0, 0.05) == 0.05
+    assert smoothed_rate(1, 3, 0.05) < 0.1  # one like in three plays is not a 33 % like rate
+    assert abs(smoothed_rate(300, 1000, 0.05) - 0.3) < 0.01
+    r = rates(Engagement(plays=100, likes=50, watch_ms=500_000))
+    assert 0.4 < r["likes_rate"] < 0.5 and r["watch_s_per_play"] == 5.0
+
+
+def test_affinity_weights() -> None:
+    assert affinity_weight("watch", 9_000, 10_000) == 0.9
+    assert affinity_weight("skip", 500, 60_000) == -0.5
+    assert affinity_weight("share", 0, None) > affinity_weight("like", 0, None) > 0
+    assert affinity_weight("block", 0, None) < affinity_weight("not_interested", 0, None) < 0
+    assert affinity_weight("impression", 0, None) == 0
+
+
+class _Known:
+    def __init__(self, creator: str, duration: int, tags: tuple[str, ...]) -> None:
+        self.creator_id, self.duration_ms, self.tags = creator, duration, tags
+
+
+def _event(seq: int, ts: datetime, kind: str = "watch", item: str = "v1") -> ReceivedEvent:
+    return ReceivedEvent(
+        event_id=uuid.uuid4(),
+        user_id="u1",
+        item_id=item,
+        kind=kind,  # type: ignore[arg-type]
+        client_ts=ts,
+        session_id="s",
+        seq=seq,
+        watch_ms=8_000,
+        received_at=ts,
+    )
+
+
+def test_counting_splits_late_events_and_sums_per_entity_and_second() -> None:
+    catalog = {"v1": _Known("c1", 10_000, ("cats", "dogs"))}
+    events = [
+        (0, _event(0, NOW)),
+        (1, _event(1, NOW + timedelta(milliseconds=300), "like")),
+        (2, _event(2, NOW + timedelta(seconds=30))),
+        (3, _event(3, NOW + timedelta(seconds=25))),  # out of order, within lateness
+        (4, _event(4, NOW + timedelta(seconds=5))),  # late: 25 s behind the newest
+        (5, _event(5, NOW + timedelta(seconds=29), item="new")),  # not in the catalog yet
+    ]
+    newest, counted = count_events(events, None, 10, catalog.get)
+    assert newest == int(NOW.timestamp()) + 30
+    assert [late.offset for late in counted.late] == [4]
+    item = counted.tables["item"]
+    assert item.keys == ["v1", "v1", "v1", "new"]  # the first two events share a second
+    assert len(counted.tables["creator"].keys) == 3  # the new item has no creator yet
+    first = item.sums[0]
+    assert first[C["plays"]] == 1 and first[C["likes"]] == 1 and first[C["events"]] == 2
+    tags = counted.tables["user_tag"]
+    assert set(tags.keys) == {f"u1{PAIR}cats", f"u1{PAIR}dogs"}
+    assert counted.watermark_s == newest - 10
+
+
+def _features(plays: float, age: timedelta) -> ItemFeatures:
+    counts = Engagement(plays=plays, likes=plays / 10, completion=plays / 2)
+    windows = [
+        WindowCounts(window_s=s, window_end=NOW - age, counts=counts) for s in (300, 3600, 86400)
+    ]
+    return ItemFeatures(item_id="v1", as_of=NOW - age, windows=windows)
+
+
+def test_trending_decays_with_age_and_grows_with_plays() -> None:
+    f = _features(50, timedelta(0))
+    assert trending_score(f, NOW) > trending_score(f, NOW + timedelta(hours=5)) > 0
+    assert trending_score(_features(500, timedelta(0)), NOW) > trending_score(f, NOW)
+    assert trending_score(None, NOW) == 0
 
 
 def test_engagement_weight_signs() -> None:
@@ -53,12 +131,6 @@ def test_engagement_weight_signs() -> None:
     assert engagement_weight("skip", 500) < 0
     assert engagement_weight("not_interested", 0) < 0
     assert engagement_weight("impression", 0) == 0
-
-
-def test_trending_decays_with_window_age() -> None:
-    f = item_features("v1", 300, NOW, add_event(ItemStats(), "like", 0, 1))
-    assert trending_score(f, NOW) > trending_score(f, NOW + timedelta(hours=5)) > 0
-    assert trending_score(None, NOW) == 0
 
 
 def test_ranking_features_row_matches_names() -> None:
@@ -91,3 +163,17 @@ def test_mean_vector_is_unit_length() -> None:
     v = mean_vector([np.ones(4, np.float32), np.ones(4, np.float32) * 3])
     assert v is not None and abs(float(np.linalg.norm(v)) - 1.0) < 1e-6
     assert mean_vector([]) is None
+
+
+def test_closed_rows_become_one_arrow_table() -> None:
+    from dataflows.features import Closed, closed_rows
+    from models.windows import Emitted
+
+    counts = np.arange(2 * 2, dtype=float).reshape(2, 2)
+    closed = Closed("user_tag", [Emitted(3600, 7200, [f"u1{PAIR}cats", f"u2{PAIR}dogs"], counts)])
+    rows = closed_rows(closed, version=5)
+    table = rows.arrow.to_pylist()
+    assert rows.table == "user_affinity"
+    assert table[1]["user_id"] == "u2" and table[1]["target"] == "dogs"
+    assert table[1]["kind"] == "tag" and table[1]["weight"] == 2.0 and table[1]["events"] == 3.0
+    assert table[0]["window_end"] == datetime(1970, 1, 1, 2, 0)

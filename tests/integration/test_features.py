@@ -1,0 +1,264 @@
+"""Windowed features against the real parts: every window the flow wrote equals ClickHouse SQL
+over the same raw events, on a random stream with out-of-order and late events."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+from clickhouse_connect.driver.client import Client
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+from dataflows.features import written
+from dataflows.runner import run
+from models.features import COUNTERS
+from models.windows import WINDOWS
+from swipeloop import topics
+from swipeloop.broker import EmbeddedBroker
+from swipeloop.clickhouse import connect
+from swipeloop.contracts import Item, ItemFeatures, ReceivedEvent, topic_for
+from swipeloop.kafka import client_config, durable_producer
+from swipeloop.migrations import migrate
+from swipeloop.settings import Settings
+
+pytestmark = pytest.mark.integration
+ANALYSIS = Path(__file__).parents[2] / "sql" / "analysis"
+KINDS = ["impression"] * 6 + ["watch"] * 4 + ["skip"] * 3 + ["loop", "like", "share"]
+KINDS += ["comment", "follow", "not_interested", "block"]
+START = datetime(2026, 11, 27, 12, tzinfo=UTC)
+LATENESS = 10
+
+
+@pytest.fixture
+def live(settings: Settings, broker: EmbeddedBroker) -> Settings:
+    wired = settings.with_(
+        kafka_bootstrap=broker.bootstrap,
+        broker_epoch=broker.epoch,
+        feature_lateness_s=LATENESS,
+        feature_shards=3,
+    )
+    topics.ensure_topics(wired)
+    migrate(connect(wired))
+    return wired
+
+
+def catalog(rng: random.Random) -> list[Item]:
+    tags = ["cats", "dogs", "food", "dance", "news", "cars"]
+    return [
+        Item(
+            item_id=f"i{n}",
+            creator_id=f"c{n % 7}",
+            duration_ms=rng.choice([4_000, 9_000, 15_000, 60_000, 180_000]),
+            tags=rng.sample(tags, rng.randint(0, 3)),
+            created_at=START - timedelta(days=1),
+        )
+        for n in range(30)
+    ]
+
+
+def stream(rng: random.Random, n: int) -> tuple[list[ReceivedEvent], int]:
+    """Events in arrival order over ~25 minutes of event time: most a few seconds out of
+    order, some far behind (late), one item four times as popular as the rest."""
+    out, now, late = [], START, 0
+    for seq in range(n):
+        now += timedelta(milliseconds=rng.randint(0, 200))
+        behind = rng.uniform(0, LATENESS - 1)
+        if rng.random() < 0.03:
+            behind, late = rng.uniform(LATENESS + 5, 120), late + 1
+        item = "i0" if rng.random() < 0.2 else f"i{rng.randrange(31)}"  # i30: not in catalog
+        ts = now - timedelta(seconds=behind)
+        out.append(
+            ReceivedEvent(
+                event_id=uuid.uuid4(),
+                user_id=f"u{rng.randrange(25)}",
+                item_id=item,
+                kind=rng.choice(KINDS),  # type: ignore[arg-type]
+                client_ts=ts,
+                session_id="s",
+                seq=seq,
+                watch_ms=rng.choice([300, 1_500, 2_500, 8_000, 40_000, 200_000]),
+                received_at=ts,
+            )
+        )
+    return out, late
+
+
+def produce(settings: Settings, items: list[Item], events: list[ReceivedEvent]) -> None:
+    producer = durable_producer(settings, **{"linger.ms": 5})
+    for it in items:
+        producer.produce(topics.ITEMS, key=it.item_id.encode(), value=msgspec.json.encode(it))
+    for ev in events:
+        value = msgspec.json.encode(ev)
+        producer.produce(topic_for(ev.kind), key=ev.user_id.encode(), value=value)
+    assert producer.flush(30) == 0
+
+
+def rows(client: Client, sql: str, **params: Any) -> list[tuple[Any, ...]]:
+    return [tuple(r) for r in client.query(sql, parameters=params).result_rows]
+
+
+def test_every_window_equals_sql_over_the_raw_events(live: Settings) -> None:
+    rng = random.Random(7)
+    events, made_late = stream(rng, 12_000)
+    produce(live, catalog(rng), events)
+    run("ingest", live, in_thread=True, drain=True)  # events and items into ClickHouse
+    run("features", live, in_thread=True, drain=True)
+    client = connect(live)
+
+    late = int(client.command("SELECT count() FROM late_events"))
+    assert made_late * 0.5 < late <= made_late * 1.5, (late, made_late)
+
+    engagement_sql = (ANALYSIS / "engagement_windows.sql").read_text()
+    affinity_sql = (ANALYSIS / "affinity_windows.sql").read_text()
+    counters = ", ".join(COUNTERS)
+    checked = 0
+    for spec in WINDOWS:
+        params = {"window_s": spec.length_s, "hop_s": spec.hop_s}
+        expected = {
+            (level, entity, end.replace(tzinfo=UTC)): values
+            for level, entity, end, *values in rows(client, engagement_sql, **params)
+            if written(level, spec.length_s, int(end.replace(tzinfo=UTC).timestamp()))
+        }
+        got: dict[tuple[str, str, datetime], list[Any]] = {}
+        for level, table, key in (
+            ("item", "item_features", "item_id"),
+            ("creator", "creator_features", "creator_id"),
+            ("user", "user_features", "user_id"),
+        ):
+            sql = (
+                f"SELECT {key}, window_end, {counters} FROM {table} FINAL "
+                "WHERE window_s = {window_s:UInt32}"
+            )
+            for entity, end, *values in rows(client, sql, window_s=spec.length_s):
+                got[(level, entity, end.replace(tzinfo=UTC))] = values
+        assert got.keys() == expected.keys(), spec
+        for key, values in got.items():
+            assert values == pytest.approx(expected[key], rel=1e-9, abs=1e-9), (spec, key)
+        checked += len(got)
+
+        affinity = {
+            (kind, user, target, end.replace(tzinfo=UTC)): values
+            for kind, user, target, end, *values in rows(client, affinity_sql, **params)
+            if written(f"user_{kind}", spec.length_s, int(end.replace(tzinfo=UTC).timestamp()))
+        }
+        stored = {
+            (kind, user, target, end.replace(tzinfo=UTC)): values
+            for kind, user, target, end, *values in rows(
+                client,
+                "SELECT kind, user_id, target, window_end, weight, events FROM user_affinity "
+                "FINAL WHERE window_s = {window_s:UInt32}",
+                window_s=spec.length_s,
+            )
+        }
+        assert stored.keys() == affinity.keys(), spec
+        for key, values in stored.items():
+            assert values == pytest.approx(affinity[key], rel=1e-9, abs=1e-9), (spec, key)
+        checked += len(stored)
+    assert checked > 10_000
+
+    # the API's cache reads the live windows from the compacted topic
+    consumer = Consumer(client_config(live.kafka_bootstrap, **{"group.id": "t"}))
+    consumer.assign([TopicPartition(topics.ITEM_FEATURES, p, OFFSET_BEGINNING) for p in range(3)])
+    newest: dict[str, ItemFeatures] = {}
+    for msg in consumer.consume(10_000, 5):
+        f = msgspec.json.decode(msg.value() or b"", type=ItemFeatures)
+        newest[f.item_id] = f
+    consumer.close()
+    assert "i0" in newest and {w.window_s for w in newest["i0"].windows} == {
+        spec.length_s for spec in WINDOWS
+    }
+
+
+_READ_TABLES = """
+import json, sys
+from swipeloop.clickhouse import connect
+from swipeloop.settings import Settings
+client = connect(Settings.from_env())
+out = {}
+for table in ("item_features", "creator_features", "user_features", "user_affinity"):
+    rows = client.query(f"SELECT * EXCEPT version FROM {table} FINAL").result_rows
+    out[table] = sorted([str(v) if not isinstance(v, float) else v for v in r] for r in rows)
+out["late_events"] = int(client.command("SELECT count() FROM late_events FINAL"))
+print(json.dumps(out))
+"""
+
+
+def _role(live: Settings, data_dir: Path, database: str) -> dict[str, str]:
+    """The environment of a `swipeloop` process with its own data and recovery store."""
+    return {
+        **os.environ,
+        "SWIPELOOP_KAFKA_BOOTSTRAP": live.kafka_bootstrap or "",
+        "SWIPELOOP_BROKER_EPOCH": live.broker_epoch,
+        "SWIPELOOP_DATA_DIR": str(data_dir),
+        "SWIPELOOP_CLICKHOUSE_URL": f"chdb://{data_dir.parent / 'clickhouse'}",
+        "SWIPELOOP_CLICKHOUSE_DATABASE": database,
+        "SWIPELOOP_FLOW_EPOCH_S": "0.3",
+        "SWIPELOOP_FEATURE_LATENESS_S": str(LATENESS),
+        "SWIPELOOP_METRICS_PORT": "0",
+    }
+
+
+def _swipeloop(*args: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "swipeloop.cli", *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+def _tables(env: dict[str, str]) -> dict[str, Any]:
+    read = subprocess.run(
+        [sys.executable, "-c", _READ_TABLES], env=env, capture_output=True, timeout=120, check=True
+    )
+    return dict(json.loads(read.stdout))
+
+
+def test_kill_9_mid_stream_ends_with_the_features_of_an_uninterrupted_run(
+    settings: Settings, broker: EmbeddedBroker, tmp_path: Path
+) -> None:
+    live = settings.with_(kafka_bootstrap=broker.bootstrap, broker_epoch=broker.epoch)
+    topics.ensure_topics(live)
+    rng = random.Random(11)
+    events, _ = stream(rng, 30_000)
+    produce(live, catalog(rng), events)
+
+    # Both runs write their own database on one chdb path (one process at a time).
+    calm = _role(live, tmp_path / "calm", "calm")
+    killed = _role(live, tmp_path / "killed", "killed")
+    for env in (calm, killed):
+        assert _swipeloop("migrate", env=env).wait(60) == 0
+    uninterrupted = _swipeloop("flow", "features", "--drain", env=calm)
+    _, err = uninterrupted.communicate(timeout=180)
+    assert uninterrupted.returncode == 0, err.decode()[-2000:]
+
+    for _ in range(5):
+        flow = _swipeloop("flow", "features", env=killed)
+        time.sleep(rng.uniform(3.0, 5.0))  # start-up takes ~2.5 s; then it is mid-stream
+        flow.send_signal(signal.SIGKILL)
+        flow.communicate(timeout=10)
+    resumed = _swipeloop("flow", "features", "--drain", env=killed)
+    _, err = resumed.communicate(timeout=180)
+    assert resumed.returncode == 0, err.decode()[-2000:]
+
+    expected, got = _tables(calm), _tables(killed)
+    assert len(expected["item_features"]) > 1000 and expected["late_events"] > 0
+    assert got["late_events"] == expected["late_events"]
+    for table in ("item_features", "creator_features", "user_features", "user_affinity"):
+        assert len(got[table]) == len(expected[table]), table
+        for mine, theirs in zip(got[table], expected[table], strict=True):
+            keys = [v for v in theirs if not isinstance(v, float)]
+            assert [v for v in mine if not isinstance(v, float)] == keys, table
+            values = [v for v in theirs if isinstance(v, float)]
+            assert [v for v in mine if isinstance(v, float)] == pytest.approx(values), keys
