@@ -12,11 +12,12 @@ read (a poll of one event topic-partition)
    ├▶ to_topic        live item windows on `item-features` (the API's cache)
    └▶ late_to_clickhouse  late events, with the watermark that made them late
 
-A restart recomputes from the start of the event topics: every window comes out exactly as
-an uninterrupted run writes it (ReplacingMergeTree keeps one row per window). Recovery
-snapshots are not used yet: restored, the windows did not match the source offsets (see
-the README). Phase one keeps the next offset per partition, so a replay of what its state
-has counted is skipped once snapshots are on.
+Crashes: the flow runs without Bytewax recovery for now, so a restart recomputes from the start
+of the event topics and ends with exactly the tables of an uninterrupted run (a window written
+twice is one row: ReplacingMergeTree). Everything for recovery is in place (the state is
+snapshot-ready, closed windows go through a sink that takes part in snapshots, and phase one
+skips offsets its state already counted), but with recovery on the kill -9 test failed once
+in five runs, so it stays off until that is understood.
 """
 
 from __future__ import annotations
@@ -310,7 +311,8 @@ def closed_rows(closed: Closed, version: int) -> Rows:
     """The ClickHouse rows of closed windows, as one Arrow table (no Python row per window)."""
     keys = [key for w in closed.windows for key in w.keys]
     sizes = [len(w.keys) for w in closed.windows]
-    counts = np.concatenate([w.counts for w in closed.windows])
+    # running totals add and subtract: round off the float residue (1e-13) they leave
+    counts = np.round(np.concatenate([w.counts for w in closed.windows]), 9)
     columns: dict[str, Any] = {}
     if closed.table in ENGAGEMENT_TABLES:
         table, key_column = ENGAGEMENT_OUT[closed.table]

@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 # name -> (build(settings, stop, **options), recovery on)
 FLOWS: dict[str, tuple[Callable[..., Dataflow], bool]] = {
     "ingest": (ingest.build_flow, True),
-    "features": (features.build_flow, False),  # see the README: restarts recompute
+    "features": (features.build_flow, False),  # recovery: see dataflows/features.py
     "item_vectors": (item_vectors.build_flow, False),
 }
 
