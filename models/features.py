@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
+from typing import get_args
 
 import numpy as np
 import numpy.typing as npt
 
-from swipeloop.contracts import Engagement, Item, ItemFeatures
+from swipeloop.contracts import Engagement, EventKind, Item, ItemFeatures
 
 Floats = npt.NDArray[np.float64]
 
@@ -50,23 +51,7 @@ def early_skip_ms(duration_ms: int | None) -> float:
     return min(EARLY_SKIP_MS, EARLY_SKIP_FRACTION * duration_ms)
 
 
-_KIND_CODE = {
-    kind: i
-    for i, kind in enumerate(
-        (
-            "impression",
-            "watch",
-            "loop",
-            "skip",
-            "like",
-            "share",
-            "comment",
-            "follow",
-            "not_interested",
-            "block",
-        )
-    )
-}
+_KIND_CODE = {kind: i for i, kind in enumerate(get_args(EventKind))}
 _ACTION_COLUMN = np.full(len(_KIND_CODE), -1, dtype=np.int64)  # by kind code
 for _kind, _column in _ACTION_COUNTER.items():
     _ACTION_COLUMN[_KIND_CODE[_kind]] = _column

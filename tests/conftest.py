@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -38,6 +40,16 @@ def settings(tmp_path: Path, chdb_path: Path) -> Settings:
         feature_lateness_s=2,
         publish_interval_s=0.5,
         model_poll_s=0.5,
+    )
+
+
+def swipeloop_process(*args: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """`swipeloop ARGS` in its own process (its own chdb path: one per process), stderr kept."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "swipeloop.cli", *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
 
 

@@ -31,6 +31,7 @@ from swipeloop.contracts import Item, ItemFeatures, ReceivedEvent, topic_for
 from swipeloop.kafka import client_config, durable_producer
 from swipeloop.migrations import migrate
 from swipeloop.settings import Settings
+from tests.conftest import swipeloop_process
 
 pytestmark = pytest.mark.integration
 ANALYSIS = Path(__file__).parents[2] / "sql" / "analysis"
@@ -209,15 +210,6 @@ def _role(live: Settings, data_dir: Path, database: str) -> dict[str, str]:
     }
 
 
-def _swipeloop(*args: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "swipeloop.cli", *args],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-
-
 def _tables(env: dict[str, str]) -> dict[str, Any]:
     read = subprocess.run(
         [sys.executable, "-c", _READ_TABLES], env=env, capture_output=True, timeout=120, check=True
@@ -238,17 +230,17 @@ def test_kill_9_mid_stream_ends_with_the_features_of_an_uninterrupted_run(
     calm = _role(live, tmp_path / "calm", "calm")
     killed = _role(live, tmp_path / "killed", "killed")
     for env in (calm, killed):
-        assert _swipeloop("migrate", env=env).wait(60) == 0
-    uninterrupted = _swipeloop("flow", "features", "--drain", env=calm)
+        assert swipeloop_process("migrate", env=env).wait(60) == 0
+    uninterrupted = swipeloop_process("flow", "features", "--drain", env=calm)
     _, err = uninterrupted.communicate(timeout=180)
     assert uninterrupted.returncode == 0, err.decode()[-2000:]
 
     for _ in range(5):
-        flow = _swipeloop("flow", "features", env=killed)
+        flow = swipeloop_process("flow", "features", env=killed)
         time.sleep(rng.uniform(3.0, 5.0))  # start-up takes ~2.5 s; then it is mid-stream
         flow.send_signal(signal.SIGKILL)
         flow.communicate(timeout=10)
-    resumed = _swipeloop("flow", "features", "--drain", env=killed)
+    resumed = swipeloop_process("flow", "features", "--drain", env=killed)
     _, err = resumed.communicate(timeout=180)
     assert resumed.returncode == 0, err.decode()[-2000:]
 

@@ -41,7 +41,7 @@ from swipeloop.metrics import SESSION_GAP_EVENTS, refresh_session_gaps
 from swipeloop.migrations import migrate
 from swipeloop.settings import Settings
 from swipeloop.stack import Stack
-from tests.conftest import wait_until
+from tests.conftest import swipeloop_process, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -293,21 +293,12 @@ def _env(live: Settings, data_dir: Path) -> dict[str, str]:
     }
 
 
-def _swipeloop(*args: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "swipeloop.cli", *args],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-
-
 def test_kill_9_the_flow_ten_times_loses_and_repeats_nothing(
     live: Settings, tmp_path: Path
 ) -> None:
     # The flow runs as its own process on its own chdb path (chdb: one path per process).
     env = _env(live, tmp_path / "role")
-    migrate_proc = _swipeloop("migrate", env=env)
+    migrate_proc = swipeloop_process("migrate", env=env)
     assert migrate_proc.wait(60) == 0
 
     acked: set[str] = set()
@@ -345,7 +336,7 @@ def test_kill_9_the_flow_ten_times_loses_and_repeats_nothing(
     skipped = 0  # replays the sink found already in ClickHouse (a kill between insert and snapshot)
     try:
         for _ in range(10):
-            flow = _swipeloop("flow", "ingest", env=env)
+            flow = swipeloop_process("flow", "ingest", env=env)
             time.sleep(rng.uniform(2.0, 4.5))  # the process needs ~1.5 s to start
             flow.send_signal(signal.SIGKILL)
             _, err = flow.communicate(timeout=10)
@@ -355,7 +346,7 @@ def test_kill_9_the_flow_ten_times_loses_and_repeats_nothing(
         producer_thread.join(timeout=60)
     assert not failed
 
-    drain = _swipeloop("flow", "ingest", "--drain", env=env)
+    drain = swipeloop_process("flow", "ingest", "--drain", env=env)
     _, err = drain.communicate(timeout=180)
     assert drain.returncode == 0, err.decode()[-2000:]
 
