@@ -20,7 +20,13 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartiti
 
 from api.index import VectorIndex
 from models.embeddings import Vector, mean_vector, normalized
-from models.features import COUNTERS, engagement_weight, trending_score
+from models.features import (
+    COUNTERS,
+    Session,
+    advance_session,
+    engagement_weight,
+    trending_score,
+)
 from swipeloop import topics
 from swipeloop.clickhouse import read_vectors
 from swipeloop.contracts import (
@@ -47,6 +53,7 @@ class UserState:
     positives: deque[str] = field(default_factory=lambda: deque(maxlen=RECENT_POSITIVES))
     blocked_creators: set[str] = field(default_factory=set)
     hidden_items: set[str] = field(default_factory=set)
+    session: Session = field(default_factory=Session)
     loaded: bool = False
 
 
@@ -136,10 +143,18 @@ class ServingState:
     def apply_event(self, ev: ReceivedEvent) -> None:
         """A user's own signals: positives shape their vector, negatives filter their feed."""
         user = self.users.setdefault(ev.user_id, UserState())
+        item = self.catalog.get(ev.item_id)
+        user.session = advance_session(
+            user.session,
+            ev.session_id,
+            ev.client_ts.timestamp(),
+            ev.kind,
+            ev.watch_ms,
+            item.duration_ms if item else None,
+        )
         if ev.kind == "impression":
             user.seen.add(ev.item_id)
         elif ev.kind == "block":
-            item = self.catalog.get(ev.item_id)
             if item is not None:
                 user.blocked_creators.add(item.creator_id)
         elif ev.kind == "not_interested":

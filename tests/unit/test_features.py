@@ -7,7 +7,10 @@ from models.counting import PAIR, count_events
 from models.embeddings import EmbeddingTable, mean_vector
 from models.features import (
     FEATURE_NAMES,
+    SESSION_IDLE_S,
     C,
+    Session,
+    advance_session,
     affinity_weight,
     early_skip_ms,
     engagement_delta,
@@ -177,3 +180,17 @@ def test_closed_rows_become_one_arrow_table() -> None:
     assert table[1]["user_id"] == "u2" and table[1]["target"] == "dogs"
     assert table[1]["kind"] == "tag" and table[1]["weight"] == 2.0 and table[1]["events"] == 3.0
     assert table[0]["window_end"] == datetime(1970, 1, 1, 2, 0)
+
+
+def test_a_session_tracks_its_span_size_and_skip_streak() -> None:
+    s = Session()
+    t0 = NOW.timestamp()
+    for i, (kind, ms) in enumerate([("watch", 9_000), ("skip", 500), ("skip", 800), ("skip", 300)]):
+        s = advance_session(s, "s1", t0 + 10 * i, kind, ms, 10_000)
+    assert (s.events, s.plays, s.skip_streak, s.length_s) == (4, 4, 3, 30)
+    s = advance_session(s, "s1", t0 + 5, "like", 0, 10_000)  # late arrival: span unchanged
+    assert s.skip_streak == 0 and s.length_s == 30 and s.events == 5
+    s = advance_session(s, "s2", t0 + 100, "watch", 2_500, 10_000)
+    assert (s.session_id, s.events, s.length_s) == ("s2", 1, 0)
+    s = advance_session(s, "s2", t0 + 100 + SESSION_IDLE_S + 1, "impression", 0, None)
+    assert s.events == 1  # a long pause starts a new session
