@@ -35,6 +35,7 @@ import msgspec
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from api.state import Feeder, ServingState
+from bench.ingest import CounterSampler, percentile
 from dataflows.runner import run
 from swipeloop import topics
 from swipeloop.broker import EmbeddedBroker
@@ -55,34 +56,8 @@ _EVENT = (
 )
 
 
-def counted() -> float:
-    return sum(
-        s.value for m in FEATURE_EVENTS.collect() for s in m.samples if s.name.endswith("_total")
-    )
-
-
 def state_mb() -> float:
     return round(sum(s.value for m in FEATURE_STATE_BYTES.collect() for s in m.samples) / 2**20, 1)
-
-
-class Sampler(threading.Thread):
-    """The counted-events counter over time: the flow's rate from first to last change."""
-
-    def __init__(self) -> None:
-        super().__init__(daemon=True)
-        self.stop = threading.Event()
-        self.samples: list[tuple[float, float]] = []
-
-    def run(self) -> None:
-        while not self.stop.wait(0.01):
-            self.samples.append((time.perf_counter(), counted()))
-
-    def rate(self, base: float) -> int:
-        moving = [(t, n) for t, n in self.samples if n > base]
-        if len(moving) < 2:
-            return 0
-        (t0, n0), (t1, n1) = moving[0], moving[-1]
-        return round((n1 - n0) / (t1 - t0)) if t1 > t0 else 0
 
 
 def produce_items(settings: Settings, n: int, rng: random.Random) -> None:
@@ -161,13 +136,12 @@ def on_fresh_broker(tmp: Path, name: str) -> tuple[EmbeddedBroker, Settings]:
 
 def throughput(settings: Settings, n: int, hot: float, seed: int) -> int:
     produce_events(settings, n, 10_000, hot, random.Random(seed), seq0=seed * 10_000_000)
-    base = counted()
-    sampler = Sampler()
+    sampler = CounterSampler(FEATURE_EVENTS)
     sampler.start()
     run("features", settings, in_thread=True, drain=True)
     sampler.stop.set()
     sampler.join()
-    return sampler.rate(base)
+    return sampler.rate()
 
 
 def freshness(settings: Settings, seconds: float) -> dict[str, Any]:
@@ -223,14 +197,9 @@ def freshness(settings: Settings, seconds: float) -> dict[str, Any]:
         visible = next((t for t, n in seen if t >= at and n >= need), None)
         if visible is not None:
             latencies.append((visible - at) * 1000)
-    latencies.sort()
-
-    def pct(q: float) -> float:
-        return round(latencies[min(len(latencies) - 1, int(q * len(latencies)))], 1)
-
     return {
-        "freshness_p50_ms": pct(0.5),
-        "freshness_p99_ms": pct(0.99),
+        "freshness_p50_ms": round(percentile(latencies, 0.5), 1),
+        "freshness_p99_ms": round(percentile(latencies, 0.99), 1),
         "freshness_events": len(sent),
         "freshness_seen": len(latencies),
     }

@@ -32,12 +32,14 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import msgspec
+from prometheus_client import Counter
 
 from dataflows.runner import run
 from swipeloop.broker import EmbeddedBroker, free_port
@@ -89,6 +91,18 @@ async def exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, r
     return status
 
 
+async def open_loop(rate: float, total: int) -> AsyncIterator[tuple[int, float]]:
+    """(i, due) for i in range(total), each yielded at its due time start + i / rate,
+    whatever happened to the ones before (no coordinated omission)."""
+    start = time.perf_counter()
+    for i in range(total):
+        due = start + i / rate
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        yield i, due
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
@@ -124,11 +138,7 @@ async def single_ack(port: int, rate: int, seconds: float, conns: int) -> dict[s
     workers = [asyncio.create_task(worker()) for _ in range(conns)]
     await asyncio.sleep(0.2)
     start = time.perf_counter()
-    for i in range(total):
-        due = start + i / rate
-        delay = due - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
+    async for i, due in open_loop(rate, total):
         due_queue.put_nowait((i, due))
     for _ in workers:
         due_queue.put_nowait((-1, 0.0))
@@ -226,14 +236,9 @@ async def broker_ack(settings: Settings, rate: int, seconds: float) -> dict[str,
         await producer.produce_all([(topic_for("watch"), b"u%d" % (i % 5000), value)])
         latencies.append((time.perf_counter() - due) * 1000)
 
-    total, tasks = int(rate * seconds), []
-    start = time.perf_counter()
-    for i in range(total):
-        due = start + i / rate
-        delay = due - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(one(i, due)))
+    tasks = [
+        asyncio.create_task(one(i, due)) async for i, due in open_loop(rate, int(rate * seconds))
+    ]
     await asyncio.gather(*tasks)
     producer.close()
     return {
@@ -271,30 +276,31 @@ def start_api(
     raise RuntimeError("the API did not start")
 
 
-class RowSampler(threading.Thread):
-    """Watches the ingest row counter: the flow's rate from its first insert to its last."""
+class CounterSampler(threading.Thread):
+    """Watches a Prometheus counter: the rate from its first change to its last (a flow's
+    steady rate, without its start-up or its final flush)."""
 
-    def __init__(self) -> None:
+    def __init__(self, counter: Counter) -> None:
         super().__init__(daemon=True)
         self.stop = threading.Event()
         self.samples: list[tuple[float, float]] = []
+        self._counter = counter
+        self._base = self.value()
+
+    def value(self) -> float:
+        samples = (s for m in self._counter.collect() for s in m.samples)
+        return sum(s.value for s in samples if s.name.endswith("_total"))
 
     def run(self) -> None:
         while not self.stop.wait(0.01):
-            rows = sum(
-                s.value
-                for m in INGESTED_ROWS.collect()
-                for s in m.samples
-                if s.name.endswith("_total")
-            )
-            self.samples.append((time.perf_counter(), rows))
+            self.samples.append((time.perf_counter(), self.value()))
 
     def rate(self) -> int:
-        moving = [(t, n) for t, n in self.samples if n > 0]
+        moving = [(t, n) for t, n in self.samples if n > self._base]
         if len(moving) < 2:
             return 0
         (t0, n0), (t1, n1) = moving[0], moving[-1]
-        # from the first insert to the last: n1 - n0 rows were inserted in between
+        # from the first change to the last: n1 - n0 were counted in between
         return round((n1 - n0) / (t1 - t0)) if t1 > t0 else 0
 
 
@@ -411,7 +417,7 @@ def main() -> None:
         produce_direct(settings, args.flow_events)
         client = connect(settings)
         migrate(client)
-        sampler = RowSampler()
+        sampler = CounterSampler(INGESTED_ROWS)
         sampler.start()
         started = time.perf_counter()
         run("ingest", settings, in_thread=True, drain=True)

@@ -174,9 +174,8 @@ class Closed:
 
 @dataclass
 class Live:
-    """Entities whose live windows changed: their counts per window, as of `as_of_s`."""
+    """Items whose live windows changed: their counts per window, as of `as_of_s`."""
 
-    table: str
     keys: list[str]
     per_window: list[Any]
     ends: list[int]
@@ -297,7 +296,7 @@ class Windower(StatefulLogic[Partial, Closed | Live, ShardState]):
         keys, per_window, ends = counts.live()
         if not keys or counts.newest_s is None:
             return []
-        return [Live(self._state.table, keys, per_window, ends, counts.newest_s)]
+        return [Live(keys, per_window, ends, counts.newest_s)]
 
     def notify_at(self) -> datetime:
         return self._next
@@ -441,13 +440,13 @@ def build_flow(
     )
     op.output("to_clickhouse", rows, CommittedClickHouseSink(settings))
 
-    def live_items(kv: tuple[str, Closed | Live]) -> list[ItemFeatures]:
-        out = kv[1]
-        return item_messages(out) if isinstance(out, Live) and out.table == "item" else []
-
     messages = op.map(
         "feature_message",
-        op.flat_map("live_items", windows, live_items),
+        op.flat_map(
+            "live_items",
+            windows,
+            lambda kv: item_messages(kv[1]) if isinstance(kv[1], Live) else [],
+        ),
         lambda f: to_kafka(f.item_id, msgspec.json.encode(f)),
     )
     op.output("to_topic", messages, kafka_output(settings, topics.ITEM_FEATURES))

@@ -143,7 +143,6 @@ class Rows:
 
 class _ClickHousePartition(StatelessSinkPartition[Rows]):
     def __init__(self, settings: Settings) -> None:
-        self._settings = settings
         self._client: Client = connect(settings)
 
     def write_batch(self, items: list[Rows]) -> None:

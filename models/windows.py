@@ -327,17 +327,13 @@ class SlidingCounts:
     def live(self) -> tuple[list[str], list[Floats], list[int]]:
         """Entities whose live windows changed since the last call: keys, counts per window
         (rows in key order), and each window's end."""
-        ends: list[int] = []
         if self.newest_s is not None:
             for w in self.windows:
                 w.advance_live(self.newest_s, self.dirty)
-        rows = np.nonzero(self.dirty[: self._size])[0]
+        changed = np.nonzero(self.dirty[: self._size])[0].tolist()
         self.dirty[:] = False
-        keys = [self.keys[r] for r in rows]
-        present = [i for i, k in enumerate(keys) if k is not None]
-        rows = rows[present]
-        for w in self.windows:
-            ends.append(w.live_end or 0)
+        rows = [r for r in changed if self.keys[r] is not None]  # not evicted since
+        ends = [w.live_end or 0 for w in self.windows]
         return [str(self.keys[r]) for r in rows], [w.live[rows] for w in self.windows], ends
 
     def evict(self, watermark_s: int) -> int:
