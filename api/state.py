@@ -30,12 +30,10 @@ from models.features import (
 from swipeloop import topics
 from swipeloop.clickhouse import read_vectors
 from swipeloop.contracts import (
-    Engagement,
     Item,
     ItemFeatures,
     ItemVector,
     ReceivedEvent,
-    WindowCounts,
 )
 from swipeloop.kafka import client_config
 from swipeloop.settings import Settings
@@ -98,18 +96,17 @@ class ServingState:
                 sound_id=sound or None,
                 created_at=created.replace(tzinfo=UTC),
             )
-        windows: dict[str, list[WindowCounts]] = {}
+        windows: dict[str, list[tuple[int, datetime, list[float]]]] = {}
         for item_id, window_s, (end, *counts) in feats:
-            windows.setdefault(item_id, []).append(
-                WindowCounts(
-                    window_s=window_s,
-                    window_end=end.replace(tzinfo=UTC),
-                    counts=Engagement(**dict(zip(COUNTERS, counts, strict=True))),
-                )
-            )
+            windows.setdefault(item_id, []).append((window_s, end.replace(tzinfo=UTC), counts))
         for item_id, closed in windows.items():
-            as_of = max(w.window_end for w in closed)
-            self.features[item_id] = ItemFeatures(item_id=item_id, as_of=as_of, windows=closed)
+            self.features[item_id] = ItemFeatures(
+                item_id=item_id,
+                as_of=max(end for _, end, _ in closed),
+                window_s=[length for length, _, _ in closed],
+                window_end=[end for _, end, _ in closed],
+                counts=[counts for _, _, counts in closed],
+            )
         self._apply_vectors(dict(zip(ids, matrix, strict=True)))
         log.info(
             "bootstrapped %d items, %d feature rows, %d vectors",

@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from api.state import Feeder, ServingState
 from bench.ingest import CounterSampler, percentile
 from dataflows.runner import run
+from models.features import window
 from swipeloop import topics
 from swipeloop.broker import EmbeddedBroker
 from swipeloop.clickhouse import connect
@@ -153,8 +154,7 @@ def freshness(settings: Settings, seconds: float) -> dict[str, Any]:
     def timed(f: ItemFeatures) -> None:
         apply(f)
         if f.item_id == "i1":
-            hour = next(w for w in f.windows if w.window_s == 3600)
-            seen.append((time.perf_counter(), hour.counts.events))
+            seen.append((time.perf_counter(), window(f, 3600).events))
 
     state.apply_features = timed  # type: ignore[method-assign]
     feeder = Feeder(state, settings)

@@ -23,15 +23,14 @@ in five runs, so it stays off until that is understood.
 from __future__ import annotations
 
 import atexit
-import contextlib
 import copy
 import logging
 import threading
 import time
-import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from operator import itemgetter
 from typing import Any
 
 import bytewax.operators as op
@@ -45,6 +44,7 @@ from dataflows.catalog import Catalog
 from dataflows.io import (
     CommittedClickHouseSink,
     KafkaPollSource,
+    Keyed,
     Polled,
     Record,
     Rows,
@@ -54,17 +54,18 @@ from dataflows.io import (
 from models.counting import (
     AFFINITY_COUNTERS,
     ENGAGEMENT_TABLES,
-    PAIR,
     TABLES,
     Counted,
     Counts,
+    Floats,
+    Keys,
     count_events,
     width,
 )
 from models.features import COUNTERS
 from models.windows import WINDOWS, Emitted, SlidingCounts
 from swipeloop import topics
-from swipeloop.contracts import Engagement, ItemFeatures, ReceivedEvent, WindowCounts
+from swipeloop.contracts import ItemFeatures, ReceivedEvent
 from swipeloop.metrics import FEATURE_EVENTS, FEATURE_STATE_BYTES, LATE_EVENTS, WINDOW_DROPPED
 from swipeloop.settings import Settings
 
@@ -72,6 +73,7 @@ log = logging.getLogger(__name__)
 SOURCE_TOPICS = (topics.EVENTS_CONTEXT, topics.EVENTS_ACTIONS)
 FOREVER_S = 2**62
 _event = msgspec.json.Decoder(ReceivedEvent)
+_encoder = msgspec.json.Encoder()
 
 # ClickHouse table and entity column of each engagement table
 ENGAGEMENT_OUT = {
@@ -124,44 +126,35 @@ class PartitionState:
 def decode(records: list[Record]) -> list[tuple[int, ReceivedEvent]]:
     """Events with their offsets; what does not decode is the ingest flow's to dead-letter."""
     out = []
+    event = _event.decode
     for offset, value, error in records:
         if error is None and value is not None:
-            with contextlib.suppress(msgspec.DecodeError):
-                out.append((offset, _event.decode(value)))
+            try:
+                out.append((offset, event(value)))
+            except msgspec.DecodeError:
+                continue
     return out
 
 
 @dataclass
 class Partial:
-    """One table's rows of one shard from one poll, and the source's watermark after it."""
+    """The rows of one shard from one poll (a table each), and the source's watermark."""
 
-    table: str
     shard: str
     source: str
-    counts: Counts | None
+    tables: dict[str, Counts]
     watermark_s: int | None
 
 
-def shard_of(key: str, shards: int) -> int:
-    """A stable shard for an entity key (the same in every process)."""
-    return zlib.crc32(key.encode()) % shards
-
-
 def to_shards(source: str, counted: Counted, shards: int) -> list[tuple[str, Partial]]:
-    """Every shard of every table gets this poll's watermark, and its rows if it has any."""
-    out = []
-    for table in TABLES:
-        counts = counted.tables.get(table)
-        by_shard: dict[int, list[int]] = {}
-        if counts is not None:
-            for i, key in enumerate(counts.keys):
-                by_shard.setdefault(shard_of(key, shards), []).append(i)
-        for shard in range(shards):
-            rows = by_shard.get(shard)
-            part = None if rows is None or counts is None else counts.take(np.array(rows))
-            key = f"{table}/{shard}"
-            out.append((key, Partial(table, key, source, part, counted.watermark_s)))
-    return out
+    """Every shard gets this poll's watermark, and the rows of its entities if any."""
+    parts = {
+        str(shard): Partial(str(shard), source, {}, counted.watermark_s) for shard in range(shards)
+    }
+    for table, counts in counted.tables.items():
+        for shard, rows in counts.by_shard().items():
+            parts[str(shard)].tables[table] = rows
+    return list(parts.items())
 
 
 @dataclass
@@ -176,20 +169,32 @@ class Closed:
 class Live:
     """Items whose live windows changed: their counts per window, as of `as_of_s`."""
 
-    keys: list[str]
-    per_window: list[Any]
+    keys: Keys
+    per_window: list[Floats]
     ends: list[int]
     as_of_s: int
 
 
+def new_tables() -> dict[str, SlidingCounts]:
+    """A shard's windows, one set per table; only items keep live windows (they are served)."""
+    return {
+        table: SlidingCounts(
+            width(table),
+            TABLE_WINDOWS[table],
+            tumbling=table not in EVERY_HOP,
+            live=table == "item",
+        )
+        for table in TABLES
+    }
+
+
 @dataclass
 class ShardState:
-    """What a shard snapshots: its windows, and each source partition's watermark with the
-    wall-clock time it last reported."""
+    """What a shard snapshots: its windows per table, and each source partition's watermark
+    with the wall-clock time it last reported."""
 
-    table: str
     shard: str
-    counts: SlidingCounts
+    tables: dict[str, SlidingCounts] = field(default_factory=new_tables)
     sources: dict[str, tuple[int, float]] = field(default_factory=dict)
     watermark_s: int | None = None
     started: float = field(default_factory=time.time)
@@ -214,6 +219,18 @@ class ShardState:
         wm, seen = min(self.sources.values())
         return wm + int(now - seen)
 
+    def close(self, watermark_s: int) -> list[Closed]:
+        """The windows of every table that the watermark closed."""
+        out = []
+        for table, counts in self.tables.items():
+            closed = counts.close(watermark_s)
+            if closed:
+                out.append(Closed(table, closed))
+        return out
+
+    def nbytes(self) -> int:
+        return sum(counts.nbytes() for counts in self.tables.values())
+
 
 class Windower(StatefulLogic[Partial, Closed | Live, ShardState]):
     """Phase two for one shard: merges partials, closes windows, emits live ones."""
@@ -221,7 +238,7 @@ class Windower(StatefulLogic[Partial, Closed | Live, ShardState]):
     def __init__(
         self, settings: Settings, resume: ShardState | None, drain: bool, sources: list[str]
     ) -> None:
-        self._state = resume  # built on the first partial, which names the table
+        self._state = resume  # built on the first partial, which names the shard
         self._sources = sources
         if resume is not None:  # a restart: every partition holds its mark until it is heard
             now = time.time()
@@ -235,20 +252,19 @@ class Windower(StatefulLogic[Partial, Closed | Live, ShardState]):
 
     def on_item(self, value: Partial) -> tuple[Iterable[Closed | Live], bool]:
         if self._state is None:
-            table = value.table
-            windows = TABLE_WINDOWS[table]
-            counts = SlidingCounts(width(table), windows, tumbling=table not in EVERY_HOP)
-            self._state = ShardState(value.table, value.shard, counts)
+            self._state = ShardState(value.shard)
         state = self._state
-        if value.counts is not None:
-            before = state.counts.dropped
-            state.counts.add(value.counts.keys, value.counts.seconds, value.counts.sums)
-            if state.counts.dropped > before:
-                WINDOW_DROPPED.inc(state.counts.dropped - before)
+        for table, counts in value.tables.items():
+            windows = state.tables[table]
+            before = windows.dropped
+            windows.add(counts.keys, counts.seconds, counts.sums)
+            if windows.dropped > before:
+                WINDOW_DROPPED.inc(windows.dropped - before)
                 log.warning(
-                    "%s: %d partial sums older than every kept bucket (from %s)",
+                    "%s/%s: %d partial sums older than every kept bucket (from %s)",
+                    table,
                     state.shard,
-                    state.counts.dropped - before,
+                    windows.dropped - before,
                     value.source,
                 )
         if value.watermark_s is not None:
@@ -262,8 +278,7 @@ class Windower(StatefulLogic[Partial, Closed | Live, ShardState]):
         if watermark is None or (state.watermark_s is not None and watermark <= state.watermark_s):
             return []
         state.watermark_s = watermark
-        closed = state.counts.close(watermark)
-        return [Closed(state.table, closed)] if closed else []
+        return list(state.close(watermark))
 
     def on_notify(self) -> tuple[Iterable[Closed | Live], bool]:
         self._next = datetime.now(UTC) + self._emit
@@ -271,9 +286,10 @@ class Windower(StatefulLogic[Partial, Closed | Live, ShardState]):
         if state is None:
             return [], StatefulLogic.RETAIN
         if state.watermark_s is not None and time.monotonic() - self._evicted_at > 10:
-            state.counts.evict(state.watermark_s)
+            for counts in state.tables.values():
+                counts.evict(state.watermark_s)
             self._evicted_at = time.monotonic()
-            FEATURE_STATE_BYTES.labels(state.shard).set(state.counts.nbytes())
+            FEATURE_STATE_BYTES.labels(state.shard).set(state.nbytes())
         return [*self._close(), *self._live()], StatefulLogic.RETAIN
 
     def on_eof(self) -> tuple[Iterable[Closed | Live], bool]:
@@ -281,22 +297,20 @@ class Windower(StatefulLogic[Partial, Closed | Live, ShardState]):
         if self._state is None:
             return out, StatefulLogic.RETAIN
         state = self._state
-        FEATURE_STATE_BYTES.labels(state.shard).set(state.counts.nbytes())
+        FEATURE_STATE_BYTES.labels(state.shard).set(state.nbytes())
         if self._drain:  # caught up and ending: every window is as complete as it will be
-            closed = state.counts.close(FOREVER_S)
-            if closed:
-                out.append(Closed(state.table, closed))
+            out.extend(state.close(FOREVER_S))
         out.extend(self._live())
         return out, StatefulLogic.RETAIN
 
     def _live(self) -> list[Closed | Live]:
-        if self._state is None or self._state.table != "item":  # only items are published
+        if self._state is None:
             return []
-        counts = self._state.counts
-        keys, per_window, ends = counts.live()
-        if not keys or counts.newest_s is None:
+        items = self._state.tables["item"]  # only items are published
+        keys, per_window, ends = items.live()
+        if not len(keys) or items.newest_s is None:
             return []
-        return [Live(keys, per_window, ends, counts.newest_s)]
+        return [Live(keys, per_window, ends, items.newest_s)]
 
     def notify_at(self) -> datetime:
         return self._next
@@ -308,7 +322,7 @@ class Windower(StatefulLogic[Partial, Closed | Live, ShardState]):
 
 def closed_rows(closed: Closed, version: int) -> Rows:
     """The ClickHouse rows of closed windows, as one Arrow table (no Python row per window)."""
-    keys = [key for w in closed.windows for key in w.keys]
+    keys = np.concatenate([w.keys for w in closed.windows])
     sizes = [len(w.keys) for w in closed.windows]
     # running totals add and subtract: round off the float residue (1e-13) they leave
     counts = np.round(np.concatenate([w.counts for w in closed.windows]), 9)
@@ -319,10 +333,10 @@ def closed_rows(closed: Closed, version: int) -> Rows:
         names: tuple[str, ...] = COUNTERS
     else:
         table = "user_affinity"
-        pairs = [key.split(PAIR, 1) for key in keys]
-        columns["user_id"] = pa.array([user for user, _ in pairs], pa.string())
-        columns["kind"] = pa.array([AFFINITY_KIND[closed.table]] * len(keys), pa.string())
-        columns["target"] = pa.array([target for _, target in pairs], pa.string())
+        columns["user_id"] = pa.array(list(map(itemgetter(0), keys)), pa.string())
+        kind = pa.scalar(AFFINITY_KIND[closed.table], pa.string())
+        columns["kind"] = pa.repeat(kind, len(keys))
+        columns["target"] = pa.array(list(map(itemgetter(1), keys)), pa.string())
         names = AFFINITY_COUNTERS
     columns["window_s"] = pa.array(
         np.repeat([w.window_s for w in closed.windows], sizes).astype(np.uint32)
@@ -341,18 +355,17 @@ def item_messages(live: Live) -> list[ItemFeatures]:
     as_of = datetime.fromtimestamp(live.as_of_s, UTC)
     lengths = [spec.length_s for spec in WINDOWS]
     ends = [datetime.fromtimestamp(end, UTC) for end in live.ends]
-    rows = [counts.tolist() for counts in live.per_window]
+    per_item = np.stack(live.per_window, axis=1).tolist()  # item, window, counter
     return [
-        ItemFeatures(
-            item_id=key,
-            as_of=as_of,
-            windows=[
-                WindowCounts(window_s=length, window_end=end, counts=Engagement(*window[i]))
-                for length, end, window in zip(lengths, ends, rows, strict=True)
-            ],
-        )
-        for i, key in enumerate(live.keys)
+        ItemFeatures(item_id=key, as_of=as_of, window_s=lengths, window_end=ends, counts=counts)
+        for key, counts in zip(live.keys.tolist(), per_item, strict=True)
     ]
+
+
+def encoded(messages: list[ItemFeatures]) -> list[Keyed]:
+    """Messages keyed by item, for the compacted topic."""
+    encode = _encoder.encode
+    return [to_kafka(f.item_id, encode(f)) for f in messages]
 
 
 def late_rows(counted: Counted, polled: Polled) -> Rows:
@@ -407,7 +420,9 @@ def build_flow(
         if fresh:  # a replay of what this state already counted is skipped (exactly once)
             state.next_offset = fresh[-1][0] + 1
         events = decode(fresh)
-        state.newest_s, counted = count_events(events, state.newest_s, lateness, catalog.get)
+        state.newest_s, counted = count_events(
+            events, state.newest_s, lateness, catalog.get, shards
+        )
         FEATURE_EVENTS.inc(len(events) - len(counted.late))
         return state, (polled, counted)
 
@@ -440,14 +455,10 @@ def build_flow(
     )
     op.output("to_clickhouse", rows, CommittedClickHouseSink(settings))
 
-    messages = op.map(
-        "feature_message",
-        op.flat_map(
-            "live_items",
-            windows,
-            lambda kv: item_messages(kv[1]) if isinstance(kv[1], Live) else [],
-        ),
-        lambda f: to_kafka(f.item_id, msgspec.json.encode(f)),
+    messages = op.flat_map(
+        "live_items",
+        windows,
+        lambda kv: encoded(item_messages(kv[1])) if isinstance(kv[1], Live) else [],
     )
     op.output("to_topic", messages, kafka_output(settings, topics.ITEM_FEATURES))
     return flow

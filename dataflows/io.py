@@ -13,7 +13,7 @@ from functools import partial
 from typing import Any
 
 import pyarrow as pa
-from bytewax.connectors.kafka import KafkaSinkMessage, KafkaSource, KafkaSourceMessage
+from bytewax.connectors.kafka import KafkaSource, KafkaSourceMessage
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import (
     DynamicSink,
@@ -85,16 +85,19 @@ def kafka_input(
     )
 
 
-class _ProducerPartition(StatelessSinkPartition[KafkaSinkMessage[bytes, bytes]]):
+Keyed = tuple[bytes, bytes]  # (key, value) of a message to produce
+
+
+class _ProducerPartition(StatelessSinkPartition[Keyed]):
     def __init__(self, settings: Settings, topic: str) -> None:
         self._producer = durable_producer(settings, **{"linger.ms": 5})
         self._topic = topic
 
-    def write_batch(self, items: list[KafkaSinkMessage[bytes, bytes]]) -> None:
-        for msg in items:
+    def write_batch(self, items: list[Keyed]) -> None:
+        for key, value in items:
             while True:
                 try:
-                    self._producer.produce(self._topic, value=msg.value, key=msg.key)
+                    self._producer.produce(self._topic, value=value, key=key)
                     break
                 except BufferError:  # local queue full: let deliveries drain first
                     self._producer.poll(0.1)
@@ -109,7 +112,7 @@ class _ProducerPartition(StatelessSinkPartition[KafkaSinkMessage[bytes, bytes]])
 CLOSE_FLUSH_S = 10.0
 
 
-class KafkaOut(DynamicSink[KafkaSinkMessage[bytes, bytes]]):
+class KafkaOut(DynamicSink[Keyed]):
     """A durable producer sink (acks=all, idempotent) whose close never blocks forever."""
 
     def __init__(self, settings: Settings, topic: str) -> None:
@@ -125,9 +128,9 @@ def kafka_output(settings: Settings, topic: str) -> KafkaOut:
     return KafkaOut(settings, topic)
 
 
-def to_kafka(key: str, value: bytes) -> KafkaSinkMessage[bytes, bytes]:
-    """Wrap a keyed value for KafkaSink."""
-    return KafkaSinkMessage(key=key.encode(), value=value)
+def to_kafka(key: str, value: bytes) -> Keyed:
+    """A keyed value for `kafka_output` (a plain tuple: KafkaSinkMessage costs ~10 µs to build)."""
+    return key.encode(), value
 
 
 @dataclass(frozen=True)

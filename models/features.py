@@ -220,9 +220,9 @@ def rates(e: Engagement) -> dict[str, float]:
 def window(f: ItemFeatures | None, window_s: int) -> Engagement:
     """One window's counters of an item's live features (zeros when it has none)."""
     if f is not None:
-        for w in f.windows:
-            if w.window_s == window_s:
-                return w.counts
+        for length, counts in zip(f.window_s, f.counts, strict=True):
+            if length == window_s:
+                return Engagement(*counts)
     return Engagement()
 
 

@@ -20,13 +20,24 @@ changed, so what is emitted last for each window is exact.
 from __future__ import annotations
 
 import copy
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 
 import numpy as np
 import numpy.typing as npt
 
 Floats = npt.NDArray[np.float64]
 Ints = npt.NDArray[np.int64]
+Keys = npt.NDArray[np.object_]
+
+
+def scatter_add(totals: Floats, rows: Ints, sums: Floats) -> None:
+    """`totals[rows[i]] += sums[i]`, repeated rows included (`np.add.at` on the flat view,
+    which numpy does several times faster than on rows of a 2-d array)."""
+    width = totals.shape[1]
+    at = (rows[:, None] * width + np.arange(width)).ravel()
+    np.add.at(totals.reshape(-1), at, sums.ravel())
 
 
 @dataclass(frozen=True)
@@ -56,7 +67,7 @@ class Emitted:
 
     window_s: int
     end_s: int
-    keys: list[str]
+    keys: Keys
     counts: Floats
 
 
@@ -83,14 +94,21 @@ class _Window:
     """One window length over one table: its buckets and its two running totals."""
 
     def __init__(
-        self, spec: WindowSpec, width: int, capacity: int, slack_s: int, tumbling: bool
+        self,
+        spec: WindowSpec,
+        width: int,
+        capacity: int,
+        slack_s: int,
+        tumbling: bool,
+        live: bool,
     ) -> None:
         self.spec = spec
         self.tumbling = tumbling  # emit only the windows ending at a multiple of the length
         self.width = width
         self.slack_s = slack_s
         self.slots: dict[int, _Slot] = {}
-        self.live = np.zeros((capacity, width))
+        self.has_live = live  # whether the live total is kept (only what is served needs it)
+        self.live = np.zeros((capacity if live else 0, width))
         self.final = np.zeros((capacity, width))
         self.live_end: int | None = None
         self.final_end: int | None = None
@@ -106,7 +124,7 @@ class _Window:
         return twin
 
     def grow(self, capacity: int) -> None:
-        for name in ("live", "final"):
+        for name in ("live", "final") if self.has_live else ("final",):
             old = getattr(self, name)
             new = np.zeros((capacity, self.width))
             new[: len(old)] = old
@@ -119,17 +137,21 @@ class _Window:
             self.dropped += int((~keep).sum())
             rows, seconds, sums = rows[keep], seconds[keep], sums[keep]
             in_final = (seconds >= self.final_end - length) & (seconds < self.final_end)
-            np.add.at(self.final, rows[in_final], sums[in_final])
+            scatter_add(self.final, rows[in_final], sums[in_final])
             late = seconds < self.final_end - h  # inside a window already emitted
             if late.any():
                 self.fixes.append((rows[late], seconds[late]))
         buckets = seconds // h
-        for b in np.unique(buckets):
-            at = buckets == b
-            self.slots.setdefault(int(b), _Slot()).add(rows[at], sums[at])
-        if self.live_end is not None:
+        first, last = int(buckets.min()), int(buckets.max())
+        if first == last:  # the common case: a batch within one bucket
+            self.slots.setdefault(first, _Slot()).add(rows, sums)
+        else:
+            for b in np.unique(buckets).tolist():
+                at = np.flatnonzero(buckets == b)
+                self.slots.setdefault(b, _Slot()).add(rows[at], sums[at])
+        if self.has_live and self.live_end is not None:
             in_live = (seconds >= self.live_end - length) & (seconds < self.live_end)
-            np.add.at(self.live, rows[in_live], sums[in_live])
+            scatter_add(self.live, rows[in_live], sums[in_live])
             dirty[rows[in_live]] = True
 
     def _slide(
@@ -152,7 +174,7 @@ class _Window:
                 if slot is None:
                     continue
                 rows, sums = slot.entries(self.width)
-                np.add.at(totals, rows, sums if sign > 0 else -sums)
+                scatter_add(totals, rows, sums if sign > 0 else -sums)
                 if dirty is not None:
                     dirty[rows] = True
         emptied = totals[:, -1] <= 0.5  # the events column: no event left, no float residue
@@ -160,6 +182,8 @@ class _Window:
 
     def advance_live(self, newest_s: int, dirty: npt.NDArray[np.bool_]) -> None:
         """Slide `live` to the window that ends after the newest event."""
+        if not self.has_live:
+            return
         new_end = (newest_s // self.spec.hop_s + 1) * self.spec.hop_s
         if self.live_end is None:  # the first look: sum what the buckets hold
             self._slide(self.live, new_end - self.spec.length_s, new_end, dirty)
@@ -168,7 +192,7 @@ class _Window:
             self._slide(self.live, self.live_end, new_end, dirty)
             self.live_end = new_end
 
-    def close(self, watermark_s: int, keys: list[str | None]) -> list[Emitted]:
+    def close(self, watermark_s: int, keys: Keys) -> list[Emitted]:
         """Emit every window ending at or before the watermark, then drop unneeded buckets."""
         out: list[Emitted] = []
         h, length = self.spec.hop_s, self.spec.length_s
@@ -181,9 +205,7 @@ class _Window:
         while self.final_end is not None and self.final_end <= watermark_s:
             rows = np.nonzero(self.final[:, -1] > 0.5)[0]
             if len(rows) and self.emits(self.final_end):
-                out.append(
-                    Emitted(length, self.final_end, [str(keys[r]) for r in rows], self.final[rows])
-                )
+                out.append(Emitted(length, self.final_end, keys[rows], self.final[rows]))
             nxt = self.final_end + h
             if not len(rows):  # an empty window: jump to the first one holding a bucket
                 ahead = [b for b in self.slots if b * h >= self.final_end]
@@ -193,9 +215,10 @@ class _Window:
                     nxt = max(nxt, (min(ahead) + 1) * h)
             self._slide(self.final, self.final_end, nxt, None)
             self.final_end = nxt
-        if self.final_end is not None and self.live_end is not None:
+        if self.final_end is not None and (self.live_end is not None or not self.has_live):
             # both totals still subtract the buckets that leave them
-            oldest = (min(self.final_end, self.live_end) - length - self.slack_s) // h
+            first = self.final_end if self.live_end is None else min(self.final_end, self.live_end)
+            oldest = (first - length - self.slack_s) // h
             for b in [b for b in self.slots if b < oldest]:
                 del self.slots[b]
         return out
@@ -204,7 +227,7 @@ class _Window:
         """Whether the window ending at `end_s` is emitted when closed."""
         return not self.tumbling or end_s % self.spec.length_s == 0
 
-    def _fixes(self, keys: list[str | None]) -> list[Emitted]:
+    def _fixes(self, keys: Keys) -> list[Emitted]:
         """Re-emit, exactly, the emitted windows that late additions changed."""
         if not self.fixes or self.final_end is None:
             return []
@@ -223,7 +246,7 @@ class _Window:
         for end in sorted(ends):
             wanted = np.array(sorted(ends[end]), dtype=np.int64)
             counts = self.window_counts(wanted, end)
-            out.append(Emitted(length, end, [str(keys[r]) for r in wanted], counts))
+            out.append(Emitted(length, end, keys[wanted], counts))
         return out
 
     def window_counts(self, rows: Ints, end: int) -> Floats:
@@ -237,7 +260,7 @@ class _Window:
             entry_rows, sums = slot.entries(self.width)
             at = np.minimum(np.searchsorted(rows, entry_rows), len(rows) - 1)
             mine = rows[at] == entry_rows
-            np.add.at(out, at[mine], sums[mine])
+            scatter_add(out, at[mine], sums[mine])
         return out
 
     def oldest_kept_s(self) -> int | None:
@@ -246,7 +269,9 @@ class _Window:
 
 
 class SlidingCounts:
-    """Counter vectors per entity key over several sliding windows (one table's state)."""
+    """Counter vectors per entity key over several sliding windows (one table's state).
+
+    A key is any hashable (an id, or a (user, target) pair)."""
 
     def __init__(
         self,
@@ -255,13 +280,15 @@ class SlidingCounts:
         slack_s: int = 60,
         capacity: int = 1024,
         tumbling: bool = False,
+        live: bool = True,
     ) -> None:
         """`tumbling`: closed windows are emitted once per window length (ends at multiples
-        of it) instead of at every hop; live windows still slide by the hop."""
+        of it) instead of at every hop; live windows still slide by the hop. `live`: keep
+        the live windows (what serving reads); without, only closed windows are counted."""
         self.width = width
-        self.windows = [_Window(spec, width, capacity, slack_s, tumbling) for spec in windows]
-        self.rows: dict[str, int] = {}
-        self.keys: list[str | None] = [None] * capacity
+        self.windows = [_Window(spec, width, capacity, slack_s, tumbling, live) for spec in windows]
+        self.rows: dict[Hashable, int] = {}
+        self.keys: Keys = np.full(capacity, None, dtype=object)
         self.free: list[int] = []
         self.last_s = np.full(capacity, np.iinfo(np.int64).min, dtype=np.int64)
         self.dirty = np.zeros(capacity, dtype=bool)
@@ -273,14 +300,14 @@ class SlidingCounts:
         # in place once stored (keys, bucket entries) is shared. ~20x faster than deepcopy.
         twin = copy.copy(self)
         twin.rows = dict(self.rows)
-        twin.keys = list(self.keys)
+        twin.keys = self.keys.copy()
         twin.free = list(self.free)
         twin.last_s = self.last_s.copy()
         twin.dirty = self.dirty.copy()
         twin.windows = [w.copy() for w in self.windows]
         return twin
 
-    def _row(self, key: str) -> int:
+    def _row(self, key: Hashable) -> int:
         row = self.rows.get(key)
         if row is None:
             if self.free:
@@ -294,7 +321,9 @@ class SlidingCounts:
         return row
 
     def _grow(self, capacity: int) -> None:
-        self.keys.extend([None] * (capacity - len(self.keys)))
+        keys = np.full(capacity, None, dtype=object)
+        keys[: len(self.keys)] = self.keys
+        self.keys = keys
         last = np.full(capacity, np.iinfo(np.int64).min, dtype=np.int64)
         last[: len(self.last_s)] = self.last_s
         self.last_s = last
@@ -304,11 +333,13 @@ class SlidingCounts:
         for w in self.windows:
             w.grow(capacity)
 
-    def add(self, keys: list[str], seconds: Ints, sums: Floats) -> None:
+    def add(self, keys: Keys | Sequence[Hashable], seconds: Ints, sums: Floats) -> None:
         """Count `sums[i]` for `keys[i]` at event second `seconds[i]` into every window."""
-        if not keys:
+        if not len(keys):
             return
-        rows = np.fromiter((self._row(k) for k in keys), dtype=np.int64, count=len(keys))
+        rows = np.fromiter(map(self.rows.get, keys, repeat(-1)), dtype=np.int64, count=len(keys))
+        for i in np.flatnonzero(rows < 0).tolist():  # new entities (or new twice in a batch)
+            rows[i] = self._row(keys[i])
         np.maximum.at(self.last_s, rows, seconds)
         newest = int(seconds.max())
         self.newest_s = newest if self.newest_s is None else max(self.newest_s, newest)
@@ -324,17 +355,18 @@ class SlidingCounts:
             out.extend(w.close(watermark_s, self.keys))
         return out
 
-    def live(self) -> tuple[list[str], list[Floats], list[int]]:
+    def live(self) -> tuple[Keys, list[Floats], list[int]]:
         """Entities whose live windows changed since the last call: keys, counts per window
         (rows in key order), and each window's end."""
+        assert all(w.has_live for w in self.windows), "built without live windows"
         if self.newest_s is not None:
             for w in self.windows:
                 w.advance_live(self.newest_s, self.dirty)
-        changed = np.nonzero(self.dirty[: self._size])[0].tolist()
+        changed = np.flatnonzero(self.dirty[: self._size])
         self.dirty[:] = False
-        rows = [r for r in changed if self.keys[r] is not None]  # not evicted since
+        rows = changed[self.keys[changed] != None]  # noqa: E711 (not evicted since)
         ends = [w.live_end or 0 for w in self.windows]
-        return [str(self.keys[r]) for r in rows], [w.live[rows] for w in self.windows], ends
+        return self.keys[rows], [w.live[rows] for w in self.windows], ends
 
     def evict(self, watermark_s: int) -> int:
         """Forget entities idle beyond the longest window (and its slack); how many.
@@ -355,7 +387,8 @@ class SlidingCounts:
             self.keys[row] = None
             self.free.append(row)
             for w in self.windows:
-                w.live[row] = 0
+                if w.has_live:
+                    w.live[row] = 0
                 w.final[row] = 0
             gone += 1
         return gone

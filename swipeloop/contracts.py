@@ -142,25 +142,22 @@ class Engagement(msgspec.Struct, frozen=True):
     events: float = 0.0  # every event counted, whatever its kind
 
 
-class WindowCounts(msgspec.Struct, frozen=True, kw_only=True):
-    """One sliding window [window_end - window_s, window_end) of an entity."""
-
-    window_s: int
-    window_end: datetime
-    counts: Engagement
-
-
 class ItemFeatures(msgspec.Struct, frozen=True, kw_only=True):
     """Live windowed engagement of one item, on `item-features` (compacted, key item_id).
 
-    Each window is the one ending at the next hop boundary after the newest event, counted
-    so far; it is refreshed every `feature_emit_s` while it changes. `as_of` is the event
-    time up to which events were counted.
+    Window i is [window_end[i] - window_s[i], window_end[i]), the one ending at the next hop
+    boundary after the newest event, counted so far; `counts[i]` are its counters in
+    `Engagement` field order (`Engagement(*counts[i])`). Flat lists rather than a struct per
+    window: the flow publishes every changed item twice a second, so a message is built and
+    encoded in one step. It is refreshed every `feature_emit_s` while it changes; `as_of`
+    is the event time up to which events were counted.
     """
 
     item_id: str
     as_of: datetime
-    windows: list[WindowCounts]
+    window_s: list[int]
+    window_end: list[datetime]
+    counts: list[list[float]]
 
 
 class ItemVector(msgspec.Struct, frozen=True, kw_only=True):

@@ -1,9 +1,10 @@
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import msgspec
 import numpy as np
 
-from models.counting import PAIR, count_events
+from models.counting import count_events, keys_of
 from models.embeddings import EmbeddingTable, mean_vector
 from models.features import (
     FEATURE_NAMES,
@@ -20,7 +21,7 @@ from models.features import (
     smoothed_rate,
     trending_score,
 )
-from swipeloop.contracts import Engagement, Item, ItemFeatures, ReceivedEvent, WindowCounts
+from swipeloop.contracts import Engagement, Item, ItemFeatures, ReceivedEvent
 
 NOW = datetime(2026, 11, 28, 12, tzinfo=UTC)
 
@@ -103,21 +104,32 @@ def test_counting_splits_late_events_and_sums_per_entity_and_second() -> None:
     assert newest == int(NOW.timestamp()) + 30
     assert [late.offset for late in counted.late] == [4]
     item = counted.tables["item"]
-    assert item.keys == ["v1", "v1", "v1", "new"]  # the first two events share a second
+    # per (item, second), ordered by item then second; the first two events share a second
+    assert list(zip(item.keys, item.seconds - int(NOW.timestamp()), strict=True)) == [
+        ("v1", 0),
+        ("v1", 25),
+        ("v1", 30),
+        ("new", 29),
+    ]
     assert len(counted.tables["creator"].keys) == 3  # the new item has no creator yet
     first = item.sums[0]
     assert first[C["plays"]] == 1 and first[C["likes"]] == 1 and first[C["events"]] == 2
     tags = counted.tables["user_tag"]
-    assert set(tags.keys) == {f"u1{PAIR}cats", f"u1{PAIR}dogs"}
+    assert set(tags.keys) == {("u1", "cats"), ("u1", "dogs")}
+    assert tags.sums[:, 1].sum() == 2 * 4  # four on-time events of v1, each for both tags
     assert counted.watermark_s == newest - 10
 
 
 def _features(plays: float, age: timedelta) -> ItemFeatures:
     counts = Engagement(plays=plays, likes=plays / 10, completion=plays / 2)
-    windows = [
-        WindowCounts(window_s=s, window_end=NOW - age, counts=counts) for s in (300, 3600, 86400)
-    ]
-    return ItemFeatures(item_id="v1", as_of=NOW - age, windows=windows)
+    lengths = [300, 3600, 86400]
+    return ItemFeatures(
+        item_id="v1",
+        as_of=NOW - age,
+        window_s=lengths,
+        window_end=[NOW - age] * len(lengths),
+        counts=[list(msgspec.structs.astuple(counts))] * len(lengths),
+    )
 
 
 def test_trending_decays_with_age_and_grows_with_plays() -> None:
@@ -173,7 +185,8 @@ def test_closed_rows_become_one_arrow_table() -> None:
     from models.windows import Emitted
 
     counts = np.arange(2 * 2, dtype=float).reshape(2, 2)
-    closed = Closed("user_tag", [Emitted(3600, 7200, [f"u1{PAIR}cats", f"u2{PAIR}dogs"], counts)])
+    keys = keys_of([("u1", "cats"), ("u2", "dogs")], 2)
+    closed = Closed("user_tag", [Emitted(3600, 7200, keys, counts)])
     rows = closed_rows(closed, version=5)
     table = rows.arrow.to_pylist()
     assert rows.table == "user_affinity"
