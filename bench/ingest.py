@@ -299,7 +299,9 @@ class CounterSampler(threading.Thread):
         moving = [(t, n) for t, n in self.samples if n > self._base]
         if len(moving) < 2:
             return 0
-        (t0, n0), (t1, n1) = moving[0], moving[-1]
+        t0, n0 = moving[0]
+        n1 = moving[-1][1]
+        t1 = next(t for t, n in moving if n == n1)  # the last change, not the end of sampling
         # from the first change to the last: n1 - n0 were counted in between
         return round((n1 - n0) / (t1 - t0)) if t1 > t0 else 0
 

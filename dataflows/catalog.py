@@ -38,6 +38,7 @@ class Catalog:
     def __init__(self, settings: Settings) -> None:
         assert settings.kafka_bootstrap, "the catalog needs a broker address"
         self.items: dict[str, Known] = {}
+        self.applied: list[str] = []  # every id applied, in order (see `changed`)
         self._settings = settings
         self._stop = threading.Event()
         self._caught_up = threading.Event()
@@ -61,6 +62,12 @@ class Catalog:
     def get(self, item_id: str) -> Known | None:
         """The item, if registered."""
         return self.items.get(item_id)
+
+    def changed(self, since: int) -> tuple[list[str], int]:
+        """The ids applied since position `since` of the log, and the position after them
+        (what a cache of items must re-read)."""
+        new = self.applied[since:]
+        return new, since + len(new)
 
     def _run(self) -> None:
         consumer = Consumer(
@@ -99,3 +106,4 @@ class Catalog:
         except msgspec.DecodeError:
             return  # the ingest flow dead-letters it
         self.items[item.item_id] = Known(item.creator_id, item.duration_ms, tuple(item.tags))
+        self.applied.append(item.item_id)

@@ -30,7 +30,6 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from operator import itemgetter
 from typing import Any
 
 import bytewax.operators as op
@@ -63,6 +62,8 @@ from models.counting import (
     width,
 )
 from models.features import COUNTERS
+from models.items import ItemTable
+from models.tumbling import TumblingCounts
 from models.windows import WINDOWS, Emitted, SlidingCounts
 from swipeloop import topics
 from swipeloop.contracts import ItemFeatures, ReceivedEvent
@@ -82,10 +83,11 @@ ENGAGEMENT_OUT = {
     "user": ("user_features", "user_id"),
 }
 AFFINITY_KIND = {"user_creator": "creator", "user_tag": "tag"}
-# Items and creators are few: every hop of every window is written. Users and their
-# affinities are many: each window length is written once per length (a tumbling window),
-# and affinities only over 1 h and 24 h (a minute of affinity says little).
-EVERY_HOP = frozenset({"item", "creator"})
+# Items and creators are few and served: sliding windows, every hop written, live windows
+# for items. Users and their affinities are many and only analysed: tumbling windows (each
+# length written once per length), affinities only over 1 h and 24 h (a minute of affinity
+# says little).
+SLIDING = frozenset({"item", "creator"})
 TABLE_WINDOWS = {
     "item": WINDOWS,
     "creator": WINDOWS,
@@ -98,7 +100,10 @@ TABLE_WINDOWS = {
 def written(table: str, window_s: int, end_s: int) -> bool:
     """Whether the flow writes the closed window of `table` ending at `end_s` to ClickHouse."""
     lengths = {spec.length_s for spec in TABLE_WINDOWS[table]}
-    return window_s in lengths and (table in EVERY_HOP or end_s % window_s == 0)
+    return window_s in lengths and (table in SLIDING or end_s % window_s == 0)
+
+
+Windows = SlidingCounts | TumblingCounts
 
 
 LATE_COLUMNS = [
@@ -175,17 +180,22 @@ class Live:
     as_of_s: int
 
 
-def new_tables() -> dict[str, SlidingCounts]:
+def new_tables() -> dict[str, Windows]:
     """A shard's windows, one set per table; only items keep live windows (they are served)."""
     return {
-        table: SlidingCounts(
-            width(table),
-            TABLE_WINDOWS[table],
-            tumbling=table not in EVERY_HOP,
-            live=table == "item",
-        )
+        table: SlidingCounts(width(table), TABLE_WINDOWS[table], live=table == "item")
+        if table in SLIDING
+        else TumblingCounts(width(table), tuple(spec.length_s for spec in TABLE_WINDOWS[table]))
         for table in TABLES
     }
+
+
+def add_rows(windows: Windows, counts: Counts) -> None:
+    """Merge one partial's rows of a table into its windows."""
+    if isinstance(windows, SlidingCounts):
+        windows.add(counts.keys, counts.seconds, counts.sums)
+    else:
+        windows.add(counts.ids, counts.keys, counts.targets, counts.seconds, counts.sums)
 
 
 @dataclass
@@ -194,7 +204,7 @@ class ShardState:
     with the wall-clock time it last reported."""
 
     shard: str
-    tables: dict[str, SlidingCounts] = field(default_factory=new_tables)
+    tables: dict[str, Windows] = field(default_factory=new_tables)
     sources: dict[str, tuple[int, float]] = field(default_factory=dict)
     watermark_s: int | None = None
     started: float = field(default_factory=time.time)
@@ -257,7 +267,7 @@ class Windower(StatefulLogic[Partial, Closed | Live, ShardState]):
         for table, counts in value.tables.items():
             windows = state.tables[table]
             before = windows.dropped
-            windows.add(counts.keys, counts.seconds, counts.sums)
+            add_rows(windows, counts)
             if windows.dropped > before:
                 WINDOW_DROPPED.inc(windows.dropped - before)
                 log.warning(
@@ -286,8 +296,9 @@ class Windower(StatefulLogic[Partial, Closed | Live, ShardState]):
         if state is None:
             return [], StatefulLogic.RETAIN
         if state.watermark_s is not None and time.monotonic() - self._evicted_at > 10:
-            for counts in state.tables.values():
-                counts.evict(state.watermark_s)
+            for windows in state.tables.values():
+                if isinstance(windows, SlidingCounts):  # tumbling windows hold only open ones
+                    windows.evict(state.watermark_s)
             self._evicted_at = time.monotonic()
             FEATURE_STATE_BYTES.labels(state.shard).set(state.nbytes())
         return [*self._close(), *self._live()], StatefulLogic.RETAIN
@@ -307,6 +318,7 @@ class Windower(StatefulLogic[Partial, Closed | Live, ShardState]):
         if self._state is None:
             return []
         items = self._state.tables["item"]  # only items are published
+        assert isinstance(items, SlidingCounts)
         keys, per_window, ends = items.live()
         if not len(keys) or items.newest_s is None:
             return []
@@ -333,10 +345,11 @@ def closed_rows(closed: Closed, version: int) -> Rows:
         names: tuple[str, ...] = COUNTERS
     else:
         table = "user_affinity"
-        columns["user_id"] = pa.array(list(map(itemgetter(0), keys)), pa.string())
+        targets = [w.targets for w in closed.windows if w.targets is not None]
+        columns["user_id"] = pa.array(keys, pa.string())
         kind = pa.scalar(AFFINITY_KIND[closed.table], pa.string())
         columns["kind"] = pa.repeat(kind, len(keys))
-        columns["target"] = pa.array(list(map(itemgetter(1), keys)), pa.string())
+        columns["target"] = pa.array(np.concatenate(targets), pa.string())
         names = AFFINITY_COUNTERS
     columns["window_s"] = pa.array(
         np.repeat([w.window_s for w in closed.windows], sizes).astype(np.uint32)
@@ -412,6 +425,8 @@ def build_flow(
     parts = source.list_parts()
     polls = op.input("read", flow, source)
 
+    items = ItemTable(catalog)  # this process's item codes, shared by its partitions
+
     def count(
         state: PartitionState | None, polled: Polled
     ) -> tuple[PartitionState, tuple[Polled, Counted]]:
@@ -420,9 +435,7 @@ def build_flow(
         if fresh:  # a replay of what this state already counted is skipped (exactly once)
             state.next_offset = fresh[-1][0] + 1
         events = decode(fresh)
-        state.newest_s, counted = count_events(
-            events, state.newest_s, lateness, catalog.get, shards
-        )
+        state.newest_s, counted = count_events(events, state.newest_s, lateness, items, shards)
         FEATURE_EVENTS.inc(len(events) - len(counted.late))
         return state, (polled, counted)
 

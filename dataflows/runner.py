@@ -8,6 +8,7 @@ its flows start a fresh recovery store too.
 
 from __future__ import annotations
 
+import gc
 import logging
 import shutil
 import signal
@@ -54,6 +55,17 @@ def recovery_config(settings: Settings, name: str) -> RecoveryConfig:
     return RecoveryConfig(str(path))  # type: ignore[no-untyped-call]
 
 
+def quiet_gc() -> None:
+    """Fewer, shorter cyclic collections: what exists at start is frozen out of them, and the
+    youngest generation is collected every 50,000 allocations instead of 700. A flow's
+    batches allocate many short-lived lists and tuples, and at the default thresholds the
+    collector ran often enough to take a fifth of the features flow's time; what a flow keeps
+    is mostly numpy arrays and dicts of strings, which the collector does not traverse."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
+
+
 def run(
     name: str,
     settings: Settings,
@@ -64,6 +76,7 @@ def run(
     """Run one flow until its sources end (`stop` set, or drained); blocks."""
     make, recover = FLOWS[name]
     flow = make(settings, stop, **options)
+    quiet_gc()
     kwargs: dict[str, Any] = {"epoch_interval": timedelta(seconds=settings.flow_epoch_s)}
     if recover:
         kwargs["recovery_config"] = recovery_config(settings, name)

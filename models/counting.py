@@ -16,22 +16,21 @@ allowed lateness) is late: it is returned apart, to be recorded, and counted now
 
 from __future__ import annotations
 
-import zlib
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from itertools import chain
-from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 from models.features import COUNTERS, affinity_weights, engagement_matrix, kind_codes
+from models.items import ItemTable, keys_of, mix, stable_ids
 from swipeloop.contracts import ReceivedEvent
 
 Floats = npt.NDArray[np.float64]
 Ints = npt.NDArray[np.int64]
-Keys = npt.NDArray[np.object_]  # entity keys: a str, or (user_id, target) for affinities
+UInts = npt.NDArray[np.uint64]
+Keys = npt.NDArray[np.object_]  # entity ids as strings
 
 ENGAGEMENT_TABLES = ("item", "creator", "user")
 AFFINITY_TABLES = ("user_creator", "user_tag")
@@ -39,17 +38,6 @@ TABLES = ENGAGEMENT_TABLES + AFFINITY_TABLES
 AFFINITY_COUNTERS = ("weight", "events")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _SECOND = timedelta(seconds=1)
-
-
-class ItemInfo(Protocol):
-    """What counting needs to know of an item."""
-
-    @property
-    def creator_id(self) -> str: ...
-    @property
-    def duration_ms(self) -> int: ...
-    @property
-    def tags(self) -> tuple[str, ...]: ...
 
 
 def width(table: str) -> int:
@@ -62,29 +50,40 @@ def second_of(ts: datetime) -> int:
     return (ts - _EPOCH) // _SECOND
 
 
-def keys_of(values: Iterable[Hashable], count: int) -> Keys:
-    """A 1-d object array of keys (tuples stay whole, one per slot)."""
-    return np.fromiter(values, dtype=object, count=count)
+def pair_ids(users: UInts, targets: UInts) -> UInts:
+    """A 64-bit id per (user, target) from theirs."""
+    return mix(users * np.uint64(0x9E3779B97F4A7C15) + targets)
 
 
 @dataclass
 class Counts:
-    """Rows of one table: entity key, event second, summed counters, and the shard of phase
-    two that the entity belongs to."""
+    """Rows of one table: entity id and key (for an affinity, the user's key and the
+    target's), event second, summed counters, and the shard of phase two it belongs to."""
 
+    ids: UInts
     keys: Keys
+    targets: Keys | None
     seconds: Ints
     sums: Floats
     shards: Ints
 
     def take(self, at: Ints) -> Counts:
         """The rows at the positions `at`."""
-        return Counts(self.keys[at], self.seconds[at], self.sums[at], self.shards[at])
+        return Counts(
+            self.ids[at],
+            self.keys[at],
+            None if self.targets is None else self.targets[at],
+            self.seconds[at],
+            self.sums[at],
+            self.shards[at],
+        )
 
     def by_shard(self) -> dict[int, Counts]:
         """The rows split by shard."""
-        if not len(self.shards) or self.shards.min() == self.shards.max():
-            return {int(self.shards[0]): self} if len(self.shards) else {}
+        if not len(self.shards):
+            return {}
+        if self.shards.min() == self.shards.max():
+            return {int(self.shards[0]): self}
         order = np.argsort(self.shards, kind="stable")
         ordered = self.shards[order]
         starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
@@ -93,11 +92,6 @@ class Counts:
             int(ordered[a]): self.take(order[a:b])
             for a, b in zip(starts.tolist(), ends.tolist(), strict=True)
         }
-
-
-def shard_of(key: str, shards: int) -> int:
-    """A stable shard for an entity id (the same in every process and run)."""
-    return zlib.crc32(key.encode()) % shards
 
 
 @dataclass
@@ -138,20 +132,19 @@ class _Codes(dict[str, int]):
     def of(self, values: Iterable[str], count: int) -> Ints:
         return np.fromiter((self.setdefault(v, len(self)) for v in values), np.int64, count)
 
-    def keys_array(self) -> Keys:
-        return keys_of(self, len(self))
-
-    def shards(self, shards: int) -> Ints:
-        """The shard of each distinct string, by code."""
-        if shards == 1:
-            return np.zeros(len(self), dtype=np.int64)
-        return np.fromiter((shard_of(k, shards) for k in self), np.int64, len(self))
+    def named(self) -> tuple[Keys, UInts]:
+        """The strings by code, and their stable ids."""
+        keys = keys_of(self, len(self))
+        return keys, stable_ids(keys)
 
 
-def _counts(codes: Ints, seconds: Ints, values: Floats, keys: Keys, shards: Ints) -> Counts:
-    """One table's rows, keyed by the batch-local code of their entity."""
+def _counts(
+    codes: Ints, seconds: Ints, values: Floats, keys: Keys, ids: UInts, shards: int
+) -> Counts:
+    """One table's rows, summed per (entity, second)."""
     code, second, sums = group_sum(codes, seconds, values)
-    return Counts(keys[code], second, sums, shards[code])
+    id_ = ids[code]
+    return Counts(id_, keys[code], None, second, sums, (id_ % np.uint64(shards)).astype(np.int64))
 
 
 def _pair_counts(
@@ -159,79 +152,64 @@ def _pair_counts(
     targets: Ints,
     seconds: Ints,
     values: Floats,
-    user_keys: Keys,
-    target_keys: Keys,
-    user_shards: Ints,
+    user_names: tuple[Keys, UInts],
+    target_names: tuple[Keys, UInts],
+    shards: int,
 ) -> Counts:
-    """An affinity table's rows, keyed (user_id, target), in the shard of their user."""
-    n_targets = len(target_keys)
+    """An affinity table's rows, summed per (user, target, second), in their user's shard."""
+    n_targets = len(target_names[0])
     code, second, sums = group_sum(users * n_targets + targets, seconds, values)
     user, target = code // n_targets, code % n_targets
-    pairs = zip(user_keys[user], target_keys[target], strict=True)
-    return Counts(keys_of(pairs, len(code)), second, sums, user_shards[user])
+    user_ids = user_names[1][user]
+    return Counts(
+        pair_ids(user_ids, target_names[1][target]),
+        user_names[0][user],
+        target_names[0][target],
+        second,
+        sums,
+        (user_ids % np.uint64(shards)).astype(np.int64),
+    )
 
 
 def _tables(
     events: list[ReceivedEvent],
     seconds: Ints,
-    lookup: Callable[[str], ItemInfo | None],
+    table: ItemTable,
     shards: int,
 ) -> dict[str, Counts]:
     n = len(events)
-    items, users, creators, tags = _Codes(), _Codes(), _Codes(), _Codes()
-    item = items.of((e.item_id for e in events), n)
+    users = _Codes()
+    item = table.codes([e.item_id for e in events])
     user = users.of((e.user_id for e in events), n)
     codes = kind_codes([e.kind for e in events])
     watch_ms = np.fromiter((e.watch_ms for e in events), np.float64, n)
 
-    known = [lookup(item_id) for item_id in items]  # once per distinct item
-    duration_of = np.array([k.duration_ms if k else 0 for k in known], dtype=np.float64)
-    creator_of = np.array(
-        [creators.setdefault(k.creator_id, len(creators)) if k else -1 for k in known],
-        dtype=np.int64,
-    )
-    tag_lists = [[tags.setdefault(t, len(tags)) for t in k.tags] if k else [] for k in known]
-    tags_of = np.array([len(t) for t in tag_lists], dtype=np.int64)
-    first_tag = np.cumsum(tags_of) - tags_of
-    tag_codes = np.fromiter(chain.from_iterable(tag_lists), np.int64, int(tags_of.sum()))
-
-    duration_ms = duration_of[item]
+    duration_ms = table.duration.view()[item]
     engagement = engagement_matrix(codes, watch_ms, duration_ms)
     affinity = np.column_stack((affinity_weights(codes, watch_ms, duration_ms), np.ones(n)))
-    user_keys, user_shards = users.keys_array(), users.shards(shards)
+    item_names, user_names = (table.items.keys, table.items.ids), users.named()
     out = {
-        "item": _counts(item, seconds, engagement, items.keys_array(), items.shards(shards)),
-        "user": _counts(user, seconds, engagement, user_keys, user_shards),
+        "item": _counts(item, seconds, engagement, *item_names, shards),
+        "user": _counts(user, seconds, engagement, *user_names, shards),
     }
-    creator = creator_of[item]
+    creator = table.creator.view()[item]
     has = np.flatnonzero(creator >= 0)  # an item not in the catalog yet has no creator
     if len(has):
-        creator_keys = creators.keys_array()
+        creator_names = (table.creators.keys, table.creators.ids)
         out["creator"] = _counts(
-            creator[has], seconds[has], engagement[has], creator_keys, creators.shards(shards)
+            creator[has], seconds[has], engagement[has], *creator_names, shards
         )
         out["user_creator"] = _pair_counts(
-            user[has],
-            creator[has],
-            seconds[has],
-            affinity[has],
-            user_keys,
-            creator_keys,
-            user_shards,
+            user[has], creator[has], seconds[has], affinity[has], user_names, creator_names, shards
         )
-    per_event = tags_of[item]
+    per_event = table.tag_count.view()[item]
     if per_event.any():  # one row per (event, tag of its item)
         event = np.repeat(np.arange(n), per_event)
         nth = np.arange(len(event)) - np.repeat(np.cumsum(per_event) - per_event, per_event)
-        tag = tag_codes[first_tag[item[event]] + nth]
+        tag = table.tag_flat.view()[table.tag_first.view()[item[event]] + nth]
+        tag_names = (table.tags.keys, table.tags.ids)
         out["user_tag"] = _pair_counts(
-            user[event],
-            tag,
-            seconds[event],
-            affinity[event],
-            user_keys,
-            tags.keys_array(),
-            user_shards,
+            user[event], tag, seconds[event], affinity[event], user_names, tag_names, shards
         )
     return out
 
@@ -240,7 +218,7 @@ def count_events(
     events: list[tuple[int, ReceivedEvent]],
     newest_s: int | None,
     lateness_s: int,
-    lookup: Callable[[str], ItemInfo | None],
+    items: ItemTable,
     shards: int = 1,
 ) -> tuple[int | None, Counted]:
     """Count one partition's batch (offset, event) in order; returns the newest second seen
@@ -266,5 +244,6 @@ def count_events(
     else:
         kept = [ev for _, ev in events]
     if kept:
-        counted.tables = _tables(kept, seconds, lookup, shards)
+        with items.lock:
+            counted.tables = _tables(kept, seconds, items, shards)
     return newest, counted

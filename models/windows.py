@@ -63,12 +63,14 @@ WINDOWS: tuple[WindowSpec, ...] = (
 
 @dataclass
 class Emitted:
-    """Final windows: rows `keys` of window `window_s` ending at `end_s`, with their counts."""
+    """Final windows: rows `keys` of window `window_s` ending at `end_s`, with their counts
+    (and for a pair table, each row's second key in `targets`)."""
 
     window_s: int
     end_s: int
     keys: Keys
     counts: Floats
+    targets: Keys | None = None
 
 
 @dataclass
@@ -99,11 +101,9 @@ class _Window:
         width: int,
         capacity: int,
         slack_s: int,
-        tumbling: bool,
         live: bool,
     ) -> None:
         self.spec = spec
-        self.tumbling = tumbling  # emit only the windows ending at a multiple of the length
         self.width = width
         self.slack_s = slack_s
         self.slots: dict[int, _Slot] = {}
@@ -204,7 +204,7 @@ class _Window:
         out.extend(self._fixes(keys))
         while self.final_end is not None and self.final_end <= watermark_s:
             rows = np.nonzero(self.final[:, -1] > 0.5)[0]
-            if len(rows) and self.emits(self.final_end):
+            if len(rows):
                 out.append(Emitted(length, self.final_end, keys[rows], self.final[rows]))
             nxt = self.final_end + h
             if not len(rows):  # an empty window: jump to the first one holding a bucket
@@ -223,10 +223,6 @@ class _Window:
                 del self.slots[b]
         return out
 
-    def emits(self, end_s: int) -> bool:
-        """Whether the window ending at `end_s` is emitted when closed."""
-        return not self.tumbling or end_s % self.spec.length_s == 0
-
     def _fixes(self, keys: Keys) -> list[Emitted]:
         """Re-emit, exactly, the emitted windows that late additions changed."""
         if not self.fixes or self.final_end is None:
@@ -240,8 +236,7 @@ class _Window:
         for row, second in zip(rows.tolist(), seconds.tolist(), strict=True):
             first = (second // h + 1) * h
             for end in range(first, min(last_emitted, second + length) + 1, h):
-                if self.emits(end):
-                    ends.setdefault(end, set()).add(row)
+                ends.setdefault(end, set()).add(row)
         out = []
         for end in sorted(ends):
             wanted = np.array(sorted(ends[end]), dtype=np.int64)
@@ -279,14 +274,12 @@ class SlidingCounts:
         windows: tuple[WindowSpec, ...] = WINDOWS,
         slack_s: int = 60,
         capacity: int = 1024,
-        tumbling: bool = False,
         live: bool = True,
     ) -> None:
-        """`tumbling`: closed windows are emitted once per window length (ends at multiples
-        of it) instead of at every hop; live windows still slide by the hop. `live`: keep
-        the live windows (what serving reads); without, only closed windows are counted."""
+        """`live`: keep the live windows (what serving reads); without, only closed windows
+        are counted."""
         self.width = width
-        self.windows = [_Window(spec, width, capacity, slack_s, tumbling, live) for spec in windows]
+        self.windows = [_Window(spec, width, capacity, slack_s, live) for spec in windows]
         self.rows: dict[Hashable, int] = {}
         self.keys: Keys = np.full(capacity, None, dtype=object)
         self.free: list[int] = []

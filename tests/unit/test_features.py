@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta
 import msgspec
 import numpy as np
 
-from models.counting import count_events, keys_of
+from models.counting import count_events
 from models.embeddings import EmbeddingTable, mean_vector
 from models.features import (
     FEATURE_NAMES,
@@ -21,6 +21,7 @@ from models.features import (
     smoothed_rate,
     trending_score,
 )
+from models.items import ItemTable, keys_of
 from swipeloop.contracts import Engagement, Item, ItemFeatures, ReceivedEvent
 
 NOW = datetime(2026, 11, 28, 12, tzinfo=UTC)
@@ -76,6 +77,13 @@ class _Known:
         self.creator_id, self.duration_ms, self.tags = creator, duration, tags
 
 
+class _Catalog(dict[str, _Known]):
+    """A fixed catalog: nothing ever changes."""
+
+    def changed(self, since: int) -> tuple[list[str], int]:
+        return [], since
+
+
 def _event(seq: int, ts: datetime, kind: str = "watch", item: str = "v1") -> ReceivedEvent:
     return ReceivedEvent(
         event_id=uuid.uuid4(),
@@ -91,7 +99,7 @@ def _event(seq: int, ts: datetime, kind: str = "watch", item: str = "v1") -> Rec
 
 
 def test_counting_splits_late_events_and_sums_per_entity_and_second() -> None:
-    catalog = {"v1": _Known("c1", 10_000, ("cats", "dogs"))}
+    catalog = _Catalog({"v1": _Known("c1", 10_000, ("cats", "dogs"))})
     events = [
         (0, _event(0, NOW)),
         (1, _event(1, NOW + timedelta(milliseconds=300), "like")),
@@ -100,7 +108,7 @@ def test_counting_splits_late_events_and_sums_per_entity_and_second() -> None:
         (4, _event(4, NOW + timedelta(seconds=5))),  # late: 25 s behind the newest
         (5, _event(5, NOW + timedelta(seconds=29), item="new")),  # not in the catalog yet
     ]
-    newest, counted = count_events(events, None, 10, catalog.get)
+    newest, counted = count_events(events, None, 10, ItemTable(catalog))
     assert newest == int(NOW.timestamp()) + 30
     assert [late.offset for late in counted.late] == [4]
     item = counted.tables["item"]
@@ -115,7 +123,8 @@ def test_counting_splits_late_events_and_sums_per_entity_and_second() -> None:
     first = item.sums[0]
     assert first[C["plays"]] == 1 and first[C["likes"]] == 1 and first[C["events"]] == 2
     tags = counted.tables["user_tag"]
-    assert set(tags.keys) == {("u1", "cats"), ("u1", "dogs")}
+    assert tags.targets is not None
+    assert set(zip(tags.keys, tags.targets, strict=True)) == {("u1", "cats"), ("u1", "dogs")}
     assert tags.sums[:, 1].sum() == 2 * 4  # four on-time events of v1, each for both tags
     assert counted.watermark_s == newest - 10
 
@@ -185,8 +194,8 @@ def test_closed_rows_become_one_arrow_table() -> None:
     from models.windows import Emitted
 
     counts = np.arange(2 * 2, dtype=float).reshape(2, 2)
-    keys = keys_of([("u1", "cats"), ("u2", "dogs")], 2)
-    closed = Closed("user_tag", [Emitted(3600, 7200, keys, counts)])
+    users, tags = keys_of(["u1", "u2"], 2), keys_of(["cats", "dogs"], 2)
+    closed = Closed("user_tag", [Emitted(3600, 7200, users, counts, tags)])
     rows = closed_rows(closed, version=5)
     table = rows.arrow.to_pylist()
     assert rows.table == "user_affinity"
