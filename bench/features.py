@@ -166,6 +166,10 @@ def freshness(settings: Settings, seconds: float) -> dict[str, Any]:
     flow.start()
     time.sleep(3)  # the flow's catalog and consumers up; earlier live windows published
     producer = durable_producer(settings, **{"linger.ms": 0})
+    now = datetime.now(UTC).isoformat().encode()
+    warm = _EVENT % (str(uuid.uuid4()).encode(), 7, 2, b"like", now, 7, 0, 0, now)
+    producer.produce(topic_for("like"), key=b"u7", value=warm)
+    producer.flush(10)  # its connection and producer id set up before a probe is timed
     rng = random.Random(3)
     background = threading.Thread(  # a stream the flow keeps up with, around the probe
         target=produce_events,

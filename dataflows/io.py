@@ -153,18 +153,35 @@ class _ClickHousePartition(StatelessSinkPartition[Rows]):
 
 
 class _CommittedPartition(StatefulSinkPartition[Rows, int]):
-    """Writes each batch before its epoch can be committed (it takes part in snapshots)."""
+    """Writes each batch before its epoch can be committed (it takes part in snapshots).
+
+    The insert runs on a thread, so the flow goes on meanwhile (a closed window's rows do
+    not hold back the live windows); one batch is in flight at a time, and a snapshot waits
+    for it."""
 
     def __init__(self, client: Client, written: int) -> None:
         self._client = client
         self._written = written
+        self._inserter = ThreadPoolExecutor(1, thread_name_prefix="clickhouse-insert")
+        self._in_flight: Future[None] | None = None
 
     def write_batch(self, items: list[Rows]) -> None:
-        write_rows(self._client, items)
+        self._settle()
+        self._in_flight = self._inserter.submit(write_rows, self._client, items)
         self._written += len(items)
 
+    def _settle(self) -> None:
+        if self._in_flight is not None:
+            self._in_flight.result()
+            self._in_flight = None
+
     def snapshot(self) -> int:
+        self._settle()
         return self._written
+
+    def close(self) -> None:
+        self._settle()
+        self._inserter.shutdown()
 
 
 class CommittedClickHouseSink(FixedPartitionedSink[Rows, int]):
