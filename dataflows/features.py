@@ -104,6 +104,7 @@ def written(table: str, window_s: int, end_s: int) -> bool:
 
 
 Windows = SlidingCounts | TumblingCounts
+MERGE_ROWS = 20_000  # a shard merges its buffered rows into its windows at this many
 
 
 LATE_COLUMNS = [
@@ -208,6 +209,35 @@ class ShardState:
     sources: dict[str, tuple[int, float]] = field(default_factory=dict)
     watermark_s: int | None = None
     started: float = field(default_factory=time.time)
+    pending: dict[str, list[Counts]] = field(default_factory=dict)  # rows not merged yet
+    pending_rows: int = 0
+
+    def buffer(self, tables: dict[str, Counts]) -> None:
+        """Keep a partial's rows to merge with the next ones (a merge costs per call, so
+        many small partials are merged as one)."""
+        for table, counts in tables.items():
+            self.pending.setdefault(table, []).append(counts)
+            self.pending_rows += len(counts.ids)
+
+    def merge(self) -> None:
+        """Merge the buffered rows into the windows."""
+        for table, parts in self.pending.items():
+            windows = self.tables[table]
+            before = windows.dropped
+            add_rows(windows, Counts.concat(parts))
+            if windows.dropped > before:
+                WINDOW_DROPPED.inc(windows.dropped - before)
+                log.warning(
+                    "%s/%s: %d partial sums older than every kept bucket",
+                    table,
+                    self.shard,
+                    windows.dropped - before,
+                )
+        self.pending, self.pending_rows = {}, 0
+
+    def next_close_s(self) -> float:
+        """The earliest watermark that closes a window of the merged rows."""
+        return min(windows.next_close_s() for windows in self.tables.values())
 
     def watermark(self, now: float, idle_s: float, expected: Iterable[str]) -> int | None:
         """The slowest source's watermark: a window closes only when no partition can still
@@ -264,19 +294,9 @@ class Windower(StatefulLogic[Partial, Closed | Live, ShardState]):
         if self._state is None:
             self._state = ShardState(value.shard)
         state = self._state
-        for table, counts in value.tables.items():
-            windows = state.tables[table]
-            before = windows.dropped
-            add_rows(windows, counts)
-            if windows.dropped > before:
-                WINDOW_DROPPED.inc(windows.dropped - before)
-                log.warning(
-                    "%s/%s: %d partial sums older than every kept bucket (from %s)",
-                    table,
-                    state.shard,
-                    windows.dropped - before,
-                    value.source,
-                )
+        state.buffer(value.tables)
+        if state.pending_rows >= MERGE_ROWS:
+            state.merge()
         if value.watermark_s is not None:
             state.sources[value.source] = (value.watermark_s, time.time())
         return self._close(), StatefulLogic.RETAIN
@@ -288,6 +308,10 @@ class Windower(StatefulLogic[Partial, Closed | Live, ShardState]):
         if watermark is None or (state.watermark_s is not None and watermark <= state.watermark_s):
             return []
         state.watermark_s = watermark
+        if state.pending and watermark >= state.next_close_s():
+            state.merge()  # what closes must be complete
+        if watermark < state.next_close_s():
+            return []
         return list(state.close(watermark))
 
     def on_notify(self) -> tuple[Iterable[Closed | Live], bool]:
@@ -295,6 +319,7 @@ class Windower(StatefulLogic[Partial, Closed | Live, ShardState]):
         state = self._state
         if state is None:
             return [], StatefulLogic.RETAIN
+        state.merge()  # the live windows count everything received
         if state.watermark_s is not None and time.monotonic() - self._evicted_at > 10:
             for windows in state.tables.values():
                 if isinstance(windows, SlidingCounts):  # tumbling windows hold only open ones
@@ -308,6 +333,7 @@ class Windower(StatefulLogic[Partial, Closed | Live, ShardState]):
         if self._state is None:
             return out, StatefulLogic.RETAIN
         state = self._state
+        state.merge()
         FEATURE_STATE_BYTES.labels(state.shard).set(state.nbytes())
         if self._drain:  # caught up and ending: every window is as complete as it will be
             out.extend(state.close(FOREVER_S))
@@ -421,7 +447,7 @@ def build_flow(
         log.warning("the item catalog is not caught up: early events count without creator")
     lateness, shards = settings.feature_lateness_s, settings.feature_shards
     flow = Dataflow("features")
-    source = KafkaPollSource(settings, SOURCE_TOPICS, stop, drain)
+    source = KafkaPollSource(settings, SOURCE_TOPICS, stop, drain, settings.feature_batch_size)
     parts = source.list_parts()
     polls = op.input("read", flow, source)
 

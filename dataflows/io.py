@@ -279,6 +279,7 @@ class _PollPartition(StatefulSourcePartition[Polled, int]):
         offset: int,
         stop: threading.Event | None,
         drain: bool,
+        batch_size: int,
     ) -> None:
         self._consumer = Consumer(
             client_config(
@@ -296,7 +297,7 @@ class _PollPartition(StatefulSourcePartition[Polled, int]):
         self._consumer.assign([TopicPartition(topic, partition, offset)])
         self._topic, self._partition, self._next = topic, partition, offset
         self._epoch = settings.broker_epoch
-        self._batch = settings.flow_batch_size
+        self._batch = batch_size
         self._idle_s = settings.flow_idle_s
         self._stop = stop
         self._awake: datetime | None = None
@@ -350,12 +351,14 @@ class KafkaPollSource(FixedPartitionedSource[Polled, int]):
         topics: Iterable[str],
         stop: threading.Event | None = None,
         drain: bool = False,
+        batch_size: int | None = None,
     ) -> None:
         assert settings.kafka_bootstrap, "flows need a broker address"
         self._settings = settings
         self._topics = list(topics)
         self._stop = stop
         self._drain = drain
+        self._batch = batch_size or settings.flow_batch_size
 
     def list_parts(self) -> list[str]:
         admin = AdminClient(client_config(self._settings.kafka_bootstrap))
@@ -372,7 +375,7 @@ class KafkaPollSource(FixedPartitionedSource[Polled, int]):
         topic, partition = for_part.rsplit(":", 1)
         offset = OFFSET_BEGINNING if resume_state is None else resume_state
         return _PollPartition(
-            self._settings, topic, int(partition), offset, self._stop, self._drain
+            self._settings, topic, int(partition), offset, self._stop, self._drain, self._batch
         )
 
 

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
+from operator import attrgetter
 
 import numpy as np
 import numpy.typing as npt
@@ -36,8 +37,6 @@ ENGAGEMENT_TABLES = ("item", "creator", "user")
 AFFINITY_TABLES = ("user_creator", "user_tag")
 TABLES = ENGAGEMENT_TABLES + AFFINITY_TABLES
 AFFINITY_COUNTERS = ("weight", "events")
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_SECOND = timedelta(seconds=1)
 
 
 def width(table: str) -> int:
@@ -45,9 +44,12 @@ def width(table: str) -> int:
     return len(COUNTERS) if table in ENGAGEMENT_TABLES else len(AFFINITY_COUNTERS)
 
 
-def second_of(ts: datetime) -> int:
-    """Whole seconds since the epoch (floor)."""
-    return (ts - _EPOCH) // _SECOND
+def seconds_of(stamps: Iterable[datetime], count: int) -> Ints:
+    """Whole seconds since the epoch, floored (a float64 holds a microsecond timestamp of
+    this era to 0.3 µs, so the floor is exact)."""
+    return np.floor(np.fromiter((t.timestamp() for t in stamps), np.float64, count)).astype(
+        np.int64
+    )
 
 
 def pair_ids(users: UInts, targets: UInts) -> UInts:
@@ -78,18 +80,43 @@ class Counts:
             self.shards[at],
         )
 
+    @staticmethod
+    def concat(parts: list[Counts]) -> Counts:
+        """The rows of several batches as one."""
+        if len(parts) == 1:
+            return parts[0]
+        targets = [p.targets for p in parts if p.targets is not None]
+        return Counts(
+            np.concatenate([p.ids for p in parts]),
+            np.concatenate([p.keys for p in parts]),
+            np.concatenate(targets) if targets else None,
+            np.concatenate([p.seconds for p in parts]),
+            np.concatenate([p.sums for p in parts]),
+            np.concatenate([p.shards for p in parts]),
+        )
+
+    def slice(self, start: int, stop: int) -> Counts:
+        """Rows `start` to `stop` (views, no copy)."""
+        return Counts(
+            self.ids[start:stop],
+            self.keys[start:stop],
+            None if self.targets is None else self.targets[start:stop],
+            self.seconds[start:stop],
+            self.sums[start:stop],
+            self.shards[start:stop],
+        )
+
     def by_shard(self) -> dict[int, Counts]:
-        """The rows split by shard."""
+        """The rows split by shard (one reordering, then a slice per shard)."""
         if not len(self.shards):
             return {}
         if self.shards.min() == self.shards.max():
             return {int(self.shards[0]): self}
-        order = np.argsort(self.shards, kind="stable")
-        ordered = self.shards[order]
-        starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
-        ends = np.r_[starts[1:], len(order)]
+        ordered = self.take(np.argsort(self.shards, kind="stable"))
+        starts = np.flatnonzero(np.r_[True, ordered.shards[1:] != ordered.shards[:-1]])
+        ends = np.r_[starts[1:], len(ordered.shards)]
         return {
-            int(ordered[a]): self.take(order[a:b])
+            int(ordered.shards[a]): ordered.slice(a, b)
             for a, b in zip(starts.tolist(), ends.tolist(), strict=True)
         }
 
@@ -121,9 +148,14 @@ def group_sum(codes: Ints, seconds: Ints, values: Floats) -> tuple[Ints, Ints, F
     order = np.argsort(composite, kind="stable")
     ordered = composite[order]
     starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
-    sums = np.add.reduceat(values[order], starts, axis=0)
-    first = ordered[starts]
+    if len(starts) == len(order):  # all distinct (uniform traffic): nothing to add up
+        sums, first = values[order], ordered
+    else:
+        sums, first = np.add.reduceat(values[order], starts, axis=0), ordered[starts]
     return first // span, first % span + base, sums
+
+
+_FIELDS = attrgetter("item_id", "user_id", "kind", "watch_ms")  # one pass over the events
 
 
 class _Codes(dict[str, int]):
@@ -178,11 +210,12 @@ def _tables(
     shards: int,
 ) -> dict[str, Counts]:
     n = len(events)
+    item_ids, user_ids, kinds, watched = zip(*map(_FIELDS, events), strict=True)
     users = _Codes()
-    item = table.codes([e.item_id for e in events])
-    user = users.of((e.user_id for e in events), n)
-    codes = kind_codes([e.kind for e in events])
-    watch_ms = np.fromiter((e.watch_ms for e in events), np.float64, n)
+    item = table.codes(item_ids)
+    user = users.of(user_ids, n)
+    codes = kind_codes(kinds)
+    watch_ms = np.array(watched, dtype=np.float64)
 
     duration_ms = table.duration.view()[item]
     engagement = engagement_matrix(codes, watch_ms, duration_ms)
@@ -226,7 +259,7 @@ def count_events(
     (an affinity goes with its user)."""
     if not events:
         return newest_s, Counted(None if newest_s is None else newest_s - lateness_s)
-    seconds = np.fromiter((second_of(ev.client_ts) for _, ev in events), np.int64, len(events))
+    seconds = seconds_of((ev.client_ts for _, ev in events), len(events))
     # the newest second before each event: the partition's watermark when it arrived
     start = seconds[0] if newest_s is None else newest_s
     before = np.maximum.accumulate(np.r_[start, seconds[:-1]])

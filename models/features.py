@@ -9,6 +9,7 @@ counters, Bayesian-smoothed toward a prior so that three plays and one like is n
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import get_args
@@ -70,9 +71,9 @@ for _kind, _weight in _AFFINITY.items():
     _AFFINITY_BY_CODE[_KIND_CODE[_kind]] = _weight
 
 
-def kind_codes(kinds: list[str]) -> npt.NDArray[np.int64]:
+def kind_codes(kinds: Sequence[str]) -> npt.NDArray[np.int64]:
     """Event kinds as small ints, for the vectorized functions below."""
-    return np.fromiter((_KIND_CODE[k] for k in kinds), dtype=np.int64, count=len(kinds))
+    return np.fromiter(map(_KIND_CODE.__getitem__, kinds), dtype=np.int64, count=len(kinds))
 
 
 def _early(watch_ms: Floats, duration_ms: Floats) -> npt.NDArray[np.bool_]:

@@ -8,7 +8,7 @@ for the rest; the catalog is read once per item, and again only when it changes 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from itertools import repeat
 from typing import Any, Protocol
 
@@ -134,7 +134,7 @@ class ItemTable:
         self.tag_count = Column(np.int64)
         self.tag_flat = Column(np.int64)
 
-    def codes(self, item_ids: list[str]) -> Ints:
+    def codes(self, item_ids: Sequence[str]) -> Ints:
         """The code of each item, registering new ones (after applying catalog changes)."""
         changed, self.position = self.catalog.changed(self.position)
         known = [i for i in dict.fromkeys(changed) if i in self.items.codes]

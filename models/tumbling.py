@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -211,6 +212,17 @@ class TumblingCounts:
         if self.watermark_s is None or watermark_s > self.watermark_s:
             self.watermark_s = watermark_s
         return out
+
+    def next_close_s(self) -> float:
+        """The earliest watermark at which `close` has something to do."""
+        due = math.inf
+        for windows in self.open.values():
+            for end, window in windows.items():
+                if window.fixes:
+                    return -math.inf
+                if not window.emitted:
+                    due = min(due, end)
+        return due
 
     def nbytes(self) -> int:
         """Memory held by the open windows (8 bytes per key reference)."""

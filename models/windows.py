@@ -20,6 +20,7 @@ changed, so what is emitted last for each window is exact.
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
@@ -385,6 +386,14 @@ class SlidingCounts:
                 w.final[row] = 0
             gone += 1
         return gone
+
+    def next_close_s(self) -> float:
+        """The earliest watermark at which `close` has something to do (-inf: unknown yet,
+        or corrections are waiting)."""
+        ends = [w.final_end for w in self.windows]
+        if any(end is None for end in ends) or any(w.fixes for w in self.windows):
+            return -math.inf
+        return float(min(end for end in ends if end is not None))
 
     @property
     def dropped(self) -> int:
