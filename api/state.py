@@ -25,6 +25,7 @@ from models.features import (
     Session,
     advance_session,
     engagement_weight,
+    packed_counts,
     trending_score,
 )
 from swipeloop import topics
@@ -105,7 +106,7 @@ class ServingState:
                 as_of=max(end for _, end, _ in closed),
                 window_s=[length for length, _, _ in closed],
                 window_end=[end for _, end, _ in closed],
-                counts=[counts for _, _, counts in closed],
+                counts=packed_counts(np.array([counts for _, _, counts in closed])),
             )
         self._apply_vectors(dict(zip(ids, matrix, strict=True)))
         log.info(

@@ -61,7 +61,7 @@ from models.counting import (
     count_events,
     width,
 )
-from models.features import COUNTERS
+from models.features import COUNTERS, packed_counts
 from models.items import ItemTable
 from models.tumbling import TumblingCounts
 from models.windows import WINDOWS, Emitted, SlidingCounts
@@ -394,10 +394,17 @@ def item_messages(live: Live) -> list[ItemFeatures]:
     as_of = datetime.fromtimestamp(live.as_of_s, UTC)
     lengths = [spec.length_s for spec in WINDOWS]
     ends = [datetime.fromtimestamp(end, UTC) for end in live.ends]
-    per_item = np.stack(live.per_window, axis=1).tolist()  # item, window, counter
+    packed = packed_counts(np.stack(live.per_window, axis=1))  # item, window, counter
+    size = len(packed) // len(live.keys)
     return [
-        ItemFeatures(item_id=key, as_of=as_of, window_s=lengths, window_end=ends, counts=counts)
-        for key, counts in zip(live.keys.tolist(), per_item, strict=True)
+        ItemFeatures(
+            item_id=key,
+            as_of=as_of,
+            window_s=lengths,
+            window_end=ends,
+            counts=packed[i * size : (i + 1) * size],
+        )
+        for i, key in enumerate(live.keys.tolist())
     ]
 
 

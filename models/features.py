@@ -220,11 +220,22 @@ def rates(e: Engagement) -> dict[str, float]:
 
 def window(f: ItemFeatures | None, window_s: int) -> Engagement:
     """One window's counters of an item's live features (zeros when it has none)."""
-    if f is not None:
-        for length, counts in zip(f.window_s, f.counts, strict=True):
-            if length == window_s:
-                return Engagement(*counts)
+    if f is not None and window_s in f.window_s:
+        return Engagement(*counts_of(f)[f.window_s.index(window_s)].tolist())
     return Engagement()
+
+
+COUNTS_DTYPE = np.dtype("<f4")  # how `ItemFeatures.counts` is packed
+
+
+def counts_of(f: ItemFeatures) -> npt.NDArray[np.float32]:
+    """An item's live counters: a row per window, a column per `COUNTERS` entry."""
+    return np.frombuffer(f.counts, COUNTS_DTYPE).reshape(len(f.window_s), len(COUNTERS))
+
+
+def packed_counts(rows: Floats) -> bytes:
+    """Counter rows as `ItemFeatures.counts`."""
+    return np.ascontiguousarray(rows, COUNTS_DTYPE).tobytes()
 
 
 def trending_score(f: ItemFeatures | None, now: datetime) -> float:

@@ -16,6 +16,7 @@ from models.features import (
     early_skip_ms,
     engagement_delta,
     engagement_weight,
+    packed_counts,
     ranking_features,
     rates,
     smoothed_rate,
@@ -137,7 +138,7 @@ def _features(plays: float, age: timedelta) -> ItemFeatures:
         as_of=NOW - age,
         window_s=lengths,
         window_end=[NOW - age] * len(lengths),
-        counts=[list(msgspec.structs.astuple(counts))] * len(lengths),
+        counts=packed_counts(np.array([msgspec.structs.astuple(counts)] * len(lengths))),
     )
 
 
