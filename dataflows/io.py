@@ -23,7 +23,7 @@ from bytewax.outputs import (
 )
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from swipeloop.clickhouse import connect, insert_lines, insert_rows
@@ -263,6 +263,9 @@ class Polled:
     partition: int
     records: list[Record]
     epoch: str = ""  # the broker run the offsets belong to (see Settings.broker_epoch)
+    # wall-clock time since which the partition has been read to its end with nothing new
+    # (None: it is not known to be caught up). A heartbeat is a poll with no records.
+    quiet_since: float | None = None
 
     @property
     def key(self) -> str:
@@ -280,6 +283,7 @@ class _PollPartition(StatefulSourcePartition[Polled, int]):
         stop: threading.Event | None,
         drain: bool,
         batch_size: int,
+        heartbeat_s: float | None,
     ) -> None:
         self._consumer = Consumer(
             client_config(
@@ -301,6 +305,36 @@ class _PollPartition(StatefulSourcePartition[Polled, int]):
         self._idle_s = settings.flow_idle_s
         self._stop = stop
         self._awake: datetime | None = None
+        self._heartbeat_s = heartbeat_s
+        self._beat_at = 0.0
+        self._quiet_since: float | None = None
+
+    def _caught_up(self) -> bool:
+        """Whether everything the broker holds has been read (its high watermark as the last
+        fetch response told the client; the broker is asked when that is not known yet)."""
+        part = TopicPartition(self._topic, self._partition)
+        low, high = self._consumer.get_watermark_offsets(part, cached=True)
+        if high < 0 or (self._next < 0 and low < 0):
+            try:
+                low, high = self._consumer.get_watermark_offsets(part, timeout=1.0)
+            except KafkaException:
+                return False
+        start = self._next if self._next >= 0 else low  # nothing read yet: the log's start
+        return high >= 0 and start >= high
+
+    def _heartbeat(self) -> list[Polled]:
+        """A poll with no records, once per `heartbeat_s`, while caught up: the flow learns
+        the partition is alive and quiet (its silence alone would not say which)."""
+        now = time.time()
+        if self._heartbeat_s is None or now - self._beat_at < self._heartbeat_s:
+            return []
+        if not self._caught_up():
+            self._quiet_since = None
+            return []
+        self._beat_at = now
+        if self._quiet_since is None:
+            self._quiet_since = now
+        return [Polled(self._topic, self._partition, [], self._epoch, self._quiet_since)]
 
     def next_batch(self) -> list[Polled]:
         if self._at_end or (self._stop is not None and self._stop.is_set()):
@@ -319,10 +353,11 @@ class _PollPartition(StatefulSourcePartition[Polled, int]):
             records.append((offset, msg.value(), None if err is None else str(err)))
         if not records:
             self._awake = datetime.now(UTC) + timedelta(seconds=self._idle_s)
-            return []
+            return self._heartbeat()
         self._awake = None
         self._next = records[-1][0] + 1
-        return [Polled(self._topic, self._partition, records, self._epoch)]
+        self._quiet_since = time.time() if self._at_end else None  # drained: quiet from now
+        return [Polled(self._topic, self._partition, records, self._epoch, self._quiet_since)]
 
     def next_awake(self) -> datetime | None:
         return self._awake
@@ -339,7 +374,9 @@ class _PollPartition(StatefulSourcePartition[Polled, int]):
 class KafkaPollSource(FixedPartitionedSource[Polled, int]):
     """Each topic-partition is a source partition; each poll becomes one `Polled` item.
 
-    With `drain`, a partition ends once it has read to the end (catch up, then exit).
+    With `drain`, a partition ends once it has read to the end (catch up, then exit). With
+    `heartbeat_s`, a caught-up partition sends an empty poll that often, saying since when it
+    has been quiet (see `Polled.quiet_since`).
 
     The resume state is the next offset, so with recovery on a restart re-reads exactly what
     the last snapshot had not covered.
@@ -352,6 +389,7 @@ class KafkaPollSource(FixedPartitionedSource[Polled, int]):
         stop: threading.Event | None = None,
         drain: bool = False,
         batch_size: int | None = None,
+        heartbeat_s: float | None = None,
     ) -> None:
         assert settings.kafka_bootstrap, "flows need a broker address"
         self._settings = settings
@@ -359,6 +397,7 @@ class KafkaPollSource(FixedPartitionedSource[Polled, int]):
         self._stop = stop
         self._drain = drain
         self._batch = batch_size or settings.flow_batch_size
+        self._heartbeat_s = heartbeat_s
 
     def list_parts(self) -> list[str]:
         admin = AdminClient(client_config(self._settings.kafka_bootstrap))
@@ -375,7 +414,14 @@ class KafkaPollSource(FixedPartitionedSource[Polled, int]):
         topic, partition = for_part.rsplit(":", 1)
         offset = OFFSET_BEGINNING if resume_state is None else resume_state
         return _PollPartition(
-            self._settings, topic, int(partition), offset, self._stop, self._drain, self._batch
+            self._settings,
+            topic,
+            int(partition),
+            offset,
+            self._stop,
+            self._drain,
+            self._batch,
+            self._heartbeat_s,
         )
 
 

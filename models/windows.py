@@ -114,6 +114,8 @@ class _Window:
         self.live_end: int | None = None
         self.final_end: int | None = None
         self.dropped = 0  # events older than every bucket still kept (counted, not lost silently)
+        self.pruned_before = -(2**62)  # buckets before this one are gone
+        self.stale = 0  # emitted windows a late row fell in but whose buckets were gone
         self.fixes: list[tuple[Ints, Ints]] = []  # (rows, seconds) added to emitted windows
 
     def copy(self) -> _Window:
@@ -142,6 +144,8 @@ class _Window:
             late = seconds < self.final_end - h  # inside a window already emitted
             if late.any():
                 self.fixes.append((rows[late], seconds[late]))
+            if not len(seconds):
+                return
         buckets = seconds // h
         first, last = int(buckets.min()), int(buckets.max())
         if first == last:  # the common case: a batch within one bucket
@@ -220,12 +224,15 @@ class _Window:
             # both totals still subtract the buckets that leave them
             first = self.final_end if self.live_end is None else min(self.final_end, self.live_end)
             oldest = (first - length - self.slack_s) // h
+            self.pruned_before = max(self.pruned_before, oldest)
             for b in [b for b in self.slots if b < oldest]:
                 del self.slots[b]
         return out
 
     def _fixes(self, keys: Keys) -> list[Emitted]:
-        """Re-emit, exactly, the emitted windows that late additions changed."""
+        """Re-emit, exactly, the emitted windows that late additions changed. One whose
+        oldest buckets are gone cannot be recomputed: it keeps its emitted value and is
+        counted in `stale` (never re-emitted from part of its buckets)."""
         if not self.fixes or self.final_end is None:
             return []
         h, length = self.spec.hop_s, self.spec.length_s
@@ -237,6 +244,9 @@ class _Window:
         for row, second in zip(rows.tolist(), seconds.tolist(), strict=True):
             first = (second // h + 1) * h
             for end in range(first, min(last_emitted, second + length) + 1, h):
+                if (end - length) // h < self.pruned_before:
+                    self.stale += 1
+                    continue
                 ends.setdefault(end, set()).add(row)
         out = []
         for end in sorted(ends):
@@ -397,8 +407,9 @@ class SlidingCounts:
 
     @property
     def dropped(self) -> int:
-        """Events too old for any kept bucket (a partition skewed beyond the slack)."""
-        return sum(w.dropped for w in self.windows)
+        """Rows too old for any kept bucket, and emitted windows that late rows could no
+        longer correct (a partition skewed beyond the slack)."""
+        return sum(w.dropped + w.stale for w in self.windows)
 
     def nbytes(self) -> int:
         """Memory held by the counters and buckets."""

@@ -221,26 +221,32 @@ def test_kill_9_mid_stream_ends_with_the_features_of_an_uninterrupted_run(
     live = settings.with_(kafka_bootstrap=broker.bootstrap, broker_epoch=broker.epoch)
     topics.ensure_topics(live)
     rng = random.Random(11)
-    events, _ = stream(rng, 30_000)
-    produce(live, catalog(rng), events)
+    events, _ = stream(rng, 40_000)
+    chunks = [events[i : i + 5_000] for i in range(0, len(events), 5_000)]
+    produce(live, catalog(rng), chunks[0])
 
-    # Both runs write their own database on one chdb path (one process at a time).
     calm = _role(live, tmp_path / "calm", "calm")
     killed = _role(live, tmp_path / "killed", "killed")
     for env in (calm, killed):
         assert swipeloop_process("migrate", env=env).wait(60) == 0
-    uninterrupted = swipeloop_process("flow", "features", "--drain", env=calm)
-    _, err = uninterrupted.communicate(timeout=180)
-    assert uninterrupted.returncode == 0, err.decode()[-2000:]
-
-    for _ in range(5):
+    # Killed five times while events keep coming, with recovery snapshots every 0.3 s: each
+    # restart resumes from its last snapshot, mid-stream.
+    for chunk in chunks[1:6]:
         flow = swipeloop_process("flow", "features", env=killed)
-        time.sleep(rng.uniform(3.0, 5.0))  # start-up takes ~2.5 s; then it is mid-stream
+        time.sleep(2.5)  # start-up
+        produce(live, [], chunk)
+        time.sleep(rng.uniform(0.3, 1.5))
         flow.send_signal(signal.SIGKILL)
         flow.communicate(timeout=10)
+    for chunk in chunks[6:]:
+        produce(live, [], chunk)
     resumed = swipeloop_process("flow", "features", "--drain", env=killed)
     _, err = resumed.communicate(timeout=180)
     assert resumed.returncode == 0, err.decode()[-2000:]
+    # Both runs write their own database on one chdb path (one process at a time).
+    uninterrupted = swipeloop_process("flow", "features", "--drain", env=calm)
+    _, err = uninterrupted.communicate(timeout=180)
+    assert uninterrupted.returncode == 0, err.decode()[-2000:]
 
     expected, got = _tables(calm), _tables(killed)
     assert len(expected["item_features"]) > 1000 and expected["late_events"] > 0

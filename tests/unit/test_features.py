@@ -217,3 +217,22 @@ def test_a_session_tracks_its_span_size_and_skip_streak() -> None:
     assert (s.session_id, s.events, s.length_s) == ("s2", 1, 0)
     s = advance_session(s, "s2", t0 + 100 + SESSION_IDLE_S + 1, "impression", 0, None)
     assert s.events == 1  # a long pause starts a new session
+
+
+def test_the_watermark_waits_for_every_partition_but_not_for_quiet_ones() -> None:
+    from dataflows.features import ShardState
+
+    state = ShardState("0")
+    parts = ["a:0", "a:1", "b:0"]
+    state.sources = {"a:0": (100, None), "a:1": (90, None)}
+    assert state.watermark(1000.0, 5.0, parts) is None  # b:0 not heard from in this run
+    state.sources["b:0"] = (None, None)  # heard, nothing read yet, not known caught up
+    assert state.watermark(1000.0, 5.0, parts) is None
+    state.sources["b:0"] = (None, 998.0)  # caught up (empty) but quiet only 2 s
+    assert state.watermark(1000.0, 5.0, parts) is None
+    state.sources["b:0"] = (None, 990.0)  # quiet long enough: holds nothing back
+    assert state.watermark(1000.0, 5.0, parts) == 90
+    state.sources["a:1"] = (90, 999.0)  # a slow one is never skipped; a fresh quiet one neither
+    assert state.watermark(1000.0, 5.0, parts) == 90
+    state.sources = {p: (100, 990.0) for p in parts}  # all quiet: event time runs on
+    assert state.watermark(1000.0, 5.0, parts) == 110

@@ -176,3 +176,20 @@ def test_a_snapshot_copy_is_independent_and_resumes_the_same() -> None:
                     emitted[(e.window_s, e.end_s, k)] = list(row)
         outputs.append(emitted)
     assert outputs[0] == outputs[1] and len(outputs[0]) > 100
+
+
+def test_a_late_row_never_re_emits_a_window_from_part_of_its_buckets() -> None:
+    spec = WindowSpec(300, 25)
+    table = SlidingCounts(3, (spec,), slack_s=60)
+    for second in range(10_000, 11_000, 5):
+        table.add(["k"], np.array([second]), np.array([[1.0, 1.0, 1.0]]))
+    emitted = {e.end_s: e.counts[0][-1] for e in table.close(11_000)}
+    assert emitted[10_300] == 60  # 300 s of one event per 5 s
+    # 300 s behind: in 12 emitted windows (ends 10,725 to 11,000), but the buckets kept
+    # start at 11,000 - 300 - 60 = 10,640 (bucket 10,625): only the windows starting there
+    # or later can be recomputed whole
+    table.add(["k"], np.array([10_700]), np.array([[1.0, 1.0, 1.0]]))
+    fixed = {e.end_s: e.counts[0][-1] for e in table.close(11_000)}
+    assert sorted(fixed) == [10_925, 10_950, 10_975, 11_000]
+    assert all(fixed[end] == emitted[end] + 1 for end in fixed)
+    assert table.dropped == 8  # the windows it could no longer correct are counted
