@@ -36,7 +36,8 @@ FEATURE_STATE_BYTES = Gauge(
 )
 WINDOW_DROPPED = Counter(
     "swipeloop_window_dropped_events",
-    "Partial sums older than every bucket a window keeps (partitions skewed beyond the slack)",
+    "Rows older than every bucket a window keeps, and emitted windows a late row could no "
+    "longer correct (partitions skewed beyond the slack)",
 )
 SESSION_GAP_EVENTS = Gauge(
     "swipeloop_session_gap_events",
