@@ -24,6 +24,7 @@ from operator import attrgetter
 import numpy as np
 import numpy.typing as npt
 
+from models.columns import concat_rows, take_rows
 from models.features import COUNTERS, affinity_weights, engagement_matrix, kind_codes
 from models.items import ItemTable, keys_of, mix, stable_ids
 from swipeloop.contracts import ReceivedEvent
@@ -69,42 +70,14 @@ class Counts:
     sums: Floats
     shards: Ints
 
-    def take(self, at: Ints) -> Counts:
-        """The rows at the positions `at`."""
-        return Counts(
-            self.ids[at],
-            self.keys[at],
-            None if self.targets is None else self.targets[at],
-            self.seconds[at],
-            self.sums[at],
-            self.shards[at],
-        )
+    def take(self, at: Ints | slice) -> Counts:
+        """The rows at the positions `at` (a slice: views, no copy)."""
+        return take_rows(self, at)
 
     @staticmethod
     def concat(parts: list[Counts]) -> Counts:
         """The rows of several batches as one."""
-        if len(parts) == 1:
-            return parts[0]
-        targets = [p.targets for p in parts if p.targets is not None]
-        return Counts(
-            np.concatenate([p.ids for p in parts]),
-            np.concatenate([p.keys for p in parts]),
-            np.concatenate(targets) if targets else None,
-            np.concatenate([p.seconds for p in parts]),
-            np.concatenate([p.sums for p in parts]),
-            np.concatenate([p.shards for p in parts]),
-        )
-
-    def slice(self, start: int, stop: int) -> Counts:
-        """Rows `start` to `stop` (views, no copy)."""
-        return Counts(
-            self.ids[start:stop],
-            self.keys[start:stop],
-            None if self.targets is None else self.targets[start:stop],
-            self.seconds[start:stop],
-            self.sums[start:stop],
-            self.shards[start:stop],
-        )
+        return concat_rows(parts)
 
     def by_shard(self) -> dict[int, Counts]:
         """The rows split by shard (one reordering, then a slice per shard)."""
@@ -116,7 +89,7 @@ class Counts:
         starts = np.flatnonzero(np.r_[True, ordered.shards[1:] != ordered.shards[:-1]])
         ends = np.r_[starts[1:], len(ordered.shards)]
         return {
-            int(ordered.shards[a]): ordered.slice(a, b)
+            int(ordered.shards[a]): ordered.take(slice(a, b))
             for a, b in zip(starts.tolist(), ends.tolist(), strict=True)
         }
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from models.columns import concat_rows, take_rows
 from models.windows import Emitted
 
 log = logging.getLogger(__name__)
@@ -51,21 +52,7 @@ class Rows:
     sums: Floats
 
     def take(self, at: Ints) -> Rows:
-        targets = None if self.targets is None else self.targets[at]
-        return Rows(self.ids[at], self.keys[at], targets, self.sums[at])
-
-
-def concat(parts: list[Rows]) -> Rows:
-    """The rows of several chunks as one."""
-    if len(parts) == 1:
-        return parts[0]
-    targets = [p.targets for p in parts if p.targets is not None]
-    return Rows(
-        np.concatenate([p.ids for p in parts]),
-        np.concatenate([p.keys for p in parts]),
-        np.concatenate(targets) if targets else None,
-        np.concatenate([p.sums for p in parts]),
-    )
+        return take_rows(self, at)
 
 
 def _starts(ordered: npt.NDArray[np.generic]) -> Ints:
@@ -123,7 +110,7 @@ class _Open:
         """The window's rows, one per entity (which replace the chunks)."""
         if not self.pending:
             return self.chunks[0]
-        rows = concat(self.chunks)
+        rows = concat_rows(self.chunks)
         summed = None if self.exact else sum_by_id(rows)
         if summed is None:
             if not self.exact:
