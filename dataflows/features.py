@@ -14,13 +14,14 @@ read (a poll of one event topic-partition; an empty one is a heartbeat: caught u
    ├▶ live_items      live item windows on `item-features` (the API's cache)
    └▶ late_to_clickhouse  late events, with the watermark that made them late
 
-Crashes: the flow runs without Bytewax recovery, so a restart recomputes from the start of
-the event topics and ends with exactly the tables of an uninterrupted run (a window written
-twice is one row: ReplacingMergeTree; the kill -9 test checks it). With Bytewax recovery on,
-about one restart in four resumed the source offsets and phase one's state but not the
-windows' (no shard was handed a resume state), and the windows then missed everything before
-the snapshot; until that is understood, recovery stays off (the state is snapshot-ready, and
-closed windows go through a sink that takes part in snapshots).
+Crashes: Bytewax recovery snapshots every shard's windows, phase one's per-partition state
+and the source offsets each epoch; closed windows go through a sink that takes part in the
+snapshot, so a restart after kill -9 resumes from the last one and writes what it replays
+again (a window written twice is one row: ReplacingMergeTree). The kill test checks that the
+tables end equal to an uninterrupted run's. A run killed mid-epoch leaves snapshots past its
+last commit, which Bytewax would later mix into the state of keys the next run did not
+snapshot again (one restart in four lost its windows that way); the runner deletes them
+before each start (`dataflows.runner.drop_uncommitted`).
 """
 
 from __future__ import annotations

@@ -8,10 +8,12 @@ its flows start a fresh recovery store too.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import shutil
 import signal
+import sqlite3
 import threading
 from collections.abc import Callable
 from datetime import timedelta
@@ -32,7 +34,7 @@ log = logging.getLogger(__name__)
 # name -> (build(settings, stop, **options), recovery on)
 FLOWS: dict[str, tuple[Callable[..., Dataflow], bool]] = {
     "ingest": (ingest.build_flow, True),
-    "features": (features.build_flow, False),  # recovery: see dataflows/features.py
+    "features": (features.build_flow, True),
     "item_vectors": (item_vectors.build_flow, False),
 }
 
@@ -52,7 +54,42 @@ def recovery_config(settings: Settings, name: str) -> RecoveryConfig:
     if not any(path.glob("*.sqlite3")):
         path.mkdir(parents=True, exist_ok=True)
         init_db_dir(path, 1)  # type: ignore[no-untyped-call]
+    dropped = drop_uncommitted(path)
+    if dropped:
+        log.info("%s: dropped %d snapshots a killed run left past its last commit", name, dropped)
     return RecoveryConfig(str(path))  # type: ignore[no-untyped-call]
+
+
+def resume_epoch(db: sqlite3.Connection) -> int | None:
+    """The epoch Bytewax resumes from (its own rule: the slowest worker's frontier in the
+    last execution, or where that execution itself resumed if it got no further)."""
+    last = db.execute(
+        "SELECT ex_num, worker_count, resume_epoch FROM exs ORDER BY ex_num DESC LIMIT 1"
+    ).fetchone()
+    if last is None:
+        return None
+    ex_num, workers, resumed = last
+    fronts = dict(
+        db.execute(
+            "SELECT worker_index, MAX(worker_frontier) FROM fronts WHERE ex_num = ? "
+            "GROUP BY worker_index",
+            (ex_num,),
+        ).fetchall()
+    )
+    return int(min(max(fronts.get(w, resumed), resumed) for w in range(workers)))
+
+
+def drop_uncommitted(path: Path) -> int:
+    """Delete the snapshots at or past the resume epoch: a run killed mid-way leaves some,
+    and Bytewax would later read them as the newest state of keys that the next run did not
+    snapshot again, mixing two runs' states. The next run writes those epochs anew."""
+    dropped = 0
+    for file in sorted(path.glob("*.sqlite3")):
+        with contextlib.closing(sqlite3.connect(file)) as db, db:
+            epoch = resume_epoch(db)
+            if epoch is not None:
+                dropped += db.execute("DELETE FROM snaps WHERE snap_epoch >= ?", (epoch,)).rowcount
+    return dropped
 
 
 def quiet_gc() -> None:

@@ -1,5 +1,6 @@
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import msgspec
 import numpy as np
@@ -236,3 +237,27 @@ def test_the_watermark_waits_for_every_partition_but_not_for_quiet_ones() -> Non
     assert state.watermark(1000.0, 5.0, parts) == 90
     state.sources = {p: (100, 990.0) for p in parts}  # all quiet: event time runs on
     assert state.watermark(1000.0, 5.0, parts) == 110
+
+
+def test_snapshots_past_the_resume_epoch_are_dropped_before_a_restart(tmp_path: Path) -> None:
+    import sqlite3
+
+    from bytewax.recovery import init_db_dir
+
+    from dataflows.runner import drop_uncommitted
+
+    init_db_dir(tmp_path, 1)  # type: ignore[no-untyped-call]
+    (db_file,) = tmp_path.glob("*.sqlite3")
+    with sqlite3.connect(db_file) as db:
+        db.execute("INSERT INTO exs (ex_num, worker_count, resume_epoch) VALUES (0, 1, 1)")
+        db.execute("INSERT INTO fronts (ex_num, worker_index, worker_frontier) VALUES (0, 0, 5)")
+        for key, epoch in (("a", 3), ("a", 5), ("b", 4), ("b", 7)):  # 5 and 7: not committed
+            db.execute(
+                "INSERT INTO snaps (step_id, state_key, snap_epoch, ser_change) "
+                "VALUES ('s', ?, ?, x'00')",
+                (key, epoch),
+            )
+    assert drop_uncommitted(tmp_path) == 2
+    with sqlite3.connect(db_file) as db:
+        left = sorted(db.execute("SELECT state_key, snap_epoch FROM snaps").fetchall())
+    assert left == [("a", 3), ("b", 4)]
