@@ -126,6 +126,21 @@ class _Window:
         twin.fixes = list(self.fixes)
         return twin
 
+    def without_totals(self) -> _Window:
+        """A copy without its running totals (see `rebuild_totals`)."""
+        twin = copy.copy(self)
+        twin.live = twin.final = np.zeros((0, self.width))
+        return twin
+
+    def rebuild_totals(self, capacity: int) -> None:
+        """Running totals summed again from the buckets: `final` at once, `live` at the next
+        look (which marks every row it finds as changed)."""
+        self.live = np.zeros((capacity if self.has_live else 0, self.width))
+        self.final = np.zeros((capacity, self.width))
+        self.live_end = None
+        if self.final_end is not None:
+            self._slide(self.final, self.final_end - self.spec.length_s, self.final_end, None)
+
     def grow(self, capacity: int) -> None:
         for name in ("live", "final") if self.has_live else ("final",):
             old = getattr(self, name)
@@ -310,6 +325,18 @@ class SlidingCounts:
         twin.dirty = self.dirty.copy()
         twin.windows = [w.copy() for w in self.windows]
         return twin
+
+    def __getstate__(self) -> dict[str, object]:
+        # Pickled for recovery snapshots: the running totals are left out (more than half of
+        # the bytes) and rebuilt from the buckets on load, which hold everything they sum.
+        state = self.__dict__.copy()
+        state["windows"] = [w.without_totals() for w in self.windows]
+        return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+        for w in self.windows:
+            w.rebuild_totals(len(self.keys))
 
     def _row(self, key: Hashable) -> int:
         row = self.rows.get(key)
