@@ -162,20 +162,23 @@ def test_a_snapshot_copy_is_independent_and_resumes_the_same() -> None:
     for key, second in events[:700]:
         table.add([key], np.array([second]), np.array([counts_of(key, second)]))
     twin = copy.deepcopy(table)
-    outputs = []
-    for t in (table, twin):
-        emitted = {}
-        newest = max(s for _, s in events[:700])
-        for key, second in events[700:]:
-            if second < newest - LATENESS:
-                continue
-            newest = max(newest, second)
-            t.add([key], np.array([second]), np.array([counts_of(key, second)]))
-            for e in t.close(newest - LATENESS):
-                for k, row in zip(e.keys, e.counts, strict=True):
-                    emitted[(e.window_s, e.end_s, k)] = list(row)
-        outputs.append(emitted)
+    newest = max(s for _, s in events[:700])
+    outputs = [feed_on(t, events[700:], newest) for t in (table, twin)]
     assert outputs[0] == outputs[1] and len(outputs[0]) > 100
+
+
+def feed_on(table: SlidingCounts, events: list[tuple[str, int]], newest: int) -> dict:
+    """Go on feeding events (skipping late ones) and closing as the flow does; what closed."""
+    emitted = {}
+    for key, second in events:
+        if second < newest - LATENESS:
+            continue
+        newest = max(newest, second)
+        table.add([key], np.array([second]), np.array([counts_of(key, second)]))
+        for e in table.close(newest - LATENESS):
+            for k, row in zip(e.keys, e.counts, strict=True):
+                emitted[(e.window_s, e.end_s, k)] = list(row)
+    return emitted
 
 
 def test_a_late_row_never_re_emits_a_window_from_part_of_its_buckets() -> None:
@@ -213,19 +216,10 @@ def test_a_pickled_snapshot_resumes_the_same_without_its_totals() -> None:
     totals = sum(w.live.nbytes + w.final.nbytes for w in table.windows)
     assert len(blob) < len(pickle.dumps(copy.deepcopy(table).__dict__)) - totals // 2
     twin = pickle.loads(blob)
+    assert newest is not None
     outputs = []
     for t in (table, twin):
-        emitted, lives = {}, {}
-        last = newest
-        for key, second in events[700:]:
-            assert last is not None
-            if second < last - LATENESS:
-                continue
-            last = max(last, second)
-            t.add([key], np.array([second]), np.array([counts_of(key, second)]))
-            for e in t.close(last - LATENESS):
-                for k, row in zip(e.keys, e.counts, strict=True):
-                    emitted[(e.window_s, e.end_s, k)] = list(row)
+        emitted = feed_on(t, events[700:], newest)
         keys, per_window, _ = t.live()
         lives = {k: [list(w[i]) for w in per_window] for i, k in enumerate(keys)}
         outputs.append((emitted, lives))
