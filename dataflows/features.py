@@ -210,8 +210,8 @@ def add_rows(windows: Windows, counts: Counts) -> None:
 
 @dataclass
 class ShardState:
-    """What a shard snapshots: its windows per table, and each source partition's watermark
-    with the wall-clock time it last reported."""
+    """What a shard snapshots: its windows per table, the rows not merged into them yet, and
+    each source partition's watermark and whether it is quiet."""
 
     shard: str
     tables: dict[str, Windows] = field(default_factory=new_tables)
@@ -317,9 +317,11 @@ class Windower(StatefulLogic[Partial, Closed | Live, ShardState]):
         if watermark is None or (state.watermark_s is not None and watermark <= state.watermark_s):
             return []
         state.watermark_s = watermark
-        if state.pending and watermark >= state.next_close_s():
+        due = state.next_close_s()
+        if state.pending and watermark >= due:
             state.merge()  # what closes must be complete
-        if watermark < state.next_close_s():
+            due = state.next_close_s()
+        if watermark < due:
             return []
         return list(state.close(watermark))
 
@@ -331,8 +333,7 @@ class Windower(StatefulLogic[Partial, Closed | Live, ShardState]):
         state.merge()  # the live windows count everything received
         if state.watermark_s is not None and time.monotonic() - self._evicted_at > 10:
             for windows in state.tables.values():
-                if isinstance(windows, SlidingCounts):  # tumbling windows hold only open ones
-                    windows.evict(state.watermark_s)
+                windows.evict(state.watermark_s)
             self._evicted_at = time.monotonic()
             FEATURE_STATE_BYTES.labels(state.shard).set(state.nbytes())
         return [*self._close(), *self._live()], StatefulLogic.RETAIN
@@ -496,7 +497,7 @@ def build_flow(
         op.key_on("late_key", late, lambda _rows: "late"),
         CommittedClickHouseSink(settings),
     )
-    # (table/shard, Partial)
+    # (shard, Partial)
     partials = op.flat_map(
         "to_shards",
         counted,

@@ -10,7 +10,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import pyarrow as pa
 from bytewax.connectors.kafka import KafkaSource, KafkaSourceMessage
@@ -152,6 +152,34 @@ class _ClickHousePartition(StatelessSinkPartition[Rows]):
         write_rows(self._client, items)
 
 
+T = TypeVar("T")
+
+
+class OneInFlight(Generic[T]):
+    """Runs jobs on a thread, one at a time: the caller goes on while a job runs, and waits
+    for it only when it starts the next one or asks for its result (`settle`)."""
+
+    def __init__(self, name: str) -> None:
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix=name)
+        self._job: Future[T] | None = None
+
+    def submit(self, job: Callable[..., T], *args: Any) -> T | None:
+        """Start `job(*args)` after the one in flight has finished; that one's result."""
+        done = self.settle()
+        self._job = self._pool.submit(job, *args)
+        return done
+
+    def settle(self) -> T | None:
+        """Wait for the job in flight: its result (None if there was none)."""
+        job, self._job = self._job, None
+        return None if job is None else job.result()
+
+    def close(self) -> T | None:
+        done = self.settle()
+        self._pool.shutdown()
+        return done
+
+
 class _CommittedPartition(StatefulSinkPartition[Rows, int]):
     """Writes each batch before its epoch can be committed (it takes part in snapshots).
 
@@ -162,26 +190,18 @@ class _CommittedPartition(StatefulSinkPartition[Rows, int]):
     def __init__(self, client: Client, written: int) -> None:
         self._client = client
         self._written = written
-        self._inserter = ThreadPoolExecutor(1, thread_name_prefix="clickhouse-insert")
-        self._in_flight: Future[None] | None = None
+        self._inserts: OneInFlight[None] = OneInFlight("clickhouse-insert")
 
     def write_batch(self, items: list[Rows]) -> None:
-        self._settle()
-        self._in_flight = self._inserter.submit(write_rows, self._client, items)
+        self._inserts.submit(write_rows, self._client, items)
         self._written += len(items)
 
-    def _settle(self) -> None:
-        if self._in_flight is not None:
-            self._in_flight.result()
-            self._in_flight = None
-
     def snapshot(self) -> int:
-        self._settle()
+        self._inserts.settle()
         return self._written
 
     def close(self) -> None:
-        self._settle()
-        self._inserter.shutdown()
+        self._inserts.close()
 
 
 class CommittedClickHouseSink(FixedPartitionedSink[Rows, int]):
@@ -509,8 +529,7 @@ class _ProgressPartition(StatefulSinkPartition[SourceRows, Progress]):
         self._pending: dict[str, TableRows] = {}
         self._pending_rows = 0
         self._oldest: float | None = None
-        self._inserter = ThreadPoolExecutor(1, thread_name_prefix="clickhouse-insert")
-        self._in_flight: Future[Progress] | None = None
+        self._inserts: OneInFlight[Progress] = OneInFlight("clickhouse-insert")
 
     def write_batch(self, items: list[SourceRows]) -> None:
         for source, tables in items:
@@ -540,18 +559,20 @@ class _ProgressPartition(StatefulSinkPartition[SourceRows, Progress]):
 
     def _flush(self) -> None:
         """Start inserting what is buffered (after the previous flush has landed)."""
-        self._settle()
         if not self._pending:
+            self._settle()
             return
         pending, self._pending = self._pending, {}
         self._pending_rows = 0
         self._oldest = None
-        self._in_flight = self._inserter.submit(self._insert, pending)
+        self._landed(self._inserts.submit(self._insert, pending))
 
     def _settle(self) -> None:
         """Wait for the flush in flight; what it inserted is now progress."""
-        if self._in_flight is not None:
-            landed, self._in_flight = self._in_flight.result(), None
+        self._landed(self._inserts.settle())
+
+    def _landed(self, landed: Progress | None) -> None:
+        if landed is not None:
             self._progress.update(landed)
 
     def _insert(self, pending: dict[str, TableRows]) -> Progress:
@@ -604,8 +625,7 @@ class _ProgressPartition(StatefulSinkPartition[SourceRows, Progress]):
 
     def close(self) -> None:
         self._flush()
-        self._settle()
-        self._inserter.shutdown()
+        self._landed(self._inserts.close())
 
 
 class ClickHouseProgressSink(FixedPartitionedSink[SourceRows, Progress]):

@@ -14,6 +14,11 @@ if TYPE_CHECKING:
 R = TypeVar("R", bound="DataclassInstance")
 
 
+def run_starts(ordered: npt.NDArray[np.generic]) -> npt.NDArray[np.int64]:
+    """Where each run of equal values begins in a sorted array."""
+    return np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+
+
 def take_rows(rows: R, at: npt.NDArray[np.int64] | slice) -> R:
     """The rows at positions `at` (a slice gives views), every column alike; a column that
     is None stays None."""

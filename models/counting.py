@@ -3,12 +3,14 @@
 Each event is counted for its item, its creator, its user, and the user's affinity to the
 creator and to each of the item's tags. Rows of the same (entity, second) in one batch are
 summed first: a batch read from one source partition is the salt, so a viral item costs
-one row per batch and partition, not one per event; phase two (`models.windows`) merges
-the partial sums of all partitions per entity.
+one row per batch and partition, not one per event; phase two merges the partial sums of
+all partitions per entity.
 
-Everything past reading the events' fields is numpy: entities get batch-local integer
-codes, each table is one sort of (code, second) and one `reduceat`, and a row's key is
-looked up once per distinct entity, not once per event.
+Everything past reading the events' fields is numpy: entities get integer codes (items,
+creators and tags persistent, in `models.items.ItemTable`; users per batch), each table is
+one sort of (code, second) and one `reduceat`, and a string is hashed to its stable id once
+per distinct entity, not once per event. Phase two is `models.windows` (items, creators) and
+`models.tumbling` (users, affinities).
 
 An event older than the partition's watermark (the newest second seen on it, minus the
 allowed lateness) is late: it is returned apart, to be recorded, and counted nowhere.
@@ -24,9 +26,9 @@ from operator import attrgetter
 import numpy as np
 import numpy.typing as npt
 
-from models.columns import concat_rows, take_rows
+from models.columns import concat_rows, run_starts, take_rows
 from models.features import COUNTERS, affinity_weights, engagement_matrix, kind_codes
-from models.items import ItemTable, keys_of, mix, stable_ids
+from models.items import ItemTable, Names, mix
 from swipeloop.contracts import ReceivedEvent
 
 Floats = npt.NDArray[np.float64]
@@ -86,7 +88,7 @@ class Counts:
         if self.shards.min() == self.shards.max():
             return {int(self.shards[0]): self}
         ordered = self.take(np.argsort(self.shards, kind="stable"))
-        starts = np.flatnonzero(np.r_[True, ordered.shards[1:] != ordered.shards[:-1]])
+        starts = run_starts(ordered.shards)
         ends = np.r_[starts[1:], len(ordered.shards)]
         return {
             int(ordered.shards[a]): ordered.take(slice(a, b))
@@ -120,7 +122,7 @@ def group_sum(codes: Ints, seconds: Ints, values: Floats) -> tuple[Ints, Ints, F
     composite = codes * span + (seconds - base)
     order = np.argsort(composite, kind="stable")
     ordered = composite[order]
-    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    starts = run_starts(ordered)
     if len(starts) == len(order):  # all distinct (uniform traffic): nothing to add up
         sums, first = values[order], ordered
     else:
@@ -131,25 +133,12 @@ def group_sum(codes: Ints, seconds: Ints, values: Floats) -> tuple[Ints, Ints, F
 _FIELDS = attrgetter("item_id", "user_id", "kind", "watch_ms")  # one pass over the events
 
 
-class _Codes(dict[str, int]):
-    """Batch-local integer codes for distinct strings, in order of first appearance."""
-
-    def of(self, values: Iterable[str], count: int) -> Ints:
-        return np.fromiter((self.setdefault(v, len(self)) for v in values), np.int64, count)
-
-    def named(self) -> tuple[Keys, UInts]:
-        """The strings by code, and their stable ids."""
-        keys = keys_of(self, len(self))
-        return keys, stable_ids(keys)
-
-
-def _counts(
-    codes: Ints, seconds: Ints, values: Floats, keys: Keys, ids: UInts, shards: int
-) -> Counts:
+def _counts(codes: Ints, seconds: Ints, values: Floats, names: Names, shards: int) -> Counts:
     """One table's rows, summed per (entity, second)."""
     code, second, sums = group_sum(codes, seconds, values)
-    id_ = ids[code]
-    return Counts(id_, keys[code], None, second, sums, (id_ % np.uint64(shards)).astype(np.int64))
+    ids = names.ids[code]
+    shard = (ids % np.uint64(shards)).astype(np.int64)
+    return Counts(ids, names.keys[code], None, second, sums, shard)
 
 
 def _pair_counts(
@@ -157,19 +146,19 @@ def _pair_counts(
     targets: Ints,
     seconds: Ints,
     values: Floats,
-    user_names: tuple[Keys, UInts],
-    target_names: tuple[Keys, UInts],
+    user_names: Names,
+    target_names: Names,
     shards: int,
 ) -> Counts:
     """An affinity table's rows, summed per (user, target, second), in their user's shard."""
-    n_targets = len(target_names[0])
+    n_targets = len(target_names.keys)
     code, second, sums = group_sum(users * n_targets + targets, seconds, values)
     user, target = code // n_targets, code % n_targets
-    user_ids = user_names[1][user]
+    user_ids = user_names.ids[user]
     return Counts(
-        pair_ids(user_ids, target_names[1][target]),
-        user_names[0][user],
-        target_names[0][target],
+        pair_ids(user_ids, target_names.ids[target]),
+        user_names.keys[user],
+        target_names.keys[target],
         second,
         sums,
         (user_ids % np.uint64(shards)).astype(np.int64),
@@ -184,38 +173,34 @@ def _tables(
 ) -> dict[str, Counts]:
     n = len(events)
     item_ids, user_ids, kinds, watched = zip(*map(_FIELDS, events), strict=True)
-    users = _Codes()
+    users = Names()  # this batch's: users are too many to keep codes for
     item = table.codes(item_ids)
-    user = users.of(user_ids, n)
+    user = users.codes_of(user_ids)
     codes = kind_codes(kinds)
     watch_ms = np.array(watched, dtype=np.float64)
 
     duration_ms = table.duration.view()[item]
     engagement = engagement_matrix(codes, watch_ms, duration_ms)
     affinity = np.column_stack((affinity_weights(codes, watch_ms, duration_ms), np.ones(n)))
-    item_names, user_names = (table.items.keys, table.items.ids), users.named()
     out = {
-        "item": _counts(item, seconds, engagement, *item_names, shards),
-        "user": _counts(user, seconds, engagement, *user_names, shards),
+        "item": _counts(item, seconds, engagement, table.items, shards),
+        "user": _counts(user, seconds, engagement, users, shards),
     }
     creator = table.creator.view()[item]
     has = np.flatnonzero(creator >= 0)  # an item not in the catalog yet has no creator
     if len(has):
-        creator_names = (table.creators.keys, table.creators.ids)
-        out["creator"] = _counts(
-            creator[has], seconds[has], engagement[has], *creator_names, shards
-        )
+        creators = table.creators
+        out["creator"] = _counts(creator[has], seconds[has], engagement[has], creators, shards)
         out["user_creator"] = _pair_counts(
-            user[has], creator[has], seconds[has], affinity[has], user_names, creator_names, shards
+            user[has], creator[has], seconds[has], affinity[has], users, creators, shards
         )
     per_event = table.tag_count.view()[item]
     if per_event.any():  # one row per (event, tag of its item)
         event = np.repeat(np.arange(n), per_event)
         nth = np.arange(len(event)) - np.repeat(np.cumsum(per_event) - per_event, per_event)
         tag = table.tag_flat.view()[table.tag_first.view()[item[event]] + nth]
-        tag_names = (table.tags.keys, table.tags.ids)
         out["user_tag"] = _pair_counts(
-            user[event], tag, seconds[event], affinity[event], user_names, tag_names, shards
+            user[event], tag, seconds[event], affinity[event], users, table.tags, shards
         )
     return out
 

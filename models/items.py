@@ -109,6 +109,11 @@ class Names:
             self._keys.append(named)
             self._ids.append(stable_ids(named))
 
+    def codes_of(self, values: Sequence[str]) -> Ints:
+        """The code of each string, registering the new ones."""
+        self.register(values)
+        return np.fromiter(map(self.codes.__getitem__, values), np.int64, len(values))
+
     @property
     def keys(self) -> Keys:
         return self._keys.view()

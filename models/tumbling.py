@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from models.columns import concat_rows, take_rows
+from models.columns import concat_rows, run_starts, take_rows
 from models.windows import Emitted
 
 log = logging.getLogger(__name__)
@@ -55,11 +55,6 @@ class Rows:
         return take_rows(self, at)
 
 
-def _starts(ordered: npt.NDArray[np.generic]) -> Ints:
-    """Where each run of equal values begins in a sorted array."""
-    return np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
-
-
 def _reduce(rows: Rows, order: Ints, starts: Ints) -> Rows:
     """One row per run of `rows[order]` starting at `starts`, with the run's sum."""
     summed = rows.take(order[starts])
@@ -70,7 +65,7 @@ def _reduce(rows: Rows, order: Ints, starts: Ints) -> Rows:
 def sum_by_id(rows: Rows) -> Rows | None:
     """One row per id; None when two keys share an id (a hash collision)."""
     order = np.argsort(rows.ids, kind="stable")
-    starts = _starts(rows.ids[order])
+    starts = run_starts(rows.ids[order])
     run = np.repeat(starts, np.diff(np.r_[starts, len(order)]))  # its run's start, per row
     keys = rows.keys[order]
     same = keys == keys[run]
@@ -86,7 +81,7 @@ def sum_by_key(rows: Rows) -> Rows:
     named = rows.keys if rows.targets is None else zip(rows.keys, rows.targets, strict=True)
     codes = np.fromiter((index.setdefault(k, len(index)) for k in named), np.int64, len(rows.ids))
     order = np.argsort(codes, kind="stable")
-    return _reduce(rows, order, _starts(codes[order]))
+    return _reduce(rows, order, run_starts(codes[order]))
 
 
 @dataclass
@@ -126,7 +121,6 @@ class TumblingCounts:
 
     def __init__(self, width: int, lengths: tuple[int, ...], slack_s: int = 60) -> None:
         self.width = width
-        self.lengths = lengths
         self.slack_s = slack_s
         self.open: dict[int, dict[int, _Open]] = {length: {} for length in lengths}
         self.watermark_s: int | None = None  # the last watermark closed at
@@ -210,6 +204,10 @@ class TumblingCounts:
                 if not window.emitted:
                     due = min(due, end)
         return due
+
+    def evict(self, watermark_s: int) -> int:
+        """Nothing to evict: only open windows are held, and they go once emitted."""
+        return 0
 
     def nbytes(self) -> int:
         """Memory held by the open windows (8 bytes per key reference)."""

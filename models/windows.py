@@ -290,9 +290,7 @@ class _Window:
 
 
 class SlidingCounts:
-    """Counter vectors per entity key over several sliding windows (one table's state).
-
-    A key is any hashable (an id, or a (user, target) pair)."""
+    """Counter vectors per entity key over several sliding windows (one table's state)."""
 
     def __init__(
         self,
