@@ -54,7 +54,7 @@ class Settings:
     feature_lateness_s: int = 10  # an event older than its partition's newest minus this is late
     feature_emit_s: float = 0.5  # how often live windows that changed are published
     feature_shards: int = 8  # phase-two shards (spread over the workers)
-    feature_batch_size: int = 3000  # events per poll (bigger polls: less cost per event)
+    feature_batch_size: int = 10_000  # events per poll (bigger polls: less cost per event)
     feature_idle_s: float = 5.0  # a partition silent this long no longer holds windows open
     embedding_dim: int = 64
     embedding_lr: float = 0.05
