@@ -19,7 +19,7 @@ from clickhouse_connect.driver.client import Client
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartition
 
 from api.index import VectorIndex
-from models.embeddings import Vector, mean_vector, normalized
+from models.embeddings import Vector, mean_vector, normalized, normalized_rows
 from models.features import (
     COUNTERS,
     Session,
@@ -35,6 +35,7 @@ from swipeloop.contracts import (
     ItemFeatures,
     ItemVector,
     ReceivedEvent,
+    UserVector,
 )
 from swipeloop.kafka import client_config
 from swipeloop.settings import Settings
@@ -48,6 +49,7 @@ SEEN_DAYS = 30
 class UserState:
     """What the API remembers of one user: what was shown, liked, blocked."""
 
+    user_id: str = ""
     seen: set[str] = field(default_factory=set)
     positives: deque[str] = field(default_factory=lambda: deque(maxlen=RECENT_POSITIVES))
     blocked_creators: set[str] = field(default_factory=set)
@@ -63,8 +65,9 @@ class ServingState:
         self.settings = settings
         self.catalog: dict[str, Item] = {}
         self.features: dict[str, ItemFeatures] = {}
-        self.vectors: dict[str, Vector] = {}
+        self.vectors: dict[str, Vector] = {}  # items, unit length
         self.index = VectorIndex(settings.embedding_dim)
+        self.user_vectors: dict[str, Vector] = {}  # learned online (own or cold), unit length
         self.users: dict[str, UserState] = {}
         self._client = client
         self._client_lock = threading.Lock()
@@ -88,6 +91,9 @@ class ServingState:
                 "WHERE window_end > now() - INTERVAL 1 DAY GROUP BY item_id, window_s"
             ).result_rows
             ids, matrix = read_vectors(self._client, self.settings.embedding_dim)
+            users, user_matrix = read_vectors(
+                self._client, self.settings.embedding_dim, "user_embeddings"
+            )
         for item_id, creator, duration, tags, sound, created in items:
             self.catalog[item_id] = Item(
                 item_id=item_id,
@@ -108,18 +114,24 @@ class ServingState:
                 window_end=[end for _, end, _ in closed],
                 counts=packed_counts(np.array([counts for _, _, counts in closed])),
             )
-        self._apply_vectors(dict(zip(ids, matrix, strict=True)))
+        self._apply_vectors(dict(zip(ids, matrix, strict=True)), [])
+        self.user_vectors.update(zip(users, normalized_rows(user_matrix), strict=True))
         log.info(
-            "bootstrapped %d items, %d feature rows, %d vectors",
+            "bootstrapped %d items, %d feature rows, %d item and %d user vectors",
             len(self.catalog),
             len(self.features),
             len(self.vectors),
+            len(self.user_vectors),
         )
 
-    def _apply_vectors(self, vectors: dict[str, Vector]) -> None:
+    def _apply_vectors(self, vectors: dict[str, Vector], removed: list[str]) -> None:
         unit = {i: normalized(v) for i, v in vectors.items()}
         self.vectors.update(unit)
         self.index.upsert(unit)
+        if removed:
+            for item_id in removed:
+                self.vectors.pop(item_id, None)
+            self.index.remove(removed)
 
     # ---- stream updates ----
 
@@ -134,9 +146,18 @@ class ServingState:
         if old is None or old.as_of <= f.as_of:
             self.features[f.item_id] = f
 
-    def apply_vectors(self, vectors: list[ItemVector]) -> None:
-        """New item vectors go straight into the index."""
-        self._apply_vectors({v.item_id: np.asarray(v.vector, dtype=np.float32) for v in vectors})
+    def apply_vectors(self, vectors: list[ItemVector], removed: list[str] | None = None) -> None:
+        """New item vectors go straight into the index; expired items leave it."""
+        self._apply_vectors(
+            {v.item_id: np.asarray(v.vector, dtype=np.float32) for v in vectors}, removed or []
+        )
+
+    def apply_user_vectors(self, vectors: list[UserVector], removed: list[str]) -> None:
+        """Users' vectors as the embeddings flow learns them; expired users are dropped."""
+        for v in vectors:
+            self.user_vectors[v.user_id] = normalized(np.asarray(v.vector, dtype=np.float32))
+        for user_id in removed:
+            self.user_vectors.pop(user_id, None)
 
     def apply_event(self, ev: ReceivedEvent) -> None:
         """A user's own signals: positives shape their vector, negatives filter their feed."""
@@ -164,7 +185,9 @@ class ServingState:
 
     def user(self, user_id: str) -> UserState:
         """A user's state, loaded from ClickHouse the first time this replica sees them."""
-        user = self.users.setdefault(user_id, UserState())
+        user = self.users.get(user_id)
+        if user is None:
+            user = self.users.setdefault(user_id, UserState(user_id))
         if not user.loaded:
             self._load_user(user_id, user)
         return user
@@ -202,7 +225,12 @@ class ServingState:
         user.loaded = True
 
     def user_vector(self, user: UserState) -> Vector | None:
-        """The user's taste: the mean of the vectors of the items they recently engaged with."""
+        """The user's taste: the vector the embeddings flow learned for them (or, for a new
+        user, the mean of their first session's items); before the flow has published one,
+        the mean of the vectors of the items they recently engaged with."""
+        learned = self.user_vectors.get(user.user_id)
+        if learned is not None:
+            return learned
         # list(): the feeder thread appends while requests read (a copy is atomic under the GIL)
         recent = list(user.positives)
         return mean_vector([self.vectors[i] for i in recent if i in self.vectors])
@@ -266,6 +294,16 @@ class ServingState:
 _NIL = uuid.UUID(int=0)
 
 
+@dataclass
+class Vectors:
+    """Vector updates of one consumer poll, applied together."""
+
+    items: list[ItemVector] = field(default_factory=list)
+    removed_items: list[str] = field(default_factory=list)
+    users: list[UserVector] = field(default_factory=list)
+    removed_users: list[str] = field(default_factory=list)
+
+
 class Feeder:
     """One consumer thread that keeps the caches fresh: compacted topics from the start,
     user events from now on (older ones are read from ClickHouse per user)."""
@@ -280,6 +318,7 @@ class Feeder:
             topics.ITEMS: msgspec.json.Decoder(Item),
             topics.ITEM_FEATURES: msgspec.json.Decoder(ItemFeatures),
             topics.ITEM_VECTORS: msgspec.json.Decoder(ItemVector),
+            topics.USER_VECTORS: msgspec.json.Decoder(UserVector),
             topics.EVENTS_ACTIONS: msgspec.json.Decoder(ReceivedEvent),
             topics.EVENTS_CONTEXT: msgspec.json.Decoder(ReceivedEvent),
         }
@@ -317,22 +356,34 @@ class Feeder:
         try:
             while not self._stop.is_set():
                 batch = consumer.consume(1000, 0.02)  # returns at 1000 or the timeout
-                vectors: list[ItemVector] = []
+                vectors = Vectors()
                 for msg in batch:
                     if msg.error() is not None:
                         continue
-                    self._apply(msg.topic() or "", msg.value(), vectors)
-                self._state.apply_vectors(vectors)
+                    self._apply(msg.topic() or "", msg.key(), msg.value(), vectors)
+                if vectors.items or vectors.removed_items:
+                    self._state.apply_vectors(vectors.items, vectors.removed_items)
+                if vectors.users or vectors.removed_users:
+                    self._state.apply_user_vectors(vectors.users, vectors.removed_users)
         finally:
             consumer.close()
 
-    def _apply(self, topic: str, value: bytes | None, vectors: list[ItemVector]) -> None:
+    def _apply(self, topic: str, key: bytes | None, value: bytes | None, vectors: Vectors) -> None:
+        if value is None:  # a tombstone: the id expired or was erased
+            name = (key or b"").decode()
+            if topic == topics.ITEM_VECTORS:
+                vectors.removed_items.append(name)
+            elif topic == topics.USER_VECTORS:
+                vectors.removed_users.append(name)
+            return
         try:
-            decoded = self._decoders[topic].decode(value or b"")
+            decoded = self._decoders[topic].decode(value)
         except msgspec.DecodeError:
             return  # the ingest flow dead-letters malformed messages
-        if isinstance(decoded, ItemVector):
-            vectors.append(decoded)
+        if isinstance(decoded, UserVector):
+            vectors.users.append(decoded)
+        elif isinstance(decoded, ItemVector):
+            vectors.items.append(decoded)
         elif isinstance(decoded, ItemFeatures):
             self._state.apply_features(decoded)
         elif isinstance(decoded, Item):

@@ -49,11 +49,11 @@ from dataflows.io import (
     KafkaPollSource,
     Keyed,
     Polled,
-    Record,
     Rows,
     kafka_output,
     to_kafka,
 )
+from dataflows.parse import stored_events
 from models.counting import (
     AFFINITY_COUNTERS,
     ENGAGEMENT_TABLES,
@@ -70,14 +70,13 @@ from models.items import ItemTable
 from models.tumbling import TumblingCounts
 from models.windows import WINDOWS, Emitted, SlidingCounts
 from swipeloop import topics
-from swipeloop.contracts import ItemFeatures, ReceivedEvent
+from swipeloop.contracts import ItemFeatures
 from swipeloop.metrics import FEATURE_EVENTS, FEATURE_STATE_BYTES, LATE_EVENTS, WINDOW_DROPPED
 from swipeloop.settings import Settings
 
 log = logging.getLogger(__name__)
 SOURCE_TOPICS = (topics.EVENTS_CONTEXT, topics.EVENTS_ACTIONS)
 FOREVER_S = 2**62
-_event = msgspec.json.Decoder(ReceivedEvent)
 _encoder = msgspec.json.Encoder()
 
 # ClickHouse table and entity column of each engagement table
@@ -132,19 +131,6 @@ class PartitionState:
 
     newest_s: int | None = None
     next_offset: int = 0
-
-
-def decode(records: list[Record]) -> list[tuple[int, ReceivedEvent]]:
-    """Events with their offsets; what does not decode is the ingest flow's to dead-letter."""
-    out = []
-    event = _event.decode
-    for offset, value, error in records:
-        if error is None and value is not None:
-            try:
-                out.append((offset, event(value)))
-            except msgspec.DecodeError:
-                continue
-    return out
 
 
 @dataclass
@@ -479,7 +465,7 @@ def build_flow(
         fresh = [r for r in polled.records if r[0] >= state.next_offset]
         if fresh:  # a replay of what this state already counted is skipped (exactly once)
             state.next_offset = fresh[-1][0] + 1
-        events = decode(fresh)
+        events = stored_events(fresh)
         state.newest_s, counted = count_events(events, state.newest_s, lateness, items, shards)
         FEATURE_EVENTS.inc(len(events) - len(counted.late))
         return state, (polled, counted)

@@ -85,7 +85,7 @@ def kafka_input(
     )
 
 
-Keyed = tuple[bytes, bytes]  # (key, value) of a message to produce
+Keyed = tuple[bytes, bytes | None]  # (key, value) of a message to produce; None: tombstone
 
 
 class _ProducerPartition(StatelessSinkPartition[Keyed]):
@@ -128,7 +128,7 @@ def kafka_output(settings: Settings, topic: str) -> KafkaOut:
     return KafkaOut(settings, topic)
 
 
-def to_kafka(key: str, value: bytes) -> Keyed:
+def to_kafka(key: str, value: bytes | None) -> Keyed:
     """A keyed value for `kafka_output` (a plain tuple: KafkaSinkMessage costs ~10 µs to build)."""
     return key.encode(), value
 

@@ -41,6 +41,22 @@ def _decode(decoder: msgspec.json.Decoder[Any], value: bytes | None) -> Any:
         raise Rejected(f"invalid message: {exc}") from exc
 
 
+def stored_events(
+    records: list[tuple[int, bytes | None, str | None]],
+) -> list[tuple[int, ReceivedEvent]]:
+    """The events of a poll (offset, value, client error) with their offsets: exactly those
+    the ingest flow stores (what it dead-letters, the streaming flows skip)."""
+    out = []
+    event = _event.decode
+    for offset, value, error in records:
+        if error is None and value is not None and len(value) <= MAX_MESSAGE_BYTES:
+            try:
+                out.append((offset, event(value)))
+            except msgspec.DecodeError:
+                continue
+    return out
+
+
 def row_line(contract: Any, topic: str, partition: int, offset: int, epoch: str = "") -> bytes:
     """The JSONEachRow line of a validated message and where it came from."""
     body = _encoder.encode(contract)

@@ -25,7 +25,7 @@ from bytewax._bytewax import cli_main, run_main
 from bytewax.dataflow import Dataflow
 from bytewax.recovery import RecoveryConfig, init_db_dir
 
-from dataflows import features, ingest, item_vectors
+from dataflows import embeddings, features, ingest
 from swipeloop.metrics import serve_metrics
 from swipeloop.settings import Settings
 
@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 FLOWS: dict[str, tuple[Callable[..., Dataflow], bool]] = {
     "ingest": (ingest.build_flow, True),
     "features": (features.build_flow, True),
-    "item_vectors": (item_vectors.build_flow, False),
+    "embeddings": (embeddings.build_flow, True),
 }
 
 

@@ -194,11 +194,8 @@ def _tables(
         out["user_creator"] = _pair_counts(
             user[has], creator[has], seconds[has], affinity[has], users, creators, shards
         )
-    per_event = table.tag_count.view()[item]
-    if per_event.any():  # one row per (event, tag of its item)
-        event = np.repeat(np.arange(n), per_event)
-        nth = np.arange(len(event)) - np.repeat(np.cumsum(per_event) - per_event, per_event)
-        tag = table.tag_flat.view()[table.tag_first.view()[item[event]] + nth]
+    event, tag = table.tags_of(item)
+    if len(event):  # one row per (event, tag of its item)
         out["user_tag"] = _pair_counts(
             user[event], tag, seconds[event], affinity[event], users, table.tags, shards
         )

@@ -1,91 +1,187 @@
-"""Online item embeddings: a collisionless table trained by item2vec-style SGD on co-engagement."""
+"""A collisionless embedding table: one row per id, rows freed when their id expires.
+
+Monolith's table (RecSys 2022 workshop) in numpy: ids are never hashed into shared rows
+(two ids sharing a vector learn each other's taste), a row is handed out only to an id that
+passed the frequency filter (`models.frequency`), and a row whose id has not been seen for
+the expiry time goes back to a free list. Rows can be stored as float16 (half the memory;
+every update is computed in float32 and rounded once when written back).
+"""
 
 from __future__ import annotations
 
-import zlib
+from collections.abc import Sequence
+from itertools import repeat
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
+from models.columns import run_starts
+
 Vector = npt.NDArray[np.float32]
-
-
-def _sigmoid(x: float) -> float:
-    return float(1.0 / (1.0 + np.exp(-np.clip(x, -30.0, 30.0))))
+Matrix = npt.NDArray[np.float32]
+Ints = npt.NDArray[np.int64]
 
 
 class EmbeddingTable:
-    """One row per id (no hash sharing); rows start as small deterministic noise."""
+    """Rows of `dim` floats by string id; -1 stands for "no row" in every row array."""
 
-    def __init__(self, dim: int, lr: float, seed: int = 0) -> None:
+    def __init__(self, dim: int, *, fp16: bool = False, capacity: int = 1024) -> None:
         self.dim = dim
-        self.lr = lr
-        self._rows: dict[str, int] = {}
-        self._ids: list[str] = []
-        self._matrix: Vector = np.zeros((1024, dim), dtype=np.float32)
-        self._rng = np.random.default_rng(seed)
+        self.dtype = np.dtype(np.float16 if fp16 else np.float32)
+        self._rows: dict[str | None, int] = {}  # (None is never a key: rows_of takes None)
+        self._keys: list[str | None] = []  # row -> id (None: free)
+        self._free: list[int] = []
+        self._matrix = np.zeros((capacity, dim), dtype=self.dtype)
+        self._last_seen = np.zeros(capacity, dtype=np.int64)  # event second
+        self._changed = np.zeros(capacity, dtype=bool)
 
     def __len__(self) -> int:
-        return len(self._ids)
+        return len(self._rows)
 
-    def __contains__(self, item_id: str) -> bool:
-        return item_id in self._rows
+    def __contains__(self, key: str) -> bool:
+        return key in self._rows
 
-    def row(self, item_id: str) -> int:
-        """The row of an id, created on first sight."""
-        found = self._rows.get(item_id)
-        if found is not None:
-            return found
-        index = len(self._ids)
-        if index == len(self._matrix):
-            self._matrix = np.concatenate([self._matrix, np.zeros_like(self._matrix)])
-        init = np.random.default_rng(zlib.crc32(item_id.encode()))
-        self._matrix[index] = init.normal(0.0, 0.1, self.dim).astype(np.float32)
-        self._rows[item_id] = index
-        self._ids.append(item_id)
-        return index
+    def rows_of(self, keys: Sequence[str | None]) -> Ints:
+        """The row of each id, -1 where it has none."""
+        return np.fromiter(map(self._rows.get, keys, repeat(-1)), dtype=np.int64, count=len(keys))
 
-    def load(self, ids: list[str], matrix: Vector) -> None:
-        """Replace the table with stored vectors (one row per id, in order), in bulk."""
-        self._rows = {item_id: row for row, item_id in enumerate(ids)}
-        self._ids = list(ids)
-        capacity = max(1024, 2 * len(ids))
-        self._matrix = np.zeros((capacity, self.dim), dtype=np.float32)
-        self._matrix[: len(ids)] = matrix
+    def insert(self, keys: Sequence[str], vectors: Matrix, seen_s: int) -> Ints:
+        """Give new ids a row each, starting at `vectors`; ids that have one keep it."""
+        rows = np.empty(len(keys), dtype=np.int64)
+        for i, key in enumerate(keys):
+            row = self._rows.get(key)
+            if row is None:
+                row = self._free.pop() if self._free else self._grow()
+                self._rows[key] = row
+                self._keys[row] = key
+                self._matrix[row] = vectors[i]
+                self._last_seen[row] = seen_s
+                self._changed[row] = True
+            rows[i] = row
+        return rows
 
-    def export(self) -> tuple[list[str], Vector]:
-        """Every id and a copy of its vectors (what `load` takes back), for snapshots."""
-        return list(self._ids), self._matrix[: len(self._ids)].copy()
+    def _grow(self) -> int:
+        row = len(self._keys)
+        self._keys.append(None)
+        if row == len(self._matrix):
+            self._reserve(2 * len(self._matrix))
+        return row
 
-    def get(self, item_id: str) -> Vector:
-        """A copy of one vector."""
-        vector: Vector = self._matrix[self.row(item_id)].copy()
-        return vector
+    def _reserve(self, capacity: int) -> None:
+        """Room for `capacity` rows (new rows zero)."""
+        self._matrix = _zero_extended(self._matrix, capacity)
+        self._last_seen = _zero_extended(self._last_seen, capacity)
+        self._changed = _zero_extended(self._changed, capacity)
 
-    def _step(self, a: int, b: int, label: float, weight: float, move_b: bool = True) -> None:
-        va, vb = self._matrix[a].copy(), self._matrix[b]
-        gradient = weight * (label - _sigmoid(float(va @ vb))) * self.lr
-        self._matrix[a] += gradient * vb
-        if move_b:
-            self._matrix[b] += gradient * va
+    def gather(self, rows: Ints) -> Matrix:
+        """The vectors of `rows`, as float32 copies."""
+        return self._matrix[rows].astype(np.float32)
 
-    def update(self, a: str, b: str, weight: float, negatives: int) -> set[str]:
-        """One SGD step on a pair: pull together if weight > 0, push apart if < 0.
+    def vector(self, key: str) -> Vector | None:
+        row = self._rows.get(key)
+        return None if row is None else self._matrix[row].astype(np.float32)
 
-        Positive pairs also push `a` away from a few random rows (negative sampling); only `a`
-        moves there, so a sample does not republish unrelated vectors.
-        Returns the ids whose vectors changed.
-        """
-        ra, rb = self.row(a), self.row(b)
-        changed = {a, b}
-        if weight > 0:
-            self._step(ra, rb, 1.0, weight)
-            for rn in self._rng.integers(0, len(self._ids), size=negatives):
-                if int(rn) not in (ra, rb):
-                    self._step(ra, int(rn), 0.0, 1.0, move_b=False)
-        elif weight < 0:
-            self._step(ra, rb, 0.0, -weight)
-        return changed
+    def add(self, rows: Ints, deltas: Matrix, max_step: float = 0.5) -> None:
+        """Add each row's deltas (a row may repeat: its deltas are summed). A row's step is
+        at most `max_step` long: the thousands of updates a viral video gets in one batch
+        are all computed from its old vector, and one after the other they would have
+        saturated long before their sum (the direction is kept, the length capped)."""
+        if not len(rows):
+            return
+        order = np.argsort(rows, kind="stable")
+        ordered = rows[order]
+        starts = run_starts(ordered)
+        unique = ordered[starts]
+        summed = np.add.reduceat(deltas[order], starts, axis=0)
+        norms = np.linalg.norm(summed, axis=1)
+        too_long = norms > max_step
+        summed[too_long] *= (max_step / norms[too_long]).astype(np.float32)[:, None]
+        self._matrix[unique] = (self._matrix[unique].astype(np.float32) + summed).astype(
+            self.dtype
+        )
+        self._changed[unique] = True
+
+    def touch(self, rows: Ints, seconds: Ints) -> None:
+        """Mark rows seen at these event seconds (-1 rows are skipped)."""
+        has = rows >= 0
+        np.maximum.at(self._last_seen, rows[has], seconds[has])
+
+    def expire(self, before_s: int) -> list[str]:
+        """Free the rows of ids last seen before `before_s`; their ids."""
+        used = len(self._keys)
+        stale = np.flatnonzero(self._last_seen[:used] < before_s)
+        gone = []
+        for row in stale.tolist():
+            key = self._keys[row]
+            if key is None:
+                continue
+            gone.append(key)
+            del self._rows[key]
+            self._keys[row] = None
+            self._free.append(row)
+            self._changed[row] = False
+        return gone
+
+    def take_changed(self) -> tuple[list[str], Matrix]:
+        """The ids whose vectors changed since the last call, and their vectors."""
+        rows = np.flatnonzero(self._changed[: len(self._keys)])
+        self._changed[rows] = False
+        return self._named(rows)
+
+    def items(self) -> tuple[list[str], Matrix]:
+        """Every id and its vector."""
+        return self._named(np.arange(len(self._keys)))
+
+    def _named(self, rows: Ints) -> tuple[list[str], Matrix]:
+        """The ids of the rows in use among `rows`, and their vectors."""
+        keys, kept = [], []
+        for row in rows.tolist():
+            key = self._keys[row]
+            if key is not None:
+                keys.append(key)
+                kept.append(row)
+        return keys, self.gather(np.asarray(kept, dtype=np.int64))
+
+    def nbytes(self) -> int:
+        """Memory of the rows in use (vectors, last-seen second, changed flag)."""
+        per_row = self.dim * self.dtype.itemsize + 8 + 1
+        return len(self._keys) * per_row
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Snapshots hold the used rows only (not the spare capacity)."""
+        used = len(self._keys)
+        state = dict(self.__dict__)
+        state["_matrix"] = self._matrix[:used].copy()
+        state["_last_seen"] = self._last_seen[:used].copy()
+        state["_changed"] = self._changed[:used].copy()
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._reserve(max(1024, 2 * len(self._keys)))
+
+
+A = TypeVar("A", bound=np.ndarray)
+
+
+def _zero_extended(array: A, rows: int) -> A:
+    """`array` with zero rows appended up to `rows`."""
+    out = np.zeros((rows, *array.shape[1:]), dtype=array.dtype)
+    out[: len(array)] = array
+    return out  # type: ignore[return-value]
+
+
+def normalized(vector: Vector) -> Vector:
+    """Unit length, so inner product is cosine similarity."""
+    norm = float(np.linalg.norm(vector))
+    return (vector / norm).astype(np.float32) if norm > 0 else vector.astype(np.float32)
+
+
+def normalized_rows(matrix: Matrix) -> Matrix:
+    """Every row at unit length (a zero row stays zero)."""
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    return (matrix / np.where(norms > 0, norms, 1.0)).astype(np.float32)
 
 
 def mean_vector(vectors: list[Vector]) -> Vector | None:
@@ -95,9 +191,3 @@ def mean_vector(vectors: list[Vector]) -> Vector | None:
     mean = np.mean(np.stack(vectors), axis=0).astype(np.float32)
     norm = float(np.linalg.norm(mean))
     return mean / norm if norm > 0 else None
-
-
-def normalized(vector: Vector) -> Vector:
-    """Unit length, so inner product is cosine similarity."""
-    norm = float(np.linalg.norm(vector))
-    return (vector / norm).astype(np.float32) if norm > 0 else vector.astype(np.float32)

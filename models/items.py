@@ -160,6 +160,13 @@ class ItemTable:
             codes[missing] = [self.items.codes[item_ids[i]] for i in missing]
         return codes
 
+    def tags_of(self, codes: Ints) -> tuple[Ints, Ints]:
+        """Every (position in `codes`, tag code) pair of the items `codes`, in order."""
+        per_item = self.tag_count.view()[codes]
+        at = np.repeat(np.arange(len(codes)), per_item)
+        nth = np.arange(len(at)) - np.repeat(np.cumsum(per_item) - per_item, per_item)
+        return at, self.tag_flat.view()[self.tag_first.view()[codes[at]] + nth]
+
     def _read(self, item_ids: list[str]) -> None:
         """(Re)read items from the catalog: once per new or changed item, not per event."""
         found = [(self.items.codes[i], self.catalog.get(i)) for i in item_ids]

@@ -102,19 +102,19 @@ def api(
 
 @app.command()
 def flow(
-    name: Annotated[str, typer.Argument(help="ingest, features or item_vectors")],
+    name: Annotated[str, typer.Argument(help="ingest, features or embeddings")],
     drain: Annotated[
         bool,
         typer.Option(
-            help="ingest and features: exit once every partition is read to its end "
-            "(features: and close every window)"
+            help="exit once every partition is read to its end (features: and close every "
+            "window; embeddings: and publish what changed)"
         ),
     ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run one dataflow in this process (production: one container per flow).
 
-    Ingest and features resume from their last snapshot under SWIPELOOP_DATA_DIR/recovery;
+    Every flow resumes from its last snapshot under SWIPELOOP_DATA_DIR/recovery;
     SIGTERM or Ctrl-C stops a flow after the current batch.
     """
     from dataflows.runner import FLOWS, run_process
@@ -125,8 +125,6 @@ def flow(
     settings = _settings()
     if settings.embedded_broker:
         raise typer.BadParameter("set SWIPELOOP_KAFKA_BOOTSTRAP (or use `swipeloop up`)")
-    if drain and name not in ("ingest", "features"):
-        raise typer.BadParameter("--drain applies to the ingest and features flows only")
     run_process(name, settings, **({"drain": True} if drain else {}))
 
 

@@ -53,14 +53,21 @@ def insert_lines(client: Client, table: str, lines: list[bytes], token: str | No
     client.raw_insert(table, insert_block=b"\n".join(lines), fmt="JSONEachRow", settings=settings)
 
 
-def read_vectors(client: Client, dim: int) -> tuple[list[str], npt.NDArray[np.float32]]:
-    """The current vector of every item (ids, matrix) in one columnar read."""
-    table = client.query_arrow(
-        "SELECT item_id, vector FROM item_embeddings FINAL WHERE length(vector) = {dim:UInt32}",
+def read_vectors(
+    client: Client, dim: int, table: str = "item_embeddings", own_only: bool = False
+) -> tuple[list[str], npt.NDArray[np.float32]]:
+    """The current vector of every id in `item_embeddings` or `user_embeddings` (ids,
+    matrix) in one columnar read: the newest version, not expired; `own_only` leaves out
+    cold-start stand-ins."""
+    key = {"item_embeddings": "item_id", "user_embeddings": "user_id"}[table]
+    cold = " AND cold = 0" if own_only else ""
+    arrow = client.query_arrow(
+        f"SELECT {key}, vector FROM {table} FINAL "  # names from the dict above, never input
+        f"WHERE deleted = 0 AND length(vector) = {{dim:UInt32}}{cold}",
         parameters={"dim": dim},
     )
-    ids = [str(i) for i in table.column("item_id").to_pylist()]
+    ids = [str(i) for i in arrow.column(key).to_pylist()]
     if not ids:
         return [], np.zeros((0, dim), dtype=np.float32)
-    flat = table.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+    flat = arrow.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
     return ids, flat.astype(np.float32).reshape(len(ids), dim)

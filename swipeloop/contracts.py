@@ -162,12 +162,27 @@ class ItemFeatures(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class ItemVector(msgspec.Struct, frozen=True, kw_only=True):
-    """An item's online embedding, published on `item-vectors` (compacted, key item_id)."""
+    """An item's online embedding, published on `item-vectors` (compacted, key item_id; an
+    expired item's key gets a tombstone). `cold`: its creator's and tags' mean, until the
+    item has a vector of its own."""
 
     item_id: str
     version: int
     updated_at: datetime
     vector: list[float]
+    cold: bool = False
+
+
+class UserVector(msgspec.Struct, frozen=True, kw_only=True):
+    """A user's online embedding, published on `user-vectors` (compacted, key user_id; an
+    expired user's key gets a tombstone). `cold`: the mean of their first session's items,
+    until the user has a vector of their own."""
+
+    user_id: str
+    version: int
+    updated_at: datetime
+    vector: list[float]
+    cold: bool = False
 
 
 class Impression(msgspec.Struct, frozen=True, kw_only=True):

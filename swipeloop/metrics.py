@@ -39,6 +39,19 @@ WINDOW_DROPPED = Counter(
     "Rows older than every bucket a window keeps, and emitted windows a late row could no "
     "longer correct (partitions skewed beyond the slack)",
 )
+EMBEDDING_EVENTS = Counter(
+    "swipeloop_embedding_events", "Events the embeddings flow has learned from (all kinds)"
+)
+EMBEDDING_UPDATES = Counter(
+    "swipeloop_embedding_updates", "SGD steps on (user, item / creator / tag) pairs, negatives too"
+)
+EMBEDDING_IDS = Gauge("swipeloop_embedding_ids", "Ids with a vector of their own", ["kind"])
+EMBEDDING_STATE_BYTES = Gauge(
+    "swipeloop_embedding_state_bytes", "Memory of the embedding tables, filter and reservoir"
+)
+EMBEDDING_EXPIRED = Counter(
+    "swipeloop_embedding_expired", "Ids whose vectors expired (idle past the TTL)", ["kind"]
+)
 SESSION_GAP_EVENTS = Gauge(
     "swipeloop_session_gap_events",
     "Events missing (seq gaps) in sessions active in the last hour",

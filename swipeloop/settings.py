@@ -58,8 +58,12 @@ class Settings:
     feature_idle_s: float = 5.0  # a partition silent this long no longer holds windows open
     embedding_dim: int = 64
     embedding_lr: float = 0.05
-    embedding_negatives: int = 3
-    publish_interval_s: float = 1.0
+    embedding_negatives: int = 3  # drawn from recent impressions per positive
+    embedding_min_count: int = 5  # sightings before an id gets a vector of its own
+    embedding_ttl_s: int = 7 * 86_400  # event seconds unseen before an id's vector expires
+    embedding_fp16: bool = False  # store vectors as float16 (half the memory)
+    embedding_batch_size: int = 5000  # events per poll of the embeddings flow
+    publish_interval_s: float = 1.0  # how often changed vectors are published
     # Trainer
     train_cron: str = "0 3 * * *"
     label_window_s: int = 3600

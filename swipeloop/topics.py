@@ -15,6 +15,7 @@ ITEMS = "items"
 IMPRESSIONS = "impressions"
 DLQ = "events.dlq"
 ITEM_VECTORS = "item-vectors"
+USER_VECTORS = "user-vectors"
 ITEM_FEATURES = "item-features"
 
 
@@ -35,6 +36,7 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(IMPRESSIONS, "user_id"),
     TopicSpec(DLQ, "source topic-partition"),
     TopicSpec(ITEM_VECTORS, "item_id", compacted=True),
+    TopicSpec(USER_VECTORS, "user_id", compacted=True),
     TopicSpec(ITEM_FEATURES, "item_id", compacted=True),
 )
 
