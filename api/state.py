@@ -114,7 +114,9 @@ class ServingState:
                 window_end=[end for _, end, _ in closed],
                 counts=packed_counts(np.array([counts for _, _, counts in closed])),
             )
-        self._apply_vectors(dict(zip(ids, matrix, strict=True)), [])
+        unit = normalized_rows(matrix)
+        self.vectors.update(zip(ids, unit, strict=True))
+        self.index.bulk_load(ids, unit)  # exact at once; a large index builds its IVF behind
         self.user_vectors.update(zip(users, normalized_rows(user_matrix), strict=True))
         log.info(
             "bootstrapped %d items, %d feature rows, %d item and %d user vectors",

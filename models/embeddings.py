@@ -97,9 +97,7 @@ class EmbeddingTable:
         norms = np.linalg.norm(summed, axis=1)
         too_long = norms > max_step
         summed[too_long] *= (max_step / norms[too_long]).astype(np.float32)[:, None]
-        self._matrix[unique] = (self._matrix[unique].astype(np.float32) + summed).astype(
-            self.dtype
-        )
+        self._matrix[unique] = (self._matrix[unique].astype(np.float32) + summed).astype(self.dtype)
         self._changed[unique] = True
 
     def touch(self, rows: Ints, seconds: Ints) -> None:
