@@ -163,7 +163,9 @@ class ServingState:
 
     def apply_event(self, ev: ReceivedEvent) -> None:
         """A user's own signals: positives shape their vector, negatives filter their feed."""
-        user = self.users.setdefault(ev.user_id, UserState())
+        user = self.users.get(ev.user_id) or self.users.setdefault(
+            ev.user_id, UserState(ev.user_id)
+        )
         item = self.catalog.get(ev.item_id)
         user.session = advance_session(
             user.session,
@@ -235,7 +237,11 @@ class ServingState:
             return learned
         # list(): the feeder thread appends while requests read (a copy is atomic under the GIL)
         recent = list(user.positives)
-        return mean_vector([self.vectors[i] for i in recent if i in self.vectors])
+        mean = mean_vector([self.vectors[i] for i in recent if i in self.vectors])
+        if mean is None:
+            return None
+        mean[-1] = 1.0  # the bias coordinate holds 1 in every learned user vector
+        return normalized(mean)
 
     def trending(self, limit: int) -> list[str]:
         """Items by windowed engagement, best first (recomputed at most once a second).

@@ -21,7 +21,8 @@
 5. quality: MovieLens ml-latest-small replayed in time order through the learner (the first
    80 % of time), then for every user with positives in the last 20 %: recall@100 of the
    items ranked by the user's vector (items they already rated left out), against the 100
-   most liked items of the first 80 % (same exclusion).
+   most liked items of the first 80 % (same exclusion). Relevant: the later ratings >= 4
+   (`..._any_rating`: every later rating).
 """
 
 from __future__ import annotations
@@ -236,10 +237,12 @@ def movielens_recall(path: Path = MOVIELENS, k: int = 100) -> dict[str, float]:
             likes[f"m{m}"] = likes.get(f"m{m}", 0) + 1
     popular = sorted(likes, key=lambda m: -likes[m])
     truth: dict[str, set[str]] = {}
+    rated: dict[str, set[str]] = {}  # every later rating, liked or not
     for u, m, r, _ in test:
+        rated.setdefault(f"u{u}", set()).add(f"m{m}")
         if r >= 4:
             truth.setdefault(f"u{u}", set()).add(f"m{m}")
-    recall, baseline = [], []
+    recall, baseline, recall_all, baseline_all = [], [], [], []
     for user, relevant in truth.items():
         if user not in seen:
             continue  # no history to retrieve from
@@ -252,12 +255,16 @@ def movielens_recall(path: Path = MOVIELENS, k: int = 100) -> dict[str, float]:
         scores = matrix @ vector
         scores[[index[m] for m in seen[user] if m in index]] = -np.inf
         top = {ids[j] for j in np.argpartition(-scores, k)[:k]}
+        pop = set([m for m in popular if m not in seen[user]][:k])
         recall.append(len(top & relevant) / len(relevant))
-        pop = [m for m in popular if m not in seen[user]][:k]
-        baseline.append(len(set(pop) & relevant) / len(relevant))
+        baseline.append(len(pop & relevant) / len(relevant))
+        recall_all.append(len(top & rated[user]) / len(rated[user]))
+        baseline_all.append(len(pop & rated[user]) / len(rated[user]))
     return {
         "recall_at_100": round(float(np.mean(recall)), 4),
         "popularity_recall_at_100": round(float(np.mean(baseline)), 4),
+        "recall_at_100_any_rating": round(float(np.mean(recall_all)), 4),
+        "popularity_recall_at_100_any_rating": round(float(np.mean(baseline_all)), 4),
         "recall_users": len(recall),
     }
 

@@ -82,6 +82,15 @@ class EmbeddingTable:
         row = self._rows.get(key)
         return None if row is None else self._matrix[row].astype(np.float32)
 
+    def sample_rows(self, rng: np.random.Generator, n: int) -> Ints:
+        """`n` rows drawn uniformly from those ever handed out; -1 where the row is free."""
+        if not self._keys:
+            return np.full(n, -1, dtype=np.int64)
+        rows = rng.integers(0, len(self._keys), size=n)
+        free = np.fromiter((self._keys[r] is None for r in rows.tolist()), dtype=bool, count=n)
+        rows[free] = -1
+        return rows
+
     def add(self, rows: Ints, deltas: Matrix, max_step: float = 0.5) -> None:
         """Add each row's deltas (a row may repeat: its deltas are summed). A row's step is
         at most `max_step` long: the thousands of updates a viral video gets in one batch

@@ -57,7 +57,7 @@ class Settings:
     feature_batch_size: int = 10_000  # events per poll (bigger polls: less cost per event)
     feature_idle_s: float = 5.0  # a partition silent this long no longer holds windows open
     embedding_dim: int = 64
-    embedding_lr: float = 0.05
+    embedding_lr: float = 0.1
     embedding_negatives: int = 3  # drawn from recent impressions per positive
     embedding_min_count: int = 5  # sightings before an id gets a vector of its own
     embedding_ttl_s: int = 7 * 86_400  # event seconds unseen before an id's vector expires

@@ -126,7 +126,8 @@ def test_cold_item_comes_from_creator_and_tags_until_it_has_its_own() -> None:
     assert published.items == ["upload"] and published.item_cold == [True]
     creator, tag = mf.tables["creator"], mf.tables["tag"]
     expected = (creator.vector("creator-of-known") + tag.vector("tag-of-known")) / 2  # type: ignore[operator]
-    assert np.allclose(published.item_vectors[0], expected)
+    assert np.allclose(published.item_vectors[0][:-1], expected[:-1])
+    assert published.item_vectors[0][-1] == 0.0  # no bias inherited: it starts level
 
 
 def test_new_user_is_the_mean_of_their_first_session_then_starts_from_it() -> None:
@@ -139,10 +140,11 @@ def test_new_user_is_the_mean_of_their_first_session_then_starts_from_it() -> No
     assert published.users == ["newbie"] and published.user_cold == [True]
     item = mf.tables["item"]
     mean = (item.vector("i1") + item.vector("i2")) / 2  # type: ignore[operator]
-    assert np.allclose(published.user_vectors[0], mean)
+    assert np.allclose(published.user_vectors[0][:-1], mean[:-1])
+    assert published.user_vectors[0][-1] == 1.0  # a user's bias coordinate
     mf.learn(swipes([("newbie", "i3")], impression=True))  # third sighting: admitted
     own = mf.tables["user"].vector("newbie")
-    assert own is not None and cos(own, mean) > 0.5
+    assert own is not None and cos(own[:-1], mean[:-1]) > 0.5 and own[-1] == 1.0
 
 
 def test_a_pickled_learner_continues_exactly_like_the_original() -> None:
