@@ -8,9 +8,10 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import msgspec
-from litestar import Controller, Request, get, post
+from litestar import Controller, Request, delete, get, post
 from litestar.datastructures import State
-from litestar.params import Parameter
+from litestar.exceptions import NotFoundException
+from litestar.params import Parameter, PathParameter
 from litestar.response import Response
 from litestar.status_codes import HTTP_202_ACCEPTED
 
@@ -90,6 +91,21 @@ class EventsController(Controller):
             [(topics.ITEMS, it.item_id.encode(), msgspec.json.encode(it)) for it in batch.items],
         )
         return Accepted(len(batch.items))
+
+    @delete("/items/{item_id:str}", status_code=HTTP_202_ACCEPTED)
+    async def delete_item(
+        self, item_id: Annotated[str, PathParameter(min_length=1, max_length=128)], state: State
+    ) -> Accepted:
+        """Take a video down: its last version goes out again marked deleted, and every cache
+        that follows the catalog drops it (feeds, features, the vector index, the embeddings
+        flow). Needs the feed side's catalog (404 on an ingest-only API)."""
+        services = _services(state)
+        item = services.serving.state.catalog.get(item_id) if services.serving else None
+        if item is None:
+            raise NotFoundException(f"item {item_id!r} is not in this API's catalog")
+        gone = msgspec.structs.replace(item, deleted=True)
+        await _deliver(services, [(topics.ITEMS, item_id.encode(), msgspec.json.encode(gone))])
+        return Accepted(1)
 
 
 class FeedController(Controller):

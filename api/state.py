@@ -82,7 +82,7 @@ class ServingState:
         with self._client_lock:
             items = self._client.query(
                 "SELECT item_id, creator_id, duration_ms, tags, sound_id, created_at "
-                "FROM items FINAL"
+                "FROM items FINAL WHERE NOT deleted"
             ).result_rows
             feats = self._client.query(
                 "SELECT item_id, window_s, argMax(tuple(window_end, "
@@ -138,8 +138,13 @@ class ServingState:
     # ---- stream updates ----
 
     def apply_item(self, item: Item) -> None:
-        """A new or changed catalog entry."""
-        self.catalog[item.item_id] = item
+        """A new or changed catalog entry; a deleted one leaves the catalog and the index."""
+        if item.deleted:
+            self.catalog.pop(item.item_id, None)
+            self.features.pop(item.item_id, None)
+            self._apply_vectors({}, [item.item_id])
+        else:
+            self.catalog[item.item_id] = item
         self._catalog_version += 1
 
     def apply_features(self, f: ItemFeatures) -> None:
@@ -388,6 +393,8 @@ class Feeder:
             decoded = self._decoders[topic].decode(value)
         except msgspec.DecodeError:
             return  # the ingest flow dead-letters malformed messages
+        if isinstance(decoded, ItemVector) and decoded.item_id not in self._state.catalog:
+            return  # a deleted item (or one whose upload this replica has not seen yet)
         if isinstance(decoded, UserVector):
             vectors.users.append(decoded)
         elif isinstance(decoded, ItemVector):

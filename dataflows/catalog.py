@@ -25,6 +25,7 @@ class Known:
     creator_id: str
     duration_ms: int
     tags: tuple[str, ...]
+    deleted: bool = False
 
 
 class Catalog:
@@ -105,5 +106,7 @@ class Catalog:
             item = self._decoder.decode(value or b"")
         except msgspec.DecodeError:
             return  # the ingest flow dead-letters it
-        self.items[item.item_id] = Known(item.creator_id, item.duration_ms, tuple(item.tags))
+        self.items[item.item_id] = Known(
+            item.creator_id, item.duration_ms, tuple(item.tags), item.deleted
+        )
         self.applied.append(item.item_id)

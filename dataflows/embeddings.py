@@ -152,14 +152,20 @@ class Learner(StatefulLogic[Polled, Published, bytes]):
         return published
 
     def _announce_uploads(self) -> None:
-        """Catalog items new to the learner get a cold vector before their first event."""
+        """Catalog items new to the learner get a cold vector before their first event;
+        deleted ones lose theirs."""
         changed, self._catalog_at = self._catalog.changed(self._catalog_at)
-        uploads = []
+        uploads, deleted = [], []
         for item_id in dict.fromkeys(changed):
             known = self._catalog.get(item_id)
-            if known is not None and item_id not in self.mf.tables["item"]:
+            if known is None:
+                continue
+            if known.deleted:
+                deleted.append(item_id)
+            elif item_id not in self.mf.tables["item"]:
                 uploads.append((item_id, known.creator_id, tuple(known.tags)))
         self.mf.announce(uploads)
+        self.mf.forget_items(deleted)
 
     def notify_at(self) -> datetime:
         return self._next

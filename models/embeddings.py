@@ -116,18 +116,19 @@ class EmbeddingTable:
 
     def expire(self, before_s: int) -> list[str]:
         """Free the rows of ids last seen before `before_s`; their ids."""
-        used = len(self._keys)
-        stale = np.flatnonzero(self._last_seen[:used] < before_s)
+        stale = np.flatnonzero(self._last_seen[: len(self._keys)] < before_s).tolist()
+        return self.remove([key for row in stale if (key := self._keys[row]) is not None])
+
+    def remove(self, keys: Sequence[str]) -> list[str]:
+        """Free the rows of these ids now; the ids that had one."""
         gone = []
-        for row in stale.tolist():
-            key = self._keys[row]
-            if key is None:
-                continue
-            gone.append(key)
-            del self._rows[key]
-            self._keys[row] = None
-            self._free.append(row)
-            self._changed[row] = False
+        for key in keys:
+            row = self._rows.pop(key, None)
+            if row is not None:
+                gone.append(key)
+                self._keys[row] = None
+                self._free.append(row)
+                self._changed[row] = False
         return gone
 
     def take_changed(self) -> tuple[list[str], Matrix]:

@@ -134,6 +134,7 @@ class OnlineMF:
         self._pending_changed: set[str] = set()
         # items without a vector of their own that had events: (creator, tags)
         self._cold_items: dict[str, Meta] = {}
+        self._forgotten: list[str] = []  # deleted items, to publish as gone
 
     # --- learning -------------------------------------------------------------------------
 
@@ -346,6 +347,13 @@ class OnlineMF:
             if item not in self.tables["item"]:
                 self._cold_items[item] = (creator, tags)
 
+    def forget_items(self, items: Sequence[str]) -> None:
+        """Deleted items: their vectors go (published as expired), and they are not
+        announced again."""
+        for item in items:
+            self._cold_items.pop(item, None)
+        self._forgotten.extend(self.tables["item"].remove(items))
+
     # --- publication ----------------------------------------------------------------------
 
     def publish(self) -> Published:
@@ -356,6 +364,8 @@ class OnlineMF:
             before = self.newest_s - self.config.ttl_s
             expired = {kind: self.tables[kind].expire(before) for kind in KINDS}
             out.expired_items, out.expired_users = expired["item"], expired["user"]
+        out.expired_items.extend(self._forgotten)
+        self._forgotten = []
         for kind, ids, own, cold in (
             ("item", out.items, out.item_vectors, out.item_cold),
             ("user", out.users, out.user_vectors, out.user_cold),

@@ -112,6 +112,7 @@ class Item(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True
     ] = []
     sound_id: str | None = None
     created_at: AwareTime
+    deleted: bool = False  # taken down: kept on the compacted topic so every cache drops it
 
 
 class ItemBatch(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -253,3 +253,23 @@ def test_kill_9_mid_stream_resumes_learning_and_loses_no_vector(
     assert len(expected["item_embeddings"]) > 1_000 and len(expected["user_embeddings"]) > 1_000
     assert had <= set(got["item_embeddings"])
     assert got == expected  # the same ids admitted: every event counted once
+
+
+def test_a_deleted_item_leaves_the_index_and_the_current_vectors(
+    live: Settings, serving: ServingState
+) -> None:
+    items = catalog(3)
+    produce(live, items, [event(f"u{k}", "i0", "like", START) for k in range(3)] * 2)
+    wait_until(lambda: "i0" in serving.vectors, 60, "i0's vector in the API")
+    deleted = msgspec.structs.replace(items[0], deleted=True)  # what DELETE /v1/items/i0 sends
+    produce(live, [deleted], [])
+    wait_until(lambda: "i0" not in serving.catalog, 30, "i0 gone from the API's catalog")
+    wait_until(lambda: "i0" not in serving.vectors, 30, "i0 gone from the API's vectors")
+    assert len(serving.index) == len(serving.vectors)
+    client = connect(live)
+    current = "SELECT item_id FROM item_embeddings FINAL WHERE deleted = 0"
+    wait_until(
+        lambda: "i0" not in {r[0] for r in client.query(current).result_rows},
+        30,
+        "i0 gone from ClickHouse's current vectors",
+    )

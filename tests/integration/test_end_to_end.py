@@ -182,3 +182,15 @@ def test_swipes_to_ranked_feed(stack: Stack) -> None:
         .result_rows[0][0]
     )
     assert len(features) == len(trained.json()["feature_names"])
+
+    # A video taken down leaves the catalog, ClickHouse's current items and every feed.
+    gone = ranked["items"][0]["item_id"]
+    assert api.delete(f"/v1/items/{gone}").status_code == 202
+    assert api.delete("/v1/items/no-such-item").status_code == 404
+    wait_until(
+        lambda: count(s, f"SELECT countIf(deleted) FROM items FINAL WHERE item_id = '{gone}'") == 1,
+        what="the deletion in ClickHouse",
+    )
+    for user in ("u5", "new-user"):
+        page = api.get("/v1/feed", params={"user_id": user, "n": 50}).json()
+        assert gone not in {i["item_id"] for i in page["items"]}
