@@ -75,6 +75,7 @@ def learner_config(settings: Settings) -> LearnerConfig:
         dim=settings.embedding_dim,
         lr=settings.embedding_lr,
         negatives=settings.embedding_negatives,
+        uniform_negatives=settings.embedding_uniform_negatives,
         min_count=settings.embedding_min_count,
         ttl_s=settings.embedding_ttl_s,
         fp16=settings.embedding_fp16,

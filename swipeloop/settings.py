@@ -58,7 +58,8 @@ class Settings:
     feature_idle_s: float = 5.0  # a partition silent this long no longer holds windows open
     embedding_dim: int = 64
     embedding_lr: float = 0.1
-    embedding_negatives: int = 3  # drawn from recent impressions per positive
+    embedding_negatives: int = 3  # label-0 items drawn per positive
+    embedding_uniform_negatives: float = 1.0  # share of them drawn uniformly (rest: impressions)
     embedding_min_count: int = 5  # sightings before an id gets a vector of its own
     embedding_ttl_s: int = 7 * 86_400  # event seconds unseen before an id's vector expires
     embedding_fp16: bool = False  # store vectors as float16 (half the memory)
