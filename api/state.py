@@ -64,6 +64,7 @@ class ServingState:
     def __init__(self, settings: Settings, client: Client) -> None:
         self.settings = settings
         self.catalog: dict[str, Item] = {}
+        self.deleted: set[str] = set()  # items taken down
         self.features: dict[str, ItemFeatures] = {}
         self.vectors: dict[str, Vector] = {}  # items, unit length
         self.index = VectorIndex(settings.embedding_dim)
@@ -84,6 +85,9 @@ class ServingState:
                 "SELECT item_id, creator_id, duration_ms, tags, sound_id, created_at "
                 "FROM items FINAL WHERE NOT deleted"
             ).result_rows
+            deleted = self._client.query(
+                "SELECT item_id FROM items FINAL WHERE deleted"
+            ).result_rows
             feats = self._client.query(
                 "SELECT item_id, window_s, argMax(tuple(window_end, "
                 + ", ".join(COUNTERS)
@@ -94,6 +98,7 @@ class ServingState:
             users, user_matrix = read_vectors(
                 self._client, self.settings.embedding_dim, "user_embeddings"
             )
+        self.deleted.update(r[0] for r in deleted)
         for item_id, creator, duration, tags, sound, created in items:
             self.catalog[item_id] = Item(
                 item_id=item_id,
@@ -140,10 +145,12 @@ class ServingState:
     def apply_item(self, item: Item) -> None:
         """A new or changed catalog entry; a deleted one leaves the catalog and the index."""
         if item.deleted:
+            self.deleted.add(item.item_id)
             self.catalog.pop(item.item_id, None)
             self.features.pop(item.item_id, None)
             self._apply_vectors({}, [item.item_id])
         else:
+            self.deleted.discard(item.item_id)
             self.catalog[item.item_id] = item
         self._catalog_version += 1
 
@@ -393,8 +400,8 @@ class Feeder:
             decoded = self._decoders[topic].decode(value)
         except msgspec.DecodeError:
             return  # the ingest flow dead-letters malformed messages
-        if isinstance(decoded, ItemVector) and decoded.item_id not in self._state.catalog:
-            return  # a deleted item (or one whose upload this replica has not seen yet)
+        if isinstance(decoded, ItemVector) and decoded.item_id in self._state.deleted:
+            return  # taken down: a vector still in flight must not bring it back
         if isinstance(decoded, UserVector):
             vectors.users.append(decoded)
         elif isinstance(decoded, ItemVector):

@@ -46,8 +46,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from api.state import Feeder, ServingState
-from bench.features import _EVENT, on_fresh_broker, produce_events
+from api.state import ServingState
+from bench.features import _EVENT, flow_and_feeder, on_fresh_broker, produce_events
 from bench.ingest import CounterSampler, percentile
 from dataflows.runner import run
 from models.online import LearnerConfig, OnlineMF, Swipes
@@ -98,44 +98,37 @@ def freshness(settings: Settings, seconds: float) -> dict[str, Any]:
         )
 
     state.apply_vectors = timed  # type: ignore[method-assign]
-    feeder = Feeder(state, settings)
-    feeder.start()
-    stop = threading.Event()
-    flow = threading.Thread(
-        target=run, args=("embeddings", settings, stop), kwargs={"in_thread": True}, daemon=True
-    )
-    flow.start()
-    producer = durable_producer(settings, **{"linger.ms": 0})
-    items = [f"probe{k}" for k in range(PROBES)]
-    for k in range(settings.embedding_min_count):  # probe users and items get their vectors
-        for p, item in enumerate(items):
-            producer.produce(topic_for("impression"), value=_probe(b"impression", 900 + p, item, k))
-    producer.flush(10)
-    deadline = time.monotonic() + 30
-    while {i for _, i, _ in applied} < set(items) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    background = threading.Thread(
-        target=produce_events,
-        args=(settings, int(1_000 * (seconds + 3)), 10_000, 0.0, random.Random(3), 90_000_000),
-        kwargs={"rate": 1_000.0},
-        daemon=True,
-    )
-    background.start()
-    sent: list[tuple[str, float, float]] = []  # (item, perf time, epoch s)
-    start = time.perf_counter()
-    for k in range(int(10 * seconds)):
-        time.sleep(max(0.0, start + k / 10 - time.perf_counter()))
-        p = k % PROBES
-        value = _probe(b"like", 900 + p, items[p], 1_000 + k)
-        wall, at = time.time(), time.perf_counter()
-        producer.produce(topic_for("like"), value=value)
-        producer.poll(0)
-        sent.append((items[p], at, wall))
-    producer.flush(10)
-    time.sleep(3)
-    stop.set()
-    flow.join(30)
-    feeder.stop()
+    with flow_and_feeder("embeddings", settings, state):
+        producer = durable_producer(settings, **{"linger.ms": 0})
+        items = [f"probe{k}" for k in range(PROBES)]
+        for k in range(settings.embedding_min_count):  # probe users and items get their vectors
+            for p, item in enumerate(items):
+                producer.produce(
+                    topic_for("impression"), value=_probe(b"impression", 900 + p, item, k)
+                )
+        producer.flush(10)
+        deadline = time.monotonic() + 30
+        while {i for _, i, _ in applied} < set(items) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        background = threading.Thread(
+            target=produce_events,
+            args=(settings, int(1_000 * (seconds + 3)), 10_000, 0.0, random.Random(3), 90_000_000),
+            kwargs={"rate": 1_000.0},
+            daemon=True,
+        )
+        background.start()
+        sent: list[tuple[str, float, float]] = []  # (item, perf time, epoch s)
+        start = time.perf_counter()
+        for k in range(int(10 * seconds)):
+            time.sleep(max(0.0, start + k / 10 - time.perf_counter()))
+            p = k % PROBES
+            value = _probe(b"like", 900 + p, items[p], 1_000 + k)
+            wall, at = time.time(), time.perf_counter()
+            producer.produce(topic_for("like"), value=value)
+            producer.poll(0)
+            sent.append((items[p], at, wall))
+        producer.flush(10)
+        time.sleep(3)
     background.join(30)
     latencies = []
     for item, at, wall in sent:

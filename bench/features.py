@@ -26,6 +26,8 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -36,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from api.state import Feeder, ServingState
 from bench.ingest import CounterSampler, percentile
-from dataflows.runner import run
+from dataflows.runner import run, run_in_thread
 from models.features import window
 from swipeloop import topics
 from swipeloop.broker import EmbeddedBroker
@@ -145,6 +147,21 @@ def throughput(settings: Settings, n: int, hot: float, seed: int) -> int:
     return sampler.rate()
 
 
+@contextmanager
+def flow_and_feeder(name: str, settings: Settings, state: ServingState) -> Iterator[None]:
+    """The flow `name` running live, and the API's feeder filling `state` from the topics."""
+    feeder = Feeder(state, settings)
+    feeder.start()
+    stop = threading.Event()
+    flow = run_in_thread(name, settings, stop, on_error=print)
+    try:
+        yield
+    finally:
+        stop.set()
+        flow.join(30)
+        feeder.stop()
+
+
 def freshness(settings: Settings, seconds: float) -> dict[str, Any]:
     """Produce events for item `i1` at 100/s; time until the API cache counts each."""
     state = ServingState(settings, connect(settings))
@@ -157,43 +174,34 @@ def freshness(settings: Settings, seconds: float) -> dict[str, Any]:
             seen.append((time.perf_counter(), window(f, 3600).events))
 
     state.apply_features = timed  # type: ignore[method-assign]
-    feeder = Feeder(state, settings)
-    feeder.start()
-    stop = threading.Event()
-    flow = threading.Thread(
-        target=run, args=("features", settings, stop), kwargs={"in_thread": True}, daemon=True
-    )
-    flow.start()
-    time.sleep(3)  # the flow's catalog and consumers up; earlier live windows published
-    producer = durable_producer(settings, **{"linger.ms": 0})
-    now = datetime.now(UTC).isoformat().encode()
-    warm = _EVENT % (str(uuid.uuid4()).encode(), 7, 2, b"like", now, 7, 0, 0, now)
-    producer.produce(topic_for("like"), key=b"u7", value=warm)
-    producer.flush(10)  # its connection and producer id set up before a probe is timed
-    rng = random.Random(3)
-    background = threading.Thread(  # a stream the flow keeps up with, around the probe
-        target=produce_events,
-        args=(settings, int(BACKGROUND_RATE * (seconds + 3)), 10_000, 0.0, rng, 90_000_000),
-        kwargs={"rate": BACKGROUND_RATE},
-        daemon=True,
-    )
-    background.start()
-    sent: list[float] = []
-    counted_before = seen[-1][1] if seen else 0.0
-    start = time.perf_counter()
-    for k in range(int(100 * seconds)):
-        due = start + k / 100
-        time.sleep(max(0.0, due - time.perf_counter()))
+    with flow_and_feeder("features", settings, state):
+        time.sleep(3)  # the flow's catalog and consumers up; earlier live windows published
+        producer = durable_producer(settings, **{"linger.ms": 0})
         now = datetime.now(UTC).isoformat().encode()
-        value = _EVENT % (str(uuid.uuid4()).encode(), 7, 1, b"like", now, 7, k, 0, now)
-        producer.produce(topic_for("like"), key=b"u7", value=value)
-        producer.poll(0)
-        sent.append(time.perf_counter())
-    producer.flush(10)
-    time.sleep(3)
-    stop.set()
-    flow.join(30)
-    feeder.stop()
+        warm = _EVENT % (str(uuid.uuid4()).encode(), 7, 2, b"like", now, 7, 0, 0, now)
+        producer.produce(topic_for("like"), key=b"u7", value=warm)
+        producer.flush(10)  # its connection and producer id set up before a probe is timed
+        rng = random.Random(3)
+        background = threading.Thread(  # a stream the flow keeps up with, around the probe
+            target=produce_events,
+            args=(settings, int(BACKGROUND_RATE * (seconds + 3)), 10_000, 0.0, rng, 90_000_000),
+            kwargs={"rate": BACKGROUND_RATE},
+            daemon=True,
+        )
+        background.start()
+        sent: list[float] = []
+        counted_before = seen[-1][1] if seen else 0.0
+        start = time.perf_counter()
+        for k in range(int(100 * seconds)):
+            due = start + k / 100
+            time.sleep(max(0.0, due - time.perf_counter()))
+            now = datetime.now(UTC).isoformat().encode()
+            value = _EVENT % (str(uuid.uuid4()).encode(), 7, 1, b"like", now, 7, k, 0, now)
+            producer.produce(topic_for("like"), key=b"u7", value=value)
+            producer.poll(0)
+            sent.append(time.perf_counter())
+        producer.flush(10)
+        time.sleep(3)
     background.join(30)
     latencies = []
     for k, at in enumerate(sent):

@@ -65,7 +65,6 @@ from swipeloop.metrics import (
 from swipeloop.settings import Settings
 
 log = logging.getLogger(__name__)
-SOURCE_TOPICS = (topics.EVENTS_CONTEXT, topics.EVENTS_ACTIONS)
 _IMPRESSION = int(kind_codes(["impression"])[0])
 _encoder = msgspec.json.Encoder()
 
@@ -275,7 +274,9 @@ def build_flow(
         log.warning("the item catalog is not caught up: early events learn without creator")
     items = ItemTable(catalog)
     flow = Dataflow("embeddings")
-    source = KafkaPollSource(settings, SOURCE_TOPICS, stop, drain, settings.embedding_batch_size)
+    source = KafkaPollSource(
+        settings, topics.EVENT_TOPICS, stop, drain, settings.embedding_batch_size
+    )
     polls = op.input("read", flow, source)
     keyed = op.key_on("one_learner", polls, lambda _poll: "learner")
     published = op.stateful(

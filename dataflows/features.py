@@ -75,7 +75,6 @@ from swipeloop.metrics import FEATURE_EVENTS, FEATURE_STATE_BYTES, LATE_EVENTS, 
 from swipeloop.settings import Settings
 
 log = logging.getLogger(__name__)
-SOURCE_TOPICS = (topics.EVENTS_CONTEXT, topics.EVENTS_ACTIONS)
 FOREVER_S = 2**62
 _encoder = msgspec.json.Encoder()
 
@@ -451,7 +450,7 @@ def build_flow(
     lateness, shards = settings.feature_lateness_s, settings.feature_shards
     flow = Dataflow("features")
     source = KafkaPollSource(
-        settings, SOURCE_TOPICS, stop, drain, settings.feature_batch_size, HEARTBEAT_S
+        settings, topics.EVENT_TOPICS, stop, drain, settings.feature_batch_size, HEARTBEAT_S
     )
     parts = source.list_parts()
     polls = op.input("read", flow, source)

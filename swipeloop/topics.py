@@ -17,6 +17,7 @@ DLQ = "events.dlq"
 ITEM_VECTORS = "item-vectors"
 USER_VECTORS = "user-vectors"
 ITEM_FEATURES = "item-features"
+EVENT_TOPICS = (EVENTS_CONTEXT, EVENTS_ACTIONS)  # every swipe, whatever its kind
 
 
 @dataclass(frozen=True)

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import msgspec
 import pytest
 
+from swipeloop import topics
 from swipeloop.broker import EmbeddedBroker, free_port
+from swipeloop.contracts import Item, ReceivedEvent, topic_for
+from swipeloop.kafka import durable_producer
 from swipeloop.settings import Settings
 
 
@@ -51,6 +58,48 @@ def swipeloop_process(*args: str, env: dict[str, str]) -> subprocess.Popen[bytes
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
+
+
+def produce(settings: Settings, items: list[Item], events: list[ReceivedEvent]) -> None:
+    """Items and events onto the broker as the API stores them; all acknowledged."""
+    producer = durable_producer(settings, **{"linger.ms": 5})
+    for it in items:
+        producer.produce(topics.ITEMS, key=it.item_id.encode(), value=msgspec.json.encode(it))
+    for ev in events:
+        value = msgspec.json.encode(ev)
+        producer.produce(topic_for(ev.kind), key=ev.user_id.encode(), value=value)
+    assert producer.flush(30) == 0
+
+
+def drain(flow: str, env: dict[str, str]) -> None:
+    """`swipeloop flow FLOW --drain` in its own process, to the end of every partition."""
+    done = swipeloop_process("flow", flow, "--drain", env=env)
+    _, err = done.communicate(timeout=180)
+    assert done.returncode == 0, err.decode()[-2000:]
+
+
+def role_env(live: Settings, data_dir: Path, database: str, **extra: str) -> dict[str, str]:
+    """The environment of a `swipeloop` process with its own data dir, recovery store and
+    database (on the chdb path next to `data_dir`), snapshotting every 0.3 s."""
+    return {
+        **os.environ,
+        "SWIPELOOP_KAFKA_BOOTSTRAP": live.kafka_bootstrap or "",
+        "SWIPELOOP_BROKER_EPOCH": live.broker_epoch,
+        "SWIPELOOP_DATA_DIR": str(data_dir),
+        "SWIPELOOP_CLICKHOUSE_URL": f"chdb://{data_dir.parent / 'clickhouse'}",
+        "SWIPELOOP_CLICKHOUSE_DATABASE": database,
+        "SWIPELOOP_FLOW_EPOCH_S": "0.3",
+        "SWIPELOOP_METRICS_PORT": "0",
+        **{f"SWIPELOOP_{name.upper()}": value for name, value in extra.items()},
+    }
+
+
+def json_of(code: str, env: dict[str, str]) -> Any:
+    """What a Python snippet prints as JSON, run in its own process (its own chdb path)."""
+    read = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, timeout=120, check=True
+    )
+    return json.loads(read.stdout)
 
 
 def wait_until(check: Callable[[], bool], timeout_s: float = 30.0, what: str = "condition") -> None:

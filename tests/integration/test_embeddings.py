@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import random
 import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -18,15 +15,14 @@ import msgspec
 import pytest
 
 from api.state import Feeder, ServingState
-from dataflows.runner import run
+from dataflows.runner import run_in_thread
 from swipeloop import topics
 from swipeloop.broker import EmbeddedBroker
 from swipeloop.clickhouse import connect
-from swipeloop.contracts import Item, ReceivedEvent, topic_for
-from swipeloop.kafka import durable_producer
+from swipeloop.contracts import Item, ReceivedEvent
 from swipeloop.migrations import migrate
 from swipeloop.settings import Settings
-from tests.conftest import swipeloop_process, wait_until
+from tests.conftest import drain, json_of, produce, role_env, swipeloop_process, wait_until
 
 pytestmark = pytest.mark.integration
 START = datetime(2026, 11, 27, 12, tzinfo=UTC)
@@ -44,16 +40,6 @@ def event(user: str, item: str, kind: str, at: datetime, watch_ms: int = 0) -> R
         watch_ms=watch_ms,
         received_at=at,
     )
-
-
-def produce(settings: Settings, items: list[Item], events: list[ReceivedEvent]) -> None:
-    producer = durable_producer(settings, **{"linger.ms": 5})
-    for it in items:
-        producer.produce(topics.ITEMS, key=it.item_id.encode(), value=msgspec.json.encode(it))
-    for ev in events:
-        value = msgspec.json.encode(ev)
-        producer.produce(topic_for(ev.kind), key=ev.user_id.encode(), value=value)
-    assert producer.flush(30) == 0
 
 
 def catalog(n: int) -> list[Item]:
@@ -93,10 +79,7 @@ def serving(live: Settings) -> Iterator[ServingState]:
     feeder = Feeder(state, live)
     feeder.start()
     stop = threading.Event()
-    flow = threading.Thread(
-        target=run, args=("embeddings", live, stop), kwargs={"in_thread": True}, daemon=True
-    )
-    flow.start()
+    flow = run_in_thread("embeddings", live, stop, on_error=print)
     yield state
     stop.set()
     flow.join(30)
@@ -169,20 +152,6 @@ def test_idle_ids_expire_from_clickhouse_and_the_index(
     assert "u_old" not in serving.user_vectors
 
 
-def _role(live: Settings, data_dir: Path, database: str) -> dict[str, str]:
-    return {
-        **os.environ,
-        "SWIPELOOP_KAFKA_BOOTSTRAP": live.kafka_bootstrap or "",
-        "SWIPELOOP_BROKER_EPOCH": live.broker_epoch,
-        "SWIPELOOP_DATA_DIR": str(data_dir),
-        "SWIPELOOP_CLICKHOUSE_URL": f"chdb://{data_dir.parent / 'clickhouse'}",
-        "SWIPELOOP_CLICKHOUSE_DATABASE": database,
-        "SWIPELOOP_FLOW_EPOCH_S": "0.3",
-        "SWIPELOOP_EMBEDDING_DIM": "16",
-        "SWIPELOOP_METRICS_PORT": "0",
-    }
-
-
 _READ_IDS = """
 from swipeloop.clickhouse import connect
 from swipeloop.settings import Settings
@@ -197,12 +166,11 @@ print(json.dumps(out))
 
 
 def _own_ids(env: dict[str, str]) -> dict[str, list[str]]:
-    import json
+    return dict(json_of(_READ_IDS, env))
 
-    read = subprocess.run(
-        [sys.executable, "-c", _READ_IDS], env=env, capture_output=True, timeout=120, check=True
-    )
-    return dict(json.loads(read.stdout))
+
+def _role(live: Settings, data_dir: Path, database: str) -> dict[str, str]:
+    return role_env(live, data_dir, database, embedding_dim="16")
 
 
 def test_kill_9_mid_stream_resumes_learning_and_loses_no_vector(
@@ -242,12 +210,8 @@ def test_kill_9_mid_stream_resumes_learning_and_loses_no_vector(
         had = now
     for chunk in chunks[5:]:
         produce(live, [], chunk)
-    resumed = swipeloop_process("flow", "embeddings", "--drain", env=killed)
-    _, err = resumed.communicate(timeout=180)
-    assert resumed.returncode == 0, err.decode()[-2000:]
-    uninterrupted = swipeloop_process("flow", "embeddings", "--drain", env=calm)
-    _, err = uninterrupted.communicate(timeout=180)
-    assert uninterrupted.returncode == 0, err.decode()[-2000:]
+    drain("embeddings", killed)
+    drain("embeddings", calm)
 
     expected, got = _own_ids(calm), _own_ids(killed)
     assert len(expected["item_embeddings"]) > 1_000 and len(expected["user_embeddings"]) > 1_000

@@ -3,12 +3,8 @@ over the same raw events, on a random stream with out-of-order and late events."
 
 from __future__ import annotations
 
-import json
-import os
 import random
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -27,11 +23,11 @@ from models.windows import WINDOWS
 from swipeloop import topics
 from swipeloop.broker import EmbeddedBroker
 from swipeloop.clickhouse import connect
-from swipeloop.contracts import Item, ItemFeatures, ReceivedEvent, topic_for
-from swipeloop.kafka import client_config, durable_producer
+from swipeloop.contracts import Item, ItemFeatures, ReceivedEvent
+from swipeloop.kafka import client_config
 from swipeloop.migrations import migrate
 from swipeloop.settings import Settings
-from tests.conftest import swipeloop_process
+from tests.conftest import drain, json_of, produce, role_env, swipeloop_process
 
 pytestmark = pytest.mark.integration
 ANALYSIS = Path(__file__).parents[2] / "sql" / "analysis"
@@ -93,16 +89,6 @@ def stream(rng: random.Random, n: int) -> tuple[list[ReceivedEvent], int]:
             )
         )
     return out, late
-
-
-def produce(settings: Settings, items: list[Item], events: list[ReceivedEvent]) -> None:
-    producer = durable_producer(settings, **{"linger.ms": 5})
-    for it in items:
-        producer.produce(topics.ITEMS, key=it.item_id.encode(), value=msgspec.json.encode(it))
-    for ev in events:
-        value = msgspec.json.encode(ev)
-        producer.produce(topic_for(ev.kind), key=ev.user_id.encode(), value=value)
-    assert producer.flush(30) == 0
 
 
 def rows(client: Client, sql: str, **params: Any) -> list[tuple[Any, ...]]:
@@ -194,25 +180,11 @@ print(json.dumps(out))
 
 
 def _role(live: Settings, data_dir: Path, database: str) -> dict[str, str]:
-    """The environment of a `swipeloop` process with its own data and recovery store."""
-    return {
-        **os.environ,
-        "SWIPELOOP_KAFKA_BOOTSTRAP": live.kafka_bootstrap or "",
-        "SWIPELOOP_BROKER_EPOCH": live.broker_epoch,
-        "SWIPELOOP_DATA_DIR": str(data_dir),
-        "SWIPELOOP_CLICKHOUSE_URL": f"chdb://{data_dir.parent / 'clickhouse'}",
-        "SWIPELOOP_CLICKHOUSE_DATABASE": database,
-        "SWIPELOOP_FLOW_EPOCH_S": "0.3",
-        "SWIPELOOP_FEATURE_LATENESS_S": str(LATENESS),
-        "SWIPELOOP_METRICS_PORT": "0",
-    }
+    return role_env(live, data_dir, database, feature_lateness_s=str(LATENESS))
 
 
 def _tables(env: dict[str, str]) -> dict[str, Any]:
-    read = subprocess.run(
-        [sys.executable, "-c", _READ_TABLES], env=env, capture_output=True, timeout=120, check=True
-    )
-    return dict(json.loads(read.stdout))
+    return dict(json_of(_READ_TABLES, env))
 
 
 def test_kill_9_mid_stream_ends_with_the_features_of_an_uninterrupted_run(
@@ -240,13 +212,8 @@ def test_kill_9_mid_stream_ends_with_the_features_of_an_uninterrupted_run(
         flow.communicate(timeout=10)
     for chunk in chunks[6:]:
         produce(live, [], chunk)
-    resumed = swipeloop_process("flow", "features", "--drain", env=killed)
-    _, err = resumed.communicate(timeout=180)
-    assert resumed.returncode == 0, err.decode()[-2000:]
-    # Both runs write their own database on one chdb path (one process at a time).
-    uninterrupted = swipeloop_process("flow", "features", "--drain", env=calm)
-    _, err = uninterrupted.communicate(timeout=180)
-    assert uninterrupted.returncode == 0, err.decode()[-2000:]
+    drain("features", killed)
+    drain("features", calm)  # both runs write their own database on one chdb path, in turn
 
     expected, got = _tables(calm), _tables(killed)
     assert len(expected["item_features"]) > 1000 and expected["late_events"] > 0
