@@ -120,22 +120,28 @@ class FeedController(Controller):
         state: State,
         user_id: Annotated[str, Parameter(min_length=1, max_length=128)],
         n: Annotated[int | None, Parameter(ge=1, le=100)] = None,
+        explain: Annotated[bool, Parameter(description="what each stage did")] = False,
     ) -> Response[Feed]:
-        """Up to n unseen items, ranked; every one is logged as an impression."""
+        """Up to n unseen items, ranked; every one is logged as an impression. With
+        `explain=true`, what each stage did and why each item is there."""
         services = _services(state)
         started = time.perf_counter()
-        feed, impressions = build_feed(
+        feed, impressions, stages = build_feed(
             services.feed.state,
             services.feed.models.current,
             user_id,
             n or services.settings.feed_default_n,
+            explain,
         )
         for imp in impressions:
             services.producer.produce_nowait(
                 topics.IMPRESSIONS, user_id.encode(), msgspec.json.encode(imp)
             )
         spent_ms = (time.perf_counter() - started) * 1000
-        return Response(feed, headers={"Server-Timing": f"feed;dur={spent_ms:.2f}"})
+        timing = ", ".join(
+            [f"feed;dur={spent_ms:.2f}", *(f"{k};dur={v:.2f}" for k, v in stages.items())]
+        )
+        return Response(feed, headers={"Server-Timing": timing})
 
 
 class HealthController(Controller):

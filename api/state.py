@@ -8,7 +8,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -16,21 +16,25 @@ from typing import Any
 import msgspec
 import numpy as np
 from clickhouse_connect.driver.client import Client
-from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaException, TopicPartition
 
 from api.index import VectorIndex
 from models.embeddings import Vector, mean_vector, normalized, normalized_rows
 from models.features import (
     COUNTERS,
+    FRESH_HOURS,
     Session,
     advance_session,
     engagement_weight,
+    exposure_room,
     packed_counts,
     trending_score,
+    window,
 )
 from swipeloop import topics
 from swipeloop.clickhouse import read_vectors
 from swipeloop.contracts import (
+    Impression,
     Item,
     ItemFeatures,
     ItemVector,
@@ -42,6 +46,7 @@ from swipeloop.settings import Settings
 
 log = logging.getLogger(__name__)
 RECENT_POSITIVES = 20
+IMPRESSIONS_REPLAY_S = 300  # a restarted replica re-reads this much of `impressions`
 SEEN_DAYS = 30
 
 
@@ -53,6 +58,7 @@ class UserState:
     seen: set[str] = field(default_factory=set)
     positives: deque[str] = field(default_factory=lambda: deque(maxlen=RECENT_POSITIVES))
     blocked_creators: set[str] = field(default_factory=set)
+    followed: set[str] = field(default_factory=set)  # creators
     hidden_items: set[str] = field(default_factory=set)
     session: Session = field(default_factory=Session)
     loaded: bool = False
@@ -65,6 +71,7 @@ class ServingState:
         self.settings = settings
         self.catalog: dict[str, Item] = {}
         self.deleted: set[str] = set()  # items taken down
+        self.creator_items: dict[str, list[str]] = {}  # creator -> items, in upload order
         self.features: dict[str, ItemFeatures] = {}
         self.vectors: dict[str, Vector] = {}  # items, unit length
         self.index = VectorIndex(settings.embedding_dim)
@@ -151,6 +158,8 @@ class ServingState:
             self._apply_vectors({}, [item.item_id])
         else:
             self.deleted.discard(item.item_id)
+            if item.item_id not in self.catalog:
+                self.creator_items.setdefault(item.creator_id, []).append(item.item_id)
             self.catalog[item.item_id] = item
         self._catalog_version += 1
 
@@ -173,6 +182,13 @@ class ServingState:
         for user_id in removed:
             self.user_vectors.pop(user_id, None)
 
+    def apply_impression(self, imp: Impression) -> None:
+        """An item shown by any replica: a user this replica holds never sees it again
+        (users it does not hold load their seen set from ClickHouse when they come)."""
+        user = self.users.get(imp.user_id)
+        if user is not None:
+            user.seen.add(imp.item_id)
+
     def apply_event(self, ev: ReceivedEvent) -> None:
         """A user's own signals: positives shape their vector, negatives filter their feed."""
         user = self.users.get(ev.user_id) or self.users.setdefault(
@@ -192,6 +208,9 @@ class ServingState:
         elif ev.kind == "block":
             if item is not None:
                 user.blocked_creators.add(item.creator_id)
+        elif ev.kind == "follow":
+            if item is not None:
+                user.followed.add(item.creator_id)
         elif ev.kind == "not_interested":
             user.hidden_items.add(ev.item_id)
         elif engagement_weight(ev.kind, ev.watch_ms) > 0 and ev.item_id not in user.positives:
@@ -292,6 +311,36 @@ class ServingState:
             ],
         )
 
+    def fresh_pool(self, limit: int) -> list[str]:
+        """New uploads (`FRESH_HOURS`) that still have room at their exposure stage, the
+        least shown first: every new video gets its small first audience, and only the ones
+        that audience liked go on to a larger one (`models.features.exposure_stage`)."""
+        since = datetime.now(UTC) - timedelta(hours=FRESH_HOURS)
+        newest = self.fresh(limit * 4)  # outside: the cache's lock is not reentrant
+
+        def pool() -> list[str]:
+            room = []
+            for item_id in newest:
+                item = self.catalog.get(item_id)
+                if item is None or item.created_at < since:
+                    continue
+                features = self.features.get(item_id)
+                if exposure_room(features) > 0:
+                    room.append((window(features, 86400).impressions, item_id))
+            return [i for _, i in sorted(room)[:limit]]
+
+        return self._cached("fresh_pool", limit, int(time.monotonic()), pool)
+
+    def by_creators(self, creators: set[str]) -> Iterator[str]:
+        """The items of these creators, newest uploads first."""
+        for creator in list(creators):
+            yield from reversed(self.creator_items.get(creator, []))
+
+    def catalog_order(self) -> Iterator[str]:
+        """Every item: trending first, then the rest of the catalog (the last resort)."""
+        yield from self.trending(len(self.features))
+        yield from list(self.catalog)
+
     def _cached(
         self, name: str, limit: int, key: int, compute: Callable[[], list[str]]
     ) -> list[str]:
@@ -341,6 +390,7 @@ class Feeder:
             topics.USER_VECTORS: msgspec.json.Decoder(UserVector),
             topics.EVENTS_ACTIONS: msgspec.json.Decoder(ReceivedEvent),
             topics.EVENTS_CONTEXT: msgspec.json.Decoder(ReceivedEvent),
+            topics.IMPRESSIONS: msgspec.json.Decoder(Impression),
         }
 
     def start(self) -> None:
@@ -353,12 +403,26 @@ class Feeder:
         self._thread.join(timeout=5)
 
     def _assignments(self, consumer: Consumer) -> list[TopicPartition]:
+        """Compacted topics from the start, events from now, impressions from a few minutes
+        back: those may not be in ClickHouse yet when a restarted replica loads a user."""
         meta = consumer.list_topics(timeout=10)
-        parts = []
+        parts, recent = [], []
         for topic in self._decoders:
             start = OFFSET_END if topic.startswith("events.") else OFFSET_BEGINNING
             for p in meta.topics[topic].partitions:
-                parts.append(TopicPartition(topic, p, start))
+                if topic == topics.IMPRESSIONS:
+                    since_ms = int((time.time() - IMPRESSIONS_REPLAY_S) * 1000)
+                    recent.append(TopicPartition(topic, p, since_ms))
+                else:
+                    parts.append(TopicPartition(topic, p, start))
+        if recent:
+            try:
+                found = consumer.offsets_for_times(recent, timeout=10)
+            except KafkaException:
+                found = []
+            for tp in found or [TopicPartition(t.topic, t.partition, OFFSET_END) for t in recent]:
+                offset = tp.offset if tp.offset >= 0 else OFFSET_END
+                parts.append(TopicPartition(tp.topic, tp.partition, offset))
         return parts
 
     def _run(self) -> None:
@@ -402,7 +466,9 @@ class Feeder:
             return  # the ingest flow dead-letters malformed messages
         if isinstance(decoded, ItemVector) and decoded.item_id in self._state.deleted:
             return  # taken down: a vector still in flight must not bring it back
-        if isinstance(decoded, UserVector):
+        if isinstance(decoded, Impression):
+            self._state.apply_impression(decoded)
+        elif isinstance(decoded, UserVector):
             vectors.users.append(decoded)
         elif isinstance(decoded, ItemVector):
             vectors.items.append(decoded)

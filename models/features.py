@@ -306,3 +306,29 @@ def ranking_features(
         1.0 if source == "trending" else 0.0,
         1.0 if source == "fresh" else 0.0,
     ]
+
+
+# Staged exposure of new videos: each stage's audience decides whether the video is shown to
+# the next, ten times larger one. A stage's reaction is good when its plays are finished and
+# liked above the catalogue's prior (smoothed, so a handful of plays decides nothing).
+EXPOSURE_STAGES: tuple[int, ...] = (200, 2_000, 20_000)  # impressions allowed per stage
+PROMOTE_REACTION = 0.6  # completion rate + 5 x like rate at which a stage's audience promotes
+FRESH_HOURS = 48.0  # how long an upload counts as new
+
+
+def exposure_stage(features: ItemFeatures | None) -> int:
+    """How far a new video has been promoted (0: its first audience has not seen it yet)."""
+    day = window(features, 86400)
+    r = rates(day)
+    reaction = r["completion_rate"] + 5.0 * r["likes_rate"]
+    stage = 0
+    for cap in EXPOSURE_STAGES[:-1]:
+        if day.impressions < cap or reaction < PROMOTE_REACTION:
+            break  # this stage's audience is still watching, or did not like it enough
+        stage += 1
+    return stage
+
+
+def exposure_room(features: ItemFeatures | None) -> float:
+    """Impressions a new video may still get at its stage (<= 0: it waits, or is done)."""
+    return EXPOSURE_STAGES[exposure_stage(features)] - window(features, 86400).impressions

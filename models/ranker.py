@@ -56,6 +56,12 @@ class Ranker:
         """Scores for a matrix of ranking features (one row per candidate)."""
         return np.asarray(self.booster.predict(rows, num_threads=1), dtype=np.float64)
 
+    def contributions(self, rows: Matrix) -> npt.NDArray[np.float64]:
+        """Each feature's contribution to each row's raw score (SHAP values; the last
+        column is the model's expected value)."""
+        out = self.booster.predict(rows, pred_contrib=True, num_threads=1)
+        return np.asarray(out, dtype=np.float64)
+
 
 def training_set(
     client: Client, settings: Settings

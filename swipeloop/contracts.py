@@ -195,9 +195,11 @@ class Impression(msgspec.Struct, frozen=True, kw_only=True):
     position: int
     source: str
     model_version: str
-    score: float
+    score: float  # the rank score (the pre-rank score where no model ranked it)
     features: list[float]
     served_at: datetime
+    prerank: float = 0.0
+    propensity: float = 1.0  # chance of this item in this slot (exploration slots: < 1)
 
 
 class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
@@ -219,6 +221,29 @@ class FeedItem(msgspec.Struct, frozen=True, kw_only=True):
     position: int
     source: str
     score: float
+    propensity: float = 1.0
+
+
+class ItemExplain(msgspec.Struct, frozen=True, kw_only=True):
+    """Why one item is on the page: its scores and the features that moved its rank score
+    most (LightGBM's per-feature contributions; empty without a model)."""
+
+    item_id: str
+    source: str
+    prerank: float
+    score: float
+    propensity: float
+    contributions: dict[str, float]
+
+
+class Explain(msgspec.Struct, frozen=True, kw_only=True):
+    """`?explain=true`: what each stage of the cascade did for this request."""
+
+    candidates_per_source: dict[str, int]
+    dropped: dict[str, int]
+    stage_ms: dict[str, float]
+    shortlist: int
+    items: list[ItemExplain]
 
 
 class Feed(msgspec.Struct, frozen=True, kw_only=True):
@@ -229,6 +254,7 @@ class Feed(msgspec.Struct, frozen=True, kw_only=True):
     model_version: str
     candidates: int
     items: list[FeedItem]
+    explain: Explain | None = None
 
 
 def topic_for(kind: str) -> str:

@@ -8,7 +8,7 @@ import time
 
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
-from prometheus_client import Counter, Gauge, start_http_server
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 from swipeloop.clickhouse import connect
 from swipeloop.settings import Settings
@@ -51,6 +51,18 @@ EMBEDDING_STATE_BYTES = Gauge(
 )
 EMBEDDING_EXPIRED = Counter(
     "swipeloop_embedding_expired", "Ids whose vectors expired (idle past the TTL)", ["kind"]
+)
+FEED_CANDIDATES = Counter(
+    "swipeloop_feed_candidates", "Candidates retrieved for feeds, by source", ["source"]
+)
+FEED_DROPS = Counter(
+    "swipeloop_feed_dropped", "Candidates filtered out of feeds, by reason", ["reason"]
+)
+FEED_STAGE_SECONDS = Histogram(
+    "swipeloop_feed_stage_seconds",
+    "Time per stage of GET /v1/feed",
+    ["stage"],
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0),
 )
 SESSION_GAP_EVENTS = Gauge(
     "swipeloop_session_gap_events",

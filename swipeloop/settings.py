@@ -64,6 +64,7 @@ class Settings:
     embedding_ttl_s: int = 7 * 86_400  # event seconds unseen before an id's vector expires
     embedding_fp16: bool = False  # store vectors as float16 (half the memory)
     embedding_batch_size: int = 5000  # events per poll of the embeddings flow
+    explore_every: int = 10  # every n-th feed slot explores the fresh pool (0: never)
     publish_interval_s: float = 1.0  # how often changed vectors are published
     # Trainer
     train_cron: str = "0 3 * * *"

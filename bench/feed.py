@@ -1,0 +1,133 @@
+"""Feed benchmark: GET /v1/feed over HTTP at a large catalog, stage by stage.
+
+    python bench/feed.py --quick      # < 60 s; 200,000 items; prints one JSON object
+    python bench/feed.py              # 1,000,000 items
+
+The catalog and a clustered vector per item are written to ClickHouse before the API starts
+(the API bootstraps them as after a restart; its FAISS index builds its IVF lists in the
+background and is waited for). 2,000 users each get a learned-looking vector; requests ask
+for 20 items with 10,000 candidates each, from `--clients` keep-alive clients (asyncio
+httpx in this process, sharing the 2 cores with the API, the flows and the trainer's
+thread). `stage_p99_ms` comes from the API's Server-Timing header (retrieve includes the
+filters). A second phase asks with `explain=true`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.e2e import preload, server_timing
+from swipeloop.broker import free_port
+from swipeloop.settings import Settings
+from swipeloop.stack import Stack
+
+STAGES = ("retrieve", "prerank", "rank", "diversify")
+
+
+def learned_users(stack: Stack, users: int, dim: int) -> None:
+    """Give users vectors as the embeddings flow would (the API's user-vector cache)."""
+    state = stack.server.config.app.state.services.feed.state
+    rng = np.random.default_rng(7)
+    vectors = rng.normal(size=(users, dim)).astype(np.float32)
+    vectors[:, -1] = 1.0
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    for k in range(users):
+        state.user_vectors[f"bench-u{k}"] = vectors[k]
+
+
+async def feeds(url: str, seconds: float, clients: int, explain: bool) -> list[dict[str, Any]]:
+    """Requests from `clients` keep-alive clients for `seconds`; one record per response."""
+    out: list[dict[str, Any]] = []
+    deadline = time.monotonic() + seconds
+
+    async def client(c: int) -> None:
+        async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+            k = 0
+            while time.monotonic() < deadline:
+                params: dict[str, Any] = {"user_id": f"bench-u{(c * 997 + k) % 2_000}", "n": 20}
+                if explain:
+                    params["explain"] = "true"
+                k += 1
+                t0 = time.perf_counter()
+                r = await http.get("/v1/feed", params=params)
+                ms = (time.perf_counter() - t0) * 1000
+                r.raise_for_status()
+                out.append(
+                    {
+                        "ms": ms,
+                        "stages": server_timing(r.headers["server-timing"]),
+                        "candidates": r.json()["candidates"],
+                    }
+                )
+
+    await asyncio.gather(*(client(c) for c in range(clients)))
+    return out
+
+
+def p(values: list[float], q: float) -> float:
+    return round(float(np.percentile(values, q)), 2) if values else float("nan")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="200,000 items, short phases")
+    parser.add_argument("--items", type=int, default=0)
+    parser.add_argument("--clients", type=int, default=4)
+    args = parser.parse_args()
+    items = args.items or (200_000 if args.quick else 1_000_000)
+    phase = 6.0 if args.quick else 30.0
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as tmp:
+        settings = Settings(data_dir=Path(tmp), api_port=free_port(), seed_items=0)
+        stack = Stack(settings, schedule_training=False).start()
+        try:
+            preload_s = preload(stack.settings, items, settings.embedding_dim)
+            t0 = time.perf_counter()
+            stack.serve_in_thread(timeout_s=300)
+            state = stack.server.config.app.state.services.feed.state
+            state.index.wait_ready(300)
+            bootstrap_s = time.perf_counter() - t0
+            learned_users(stack, 2_000, settings.embedding_dim)
+            asyncio.run(feeds(stack.url, 1.0, 1, False))  # warm-up
+            plain = asyncio.run(feeds(stack.url, phase, args.clients, False))
+            explained = asyncio.run(feeds(stack.url, phase / 2, args.clients, True))
+            index = state.index.describe()
+        finally:
+            stack.stop()
+    ms = [r["ms"] for r in plain]
+    print(
+        json.dumps(
+            {
+                "items": items,
+                "candidates": int(np.median([r["candidates"] for r in plain])),
+                "requests": len(plain),
+                "feeds_per_s": round(len(plain) / phase, 1),
+                "p50_ms": p(ms, 50),
+                "p99_ms": p(ms, 99),
+                "server_p99_ms": p([r["stages"]["feed"] for r in plain], 99),
+                "stage_p99_ms": {s: p([r["stages"][s] for r in plain], 99) for s in STAGES},
+                "p99_ms_explain": p([r["ms"] for r in explained], 99),
+                "index": {k: v for k, v in index.items() if k in ("kind", "nlist", "vectors")},
+                "preload_s": round(preload_s, 1),
+                "api_bootstrap_s": round(bootstrap_s, 1),
+                "clients": args.clients,
+                "seconds": round(time.perf_counter() - started, 1),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

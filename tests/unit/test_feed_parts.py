@@ -1,0 +1,77 @@
+"""The feed's pure parts: the diversity arrangement and staged exposure."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime
+
+import numpy as np
+
+from api.diversity import arrange
+from models.features import COUNTERS, EXPOSURE_STAGES, exposure_room, exposure_stage
+from swipeloop.contracts import ItemFeatures
+
+
+def windows_ok(creators: list[str], most: int = 2, span: int = 10) -> bool:
+    return all(
+        max(creators[a : a + span].count(c) for c in creators[a : a + span]) <= most
+        for a in range(max(1, len(creators) - span + 1))
+    )
+
+
+def test_no_creator_more_than_twice_in_any_ten_even_when_one_dominates_the_ranking() -> None:
+    rng = random.Random(4)
+    creators = ["star"] * 30 + [f"c{rng.randrange(8)}" for _ in range(200)]
+    rng.shuffle(creators)
+    tags: list[str | None] = [rng.choice(["a", "b", None]) for _ in creators]
+    slots = arrange(creators, tags, 60, explore_every=0)
+    placed = [creators[s.index] for s in slots]
+    assert len(slots) == 60 and len({s.index for s in slots}) == 60
+    assert windows_ok(placed)
+
+
+def test_a_page_is_shorter_rather_than_less_diverse() -> None:
+    slots = arrange(["one"] * 50, [None] * 50, 20, explore_every=0)
+    assert len(slots) == 2
+
+
+def test_exploration_slots_come_from_the_pool_with_their_propensity() -> None:
+    creators = [f"c{i}" for i in range(100)]
+    pool = list(range(80, 100))
+    slots = arrange(creators, [None] * 100, 30, pool=pool, rng=random.Random(1))
+    explored = [s for s in slots if s.explore]
+    assert [slots.index(s) for s in explored] == [9, 19, 29]
+    assert all(s.index in pool for s in explored)
+    assert [s.propensity for s in explored] == [1 / 20, 1 / 19, 1 / 18]
+    assert all(s.propensity == 1.0 for s in slots if not s.explore)
+
+
+def test_genres_are_shuffled_when_an_alternative_is_near() -> None:
+    creators = [f"c{i}" for i in range(6)]
+    tags: list[str | None] = ["a", "a", "a", "b", "b", "c"]
+    slots = arrange(creators, tags, 6, explore_every=0)
+    placed = [tags[s.index] for s in slots]
+    assert placed[:3] == ["a", "b", "a"]
+
+
+def features(impressions: float, plays: float, completion: float, likes: float) -> ItemFeatures:
+    row = np.zeros(len(COUNTERS), np.float32)
+    row[COUNTERS.index("impressions")] = impressions
+    row[COUNTERS.index("plays")] = plays
+    row[COUNTERS.index("completion")] = completion
+    row[COUNTERS.index("likes")] = likes
+    now = datetime.now(UTC)
+    return ItemFeatures(
+        item_id="new", as_of=now, window_s=[86400], window_end=[now], counts=row.tobytes()
+    )
+
+
+def test_a_new_video_is_promoted_only_when_its_audience_liked_it() -> None:
+    first = EXPOSURE_STAGES[0]
+    assert exposure_stage(None) == 0 and exposure_room(None) == first
+    watching = features(first / 2, first / 2, first / 4, 0)
+    assert exposure_stage(watching) == 0 and exposure_room(watching) == first / 2
+    loved = features(first, first, 0.9 * first, 0.2 * first)
+    assert exposure_stage(loved) == 1 and exposure_room(loved) > 0
+    ignored = features(first, first, 0.1 * first, 0)
+    assert exposure_stage(ignored) == 0 and exposure_room(ignored) <= 0
