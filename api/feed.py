@@ -129,7 +129,7 @@ def build_feed(
     timer.lap("rank")
 
     ranked = [shortlist[int(i)] for i in order]
-    pool_ids = set(state.fresh_pool(200))
+    pool_ids = set(state.fresh_pool())
     slots = arrange(
         [state.catalog[c.item_id].creator_id for c in ranked],
         [_first_tag(state, c.item_id) for c in ranked],

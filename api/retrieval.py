@@ -112,7 +112,7 @@ class Sources:
         if source == "trending":
             return state.trending(over)
         if source == "fresh":
-            return state.fresh_pool(over)
+            return state.fresh_pool()
         if source == "catalog":
             return state.catalog_order()
         raise ValueError(f"unknown source {source!r}")

@@ -46,6 +46,7 @@ from swipeloop.settings import Settings
 
 log = logging.getLogger(__name__)
 RECENT_POSITIVES = 20
+FRESH_POOL = 1_000  # new uploads with room at their exposure stage, kept ready per second
 IMPRESSIONS_REPLAY_S = 300  # a restarted replica re-reads this much of `impressions`
 SEEN_DAYS = 30
 
@@ -311,7 +312,7 @@ class ServingState:
             ],
         )
 
-    def fresh_pool(self, limit: int) -> list[str]:
+    def fresh_pool(self, limit: int = FRESH_POOL) -> list[str]:
         """New uploads (`FRESH_HOURS`) that still have room at their exposure stage, the
         least shown first: every new video gets its small first audience, and only the ones
         that audience liked go on to a larger one (`models.features.exposure_stage`)."""

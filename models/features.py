@@ -318,6 +318,8 @@ FRESH_HOURS = 48.0  # how long an upload counts as new
 
 def exposure_stage(features: ItemFeatures | None) -> int:
     """How far a new video has been promoted (0: its first audience has not seen it yet)."""
+    if features is None:
+        return 0
     day = window(features, 86400)
     r = rates(day)
     reaction = r["completion_rate"] + 5.0 * r["likes_rate"]
@@ -331,4 +333,6 @@ def exposure_stage(features: ItemFeatures | None) -> int:
 
 def exposure_room(features: ItemFeatures | None) -> float:
     """Impressions a new video may still get at its stage (<= 0: it waits, or is done)."""
+    if features is None:
+        return EXPOSURE_STAGES[0]
     return EXPOSURE_STAGES[exposure_stage(features)] - window(features, 86400).impressions
