@@ -82,6 +82,7 @@ class ServingState:
         self._client_lock = threading.Lock()
         self._lists: dict[str, tuple[tuple[int, int], list[str]]] = {}
         self._compute_lock = threading.Lock()
+        self._scores: tuple[int, dict[str, float]] | None = None
         self._catalog_version = 0
 
     # ---- bootstrap from ClickHouse (what survives a restart of a memory-only broker) ----
@@ -275,26 +276,31 @@ class ServingState:
         mean[-1] = 1.0  # the bias coordinate holds 1 in every learned user vector
         return normalized(mean)
 
-    def trending(self, limit: int) -> list[str]:
-        """Items by windowed engagement, best first (recomputed at most once a second).
-
-        Iterates over copies: the feeder thread keeps inserting while requests read.
-        """
+    def trending_scores(self) -> dict[str, float]:
+        """Every item's trending score (items with live windows; recomputed once a second,
+        over a copy: the feeder thread keeps inserting while requests read)."""
         now = datetime.now(UTC)
+
+        def scores() -> dict[str, float]:
+            return {i: trending_score(f, now) for i, f in list(self.features.items())}
+
+        key = int(time.monotonic())
+        hit = self._scores
+        if hit is None or hit[0] != key:
+            hit = self._scores = (key, scores())
+        return hit[1]
+
+    def trending(self, limit: int) -> list[str]:
+        """Items by windowed engagement, best first (recomputed at most once a second)."""
+        scores = self.trending_scores()
         return self._cached(
             "trending",
             limit,
             int(time.monotonic()),
             lambda: [
                 i
-                for _, i in heapq.nlargest(
-                    limit,
-                    (
-                        (trending_score(f, now), i)
-                        for i, f in list(self.features.items())
-                        if i in self.catalog
-                    ),
-                )
+                for i in heapq.nlargest(limit, scores, key=scores.__getitem__)
+                if i in self.catalog
             ],
         )
 
