@@ -10,8 +10,8 @@ diversify        ≤ 2 per creator in any 10, genres shuffled, 1 slot in 10 expl
 log              one impression per item with both scores, the propensity and the exact
                  feature row (produced without waiting, by the route)
 
-Fallbacks: no model → pre-rank order; a user without a vector → trending and fresh; the
-index not ready → the same; a source that fails is skipped (logged), never a 500.
+Fallbacks: no model, or a model that fails to score → pre-rank order; a user without a
+vector → trending, fresh and the catalog; the index not ready → the same.
 """
 
 from __future__ import annotations

@@ -18,13 +18,13 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from itertools import chain, compress, islice
+from itertools import chain, islice
 
 import numpy as np
 import numpy.typing as npt
 
 from api.state import ServingState, UserState
-from models.embeddings import Vector, mean_vector
+from models.embeddings import Vector
 
 # (source, share of `limit` it may fill in the first round)
 QUOTAS: tuple[tuple[str, float], ...] = (
@@ -48,7 +48,6 @@ class Candidate:
     source: str
     ann_score: float = 0.0
     prerank: float = 0.0
-    propensity: float = 1.0  # chance it was chosen for its slot (exploration slots < 1)
 
 
 @dataclass
@@ -61,40 +60,6 @@ class Retrieved:
     ann: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
     per_source: Counter[str] = field(default_factory=Counter)
     dropped: Counter[str] = field(default_factory=Counter)
-
-
-def why_dropped(state: ServingState, user: UserState, item_id: str) -> str | None:
-    """The filter that drops an item for this user, or None if it may be shown."""
-    item = state.catalog.get(item_id)
-    if item is None:
-        return "deleted"
-    if item_id in user.seen:
-        return "seen"
-    if item.creator_id in user.blocked_creators:
-        return "blocked_creator"
-    if item_id in user.hidden_items:
-        return "not_interested"
-    return None
-
-
-def _reasons(
-    state: ServingState, user: UserState, looked: list[str], ok: list[bool]
-) -> Counter[str]:
-    """Why the items not taken were dropped."""
-    return Counter(
-        why_dropped(state, user, item_id) or "?"
-        for item_id, fine in zip(looked, ok, strict=True)
-        if not fine
-    )
-
-
-def short_term_vector(state: ServingState, user: UserState) -> Vector | None:
-    """The mean of the user's last few positives' vectors (this morning's taste)."""
-    recent = list(user.positives)[-SHORT_TERM:]
-    mean = mean_vector([state.vectors[i] for i in recent if i in state.vectors])
-    if mean is not None:
-        mean[-1] = 1.0  # the bias coordinate, as in every learned user vector
-    return mean
 
 
 class Sources:
@@ -119,7 +84,7 @@ class Sources:
         if source == "ann":
             return self._ann(state.user_vector(user), over)
         if source == "ann_short":
-            return self._ann(short_term_vector(state, user), over // 5)
+            return self._ann(state.taste(list(user.positives)[-SHORT_TERM:]), over // 5)
         if source == "similar":
             last = user.positives[-1] if user.positives else None
             return self._ann(state.vectors.get(last) if last else None, over // 10)
@@ -158,23 +123,27 @@ def retrieve(state: ServingState, user: UserState, limit: int) -> Retrieved:
             if not chunk:
                 break
             new = [i for i in dict.fromkeys(chunk) if i not in taken]
-            items = list(map(catalog, new))
-            ok = [
-                it is not None
-                and i not in seen
-                and it.creator_id not in blocked
-                and i not in hidden
-                for i, it in zip(new, items, strict=True)
+            # the filter that drops each item (None: it may be shown), in one pass
+            reasons = [
+                "deleted"
+                if it is None
+                else "seen"
+                if i in seen
+                else "blocked_creator"
+                if it.creator_id in blocked
+                else "not_interested"
+                if i in hidden
+                else None
+                for i, it in zip(new, map(catalog, new), strict=True)
             ]
-            accepted = list(compress(range(len(new)), ok))[: want - added]
+            accepted = [k for k, why in enumerate(reasons) if why is None][: want - added]
             # what is looked at ends at the last accepted item (the rest stays for others)
             end = accepted[-1] + 1 if len(accepted) == want - added else len(new)
-            looked = new[:end]
-            taken.update(looked)
-            ids.extend([new[i] for i in accepted])
+            taken.update(new[:end])
+            ids.extend([new[k] for k in accepted])
             tags.extend([name] * len(accepted))
             added += len(accepted)
-            dropped.update(_reasons(state, user, looked, ok[:end]))
+            dropped.update(why for why in reasons[:end] if why is not None)
             if end < len(new):  # proposals not looked at stay for this source's next turn
                 proposals = iterators[name] = chain(new[end:], proposals)
         per_source[name] += added

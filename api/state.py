@@ -11,7 +11,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import msgspec
 import numpy as np
@@ -49,6 +49,7 @@ RECENT_POSITIVES = 20
 FRESH_POOL = 1_000  # new uploads with room at their exposure stage, kept ready per second
 IMPRESSIONS_REPLAY_S = 300  # a restarted replica re-reads this much of `impressions`
 SEEN_DAYS = 30
+T = TypeVar("T")
 
 
 @dataclass
@@ -80,9 +81,8 @@ class ServingState:
         self.users: dict[str, UserState] = {}
         self._client = client
         self._client_lock = threading.Lock()
-        self._lists: dict[str, tuple[tuple[int, int], list[str]]] = {}
+        self._lists: dict[str, tuple[tuple[int, int], Any]] = {}  # name -> (key, value)
         self._compute_lock = threading.Lock()
-        self._scores: tuple[int, dict[str, float]] | None = None
         self._catalog_version = 0
 
     # ---- bootstrap from ClickHouse (what survives a restart of a memory-only broker) ----
@@ -91,11 +91,8 @@ class ServingState:
         """Fill the caches from ClickHouse once at start."""
         with self._client_lock:
             items = self._client.query(
-                "SELECT item_id, creator_id, duration_ms, tags, sound_id, created_at "
-                "FROM items FINAL WHERE NOT deleted"
-            ).result_rows
-            deleted = self._client.query(
-                "SELECT item_id FROM items FINAL WHERE deleted"
+                "SELECT item_id, creator_id, duration_ms, tags, sound_id, created_at, deleted "
+                "FROM items FINAL"
             ).result_rows
             feats = self._client.query(
                 "SELECT item_id, window_s, argMax(tuple(window_end, "
@@ -107,8 +104,10 @@ class ServingState:
             users, user_matrix = read_vectors(
                 self._client, self.settings.embedding_dim, "user_embeddings"
             )
-        self.deleted.update(r[0] for r in deleted)
-        for item_id, creator, duration, tags, sound, created in items:
+        for item_id, creator, duration, tags, sound, created, deleted in items:
+            if deleted:
+                self.deleted.add(item_id)
+                continue
             self.catalog[item_id] = Item(
                 item_id=item_id,
                 creator_id=creator,
@@ -128,7 +127,8 @@ class ServingState:
                 window_end=[end for _, end, _ in closed],
                 counts=packed_counts(np.array([counts for _, _, counts in closed])),
             )
-        unit = normalized_rows(matrix)
+        live = [k for k, item_id in enumerate(ids) if item_id not in self.deleted]
+        ids, unit = [ids[k] for k in live], normalized_rows(matrix[live])
         self.vectors.update(zip(ids, unit, strict=True))
         self.index.bulk_load(ids, unit)  # exact at once; a large index builds its IVF behind
         self.user_vectors.update(zip(users, normalized_rows(user_matrix), strict=True))
@@ -141,7 +141,9 @@ class ServingState:
         )
 
     def _apply_vectors(self, vectors: dict[str, Vector], removed: list[str]) -> None:
-        unit = {i: normalized(v) for i, v in vectors.items()}
+        """Vectors into the cache and the index (a taken-down item's, still in flight, never
+        brings it back); removed ones out of both."""
+        unit = {i: normalized(v) for i, v in vectors.items() if i not in self.deleted}
         self.vectors.update(unit)
         self.index.upsert(unit)
         if removed:
@@ -269,26 +271,27 @@ class ServingState:
         if learned is not None:
             return learned
         # list(): the feeder thread appends while requests read (a copy is atomic under the GIL)
-        recent = list(user.positives)
-        mean = mean_vector([self.vectors[i] for i in recent if i in self.vectors])
+        return self.taste(list(user.positives))
+
+    def taste(self, items: list[str]) -> Vector | None:
+        """A user vector made of items: the mean of their vectors, with the bias coordinate
+        at 1 as in every learned user vector (None: none of them has a vector)."""
+        mean = mean_vector([self.vectors[i] for i in items if i in self.vectors])
         if mean is None:
             return None
-        mean[-1] = 1.0  # the bias coordinate holds 1 in every learned user vector
+        mean[-1] = 1.0
         return normalized(mean)
 
     def trending_scores(self) -> dict[str, float]:
         """Every item's trending score (items with live windows; recomputed once a second,
         over a copy: the feeder thread keeps inserting while requests read)."""
         now = datetime.now(UTC)
-
-        def scores() -> dict[str, float]:
-            return {i: trending_score(f, now) for i, f in list(self.features.items())}
-
-        key = int(time.monotonic())
-        hit = self._scores
-        if hit is None or hit[0] != key:
-            hit = self._scores = (key, scores())
-        return hit[1]
+        return self._cached(
+            "trending_scores",
+            0,
+            int(time.monotonic()),
+            lambda: {i: trending_score(f, now) for i, f in list(self.features.items())},
+        )
 
     def trending(self, limit: int) -> list[str]:
         """Items by windowed engagement, best first (recomputed at most once a second)."""
@@ -348,17 +351,15 @@ class ServingState:
         yield from self.trending(len(self.features))
         yield from list(self.catalog)
 
-    def _cached(
-        self, name: str, limit: int, key: int, compute: Callable[[], list[str]]
-    ) -> list[str]:
-        """One thread recomputes a stale list while the others keep serving the previous one."""
+    def _cached(self, name: str, limit: int, key: int, compute: Callable[[], T]) -> T:
+        """One thread recomputes a stale value while the others keep serving the previous one."""
         hit = self._lists.get(name)
         if hit is not None and hit[0] == (key, limit):
-            return hit[1]
-        # Without a previous list, wait for the one being computed; with one, serve it stale.
+            return cast(T, hit[1])
+        # Without a previous value, wait for the one being computed; with one, serve it stale.
         if not self._compute_lock.acquire(blocking=hit is None):
             assert hit is not None
-            return hit[1]
+            return cast(T, hit[1])
         try:
             value = compute()
             self._lists[name] = ((key, limit), value)
@@ -471,8 +472,6 @@ class Feeder:
             decoded = self._decoders[topic].decode(value)
         except msgspec.DecodeError:
             return  # the ingest flow dead-letters malformed messages
-        if isinstance(decoded, ItemVector) and decoded.item_id in self._state.deleted:
-            return  # taken down: a vector still in flight must not bring it back
         if isinstance(decoded, Impression):
             self._state.apply_impression(decoded)
         elif isinstance(decoded, UserVector):

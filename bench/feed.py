@@ -28,12 +28,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from api.feed import STAGES
 from bench.e2e import preload, server_timing
 from swipeloop.broker import free_port
 from swipeloop.settings import Settings
 from swipeloop.stack import Stack
-
-STAGES = ("retrieve", "prerank", "rank", "diversify")
 
 
 def learned_users(stack: Stack, users: int, dim: int) -> None:

@@ -113,7 +113,6 @@ class Learner(StatefulLogic[Polled, Published, bytes]):
     def __init__(
         self, settings: Settings, catalog: Catalog, items: ItemTable, resume: bytes | None
     ) -> None:
-        self._settings = settings
         self._catalog = catalog
         self._items = items
         self._catalog_at = 0  # how far into the catalog's change log uploads were announced
@@ -162,7 +161,7 @@ class Learner(StatefulLogic[Polled, Published, bytes]):
                 continue
             if known.deleted:
                 deleted.append(item_id)
-            elif item_id not in self.mf.tables["item"]:
+            else:  # `announce` passes over items that have a vector already
                 uploads.append((item_id, known.creator_id, tuple(known.tags)))
         self.mf.announce(uploads)
         self.mf.forget_items(deleted)

@@ -6,7 +6,7 @@ would be memory spent on noise. Counting them exactly would need the per-id map 
 filter is there to avoid, so the counts live in a sketch of fixed size: `depth` rows of
 `width` saturating 8-bit counters, an id counted in one cell per row, its count the
 smallest of its cells. A sketch never undercounts; it overcounts only when every one of an
-id's cells is shared with other ids (the chance is printed by `false_admit_rate`). Counts
+id's cells is shared with other ids. Counts
 are halved every `width` sightings, so the sketch does not fill up over a long run and an
 id must be seen K times within a recent stretch of the stream, not over all of it.
 """
@@ -71,12 +71,6 @@ class CountMinFilter:
         rows = np.arange(len(columns))[:, None]
         counts: npt.NDArray[np.uint8] = self._cells[rows, columns].min(axis=0)
         return counts
-
-    def false_admit_rate(self) -> float:
-        """The chance that an unseen id already reads as admitted: every one of its cells
-        at the threshold."""
-        full = (self._cells >= self.threshold).mean(axis=1)
-        return float(np.prod(full))
 
     @property
     def nbytes(self) -> int:
