@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from itertools import islice
@@ -29,8 +29,8 @@ class Slot:
 
 
 def arrange(
-    creators: Sequence[str],
-    tags: Sequence[str | None],
+    creators: Sequence[Hashable],
+    tags: Sequence[Hashable | None],
     n: int,
     *,
     pool: Sequence[int] = (),
@@ -70,7 +70,7 @@ def arrange(
 
 
 def _allowed(
-    used: set[int], recent: Counter[str], creators: Sequence[str], most: int, i: int
+    used: set[int], recent: Counter[Hashable], creators: Sequence[Hashable], most: int, i: int
 ) -> bool:
     """Not placed yet, and its creator has room in the window of the last items."""
     return i not in used and recent[creators[i]] < most

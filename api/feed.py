@@ -20,18 +20,20 @@ import logging
 import random
 import time
 import uuid
-from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from itertools import repeat
 
 import numpy as np
 import numpy.typing as npt
 
+from api.codes import Codes
+from api.columns import ItemColumns
 from api.diversity import arrange
-from api.retrieval import ANN_SOURCES, Candidate, Retrieved, retrieve
-from api.state import ServingState
-from models.features import FEATURE_NAMES, ranking_features
+from api.index import VectorIndex
+from api.retrieval import RANKER_SOURCE, SOURCES, Retrieved, retrieve
+from api.state import ServingState, as_codes
+from models.embeddings import Vector
+from models.features import FEATURE_NAMES, ranking_matrix
 from models.ranker import Ranker
 from swipeloop.contracts import Explain, Feed, FeedItem, Impression, ItemExplain
 from swipeloop.metrics import FEED_CANDIDATES, FEED_DROPS, FEED_STAGE_SECONDS
@@ -39,8 +41,10 @@ from swipeloop.metrics import FEED_CANDIDATES, FEED_DROPS, FEED_STAGE_SECONDS
 log = logging.getLogger(__name__)
 NO_MODEL = "none"
 NOT_INTERESTED_PUSH = 1.0  # pre-rank penalty for a creator the user hid an item of
+TRENDING_PRIOR = 0.1  # weight of the trending score in the pre-rank
 TOP_CONTRIBUTIONS = 5
 STAGES = ("retrieve", "prerank", "rank", "diversify")
+Floats = npt.NDArray[np.float64]
 
 
 @dataclass
@@ -57,26 +61,45 @@ class Timer:
         self._at = now
 
 
+@dataclass
+class Picked:
+    """One served item: its code, its row in the shortlist, and how it got its place."""
+
+    code: int
+    row: int
+    source: str
+    propensity: float
+    score: float
+    prerank: float
+
+
+def vector_scores(index: VectorIndex, queries: list[Vector], codes: Codes) -> Floats:
+    """Each item's best inner product with the user's vectors (0 without a user vector, or
+    for an item without one)."""
+    if not queries or not len(codes):
+        return np.zeros(len(codes), dtype=np.float64)
+    scores = index.vectors(codes) @ np.stack(queries).T
+    return np.asarray(scores.max(axis=1), dtype=np.float64)
+
+
 def prerank(
-    state: ServingState, retrieved: Retrieved, keep: int, pushed_down: set[str]
-) -> list[Candidate]:
-    """A cheap score over every candidate, in numpy (vector score + trending prior, minus a
-    push-down for creators the user hid an item of); the best `keep` as candidates."""
-    ids = retrieved.ids
-    prior = state.trending_scores()
-    scores = retrieved.ann + 0.1 * np.fromiter(
-        map(prior.get, ids, repeat(0.0)), np.float64, len(ids)
-    )
-    if pushed_down:
-        catalog = state.catalog
-        hit = np.fromiter((catalog[i].creator_id in pushed_down for i in ids), bool, len(ids))
-        scores -= NOT_INTERESTED_PUSH * hit
-    top = np.argpartition(-scores, keep)[:keep] if len(ids) > keep else np.arange(len(ids))
-    best = top[np.argsort(-scores[top], kind="stable")].tolist()
-    return [
-        Candidate(ids[i], retrieved.sources[i], float(retrieved.ann[i]), float(scores[i]))
-        for i in best
-    ]
+    columns: ItemColumns, trending: Floats, codes: Codes, ann: Floats, pushed_down: Codes
+) -> Floats:
+    """A cheap score over every candidate: vector score + trending prior, minus a push-down
+    for creators the user hid an item of."""
+    prior = np.zeros(len(codes), dtype=np.float64)
+    known = codes < len(trending)  # items newer than the last trending table score 0
+    prior[known] = trending[codes[known]]
+    scores = ann + TRENDING_PRIOR * prior
+    if len(pushed_down):
+        scores -= NOT_INTERESTED_PUSH * np.isin(columns.creator[codes], pushed_down)
+    return scores
+
+
+def best(scores: Floats, keep: int) -> npt.NDArray[np.int64]:
+    """Positions of the `keep` best scores, best first (ties in order)."""
+    top = np.argpartition(-scores, keep)[:keep] if len(scores) > keep else np.arange(len(scores))
+    return top[np.argsort(-scores[top], kind="stable")]
 
 
 def build_feed(
@@ -92,127 +115,132 @@ def build_feed(
     now = datetime.now(UTC)
     user = state.user(user_id)
     retrieved = retrieve(state, user, state.settings.candidates)
+    columns = state.columns
     for source, count in retrieved.per_source.items():
         FEED_CANDIDATES.labels(source).inc(count)
     for reason, count in retrieved.dropped.items():
         FEED_DROPS.labels(reason).inc(count)
     timer.lap("retrieve")
 
-    pushed_down = {
-        state.catalog[i].creator_id for i in list(user.hidden_items) if i in state.catalog
-    }
-    shortlist = prerank(state, retrieved, state.settings.rank_slice, pushed_down)
+    codes = retrieved.codes
+    # the score of the vector search that found a candidate; the others' computed here
+    ann = retrieved.ann.copy()
+    missing = np.isnan(ann)
+    ann[missing] = vector_scores(state.index, retrieved.queries, codes[missing])
+    hidden = as_codes(user.hidden_items)
+    pushed_down = np.unique(columns.creator[hidden[hidden < len(columns)]])
+    scores = prerank(columns, state.trending_scores(), codes, ann, pushed_down)
+    short = best(scores, state.settings.rank_slice)  # positions in `retrieved`
     timer.lap("prerank")
 
-    rows = np.asarray(
-        [
-            ranking_features(
-                state.catalog[c.item_id],
-                state.features.get(c.item_id),
-                c.ann_score,
-                "ann" if c.source in ANN_SOURCES else c.source,
-                now,
-            )
-            for c in shortlist
-        ],
-        dtype=np.float32,
-    ).reshape(len(shortlist), len(FEATURE_NAMES))
-    scores, version = _rank(ranker, shortlist, rows)
-    order = np.argsort(-scores, kind="stable")
+    listed = codes[short]
+    rows = ranking_matrix(
+        columns.counts[listed],
+        columns.as_of_s[listed],
+        columns.created_s[listed],
+        columns.duration_ms[listed],
+        ann[short],
+        RANKER_SOURCE[retrieved.sources[short]],
+        now.timestamp(),
+    ).astype(np.float32)
+    model, version = _rank(ranker, rows, scores[short])
+    order = np.argsort(-model, kind="stable")  # rows, best first
     timer.lap("rank")
 
-    ranked = [shortlist[int(i)] for i in order]
-    pool_ids = set(state.fresh_pool())
+    ranked = listed[order]
     slots = arrange(
-        [state.catalog[c.item_id].creator_id for c in ranked],
-        [_first_tag(state, c.item_id) for c in ranked],
+        columns.creator[ranked].tolist(),
+        [tag if tag >= 0 else None for tag in columns.tag[ranked].tolist()],
         n,
-        pool=[k for k, c in enumerate(ranked) if c.item_id in pool_ids],
+        pool=np.flatnonzero(np.isin(ranked, state.fresh_pool())).tolist(),
         explore_every=state.settings.explore_every,
         rng=rng,
     )
     timer.lap("diversify")
 
+    picked = [
+        Picked(
+            code=int(ranked[slot.index]),
+            row=(row := int(order[slot.index])),
+            source="explore" if slot.explore else SOURCES[retrieved.sources[short[row]]],
+            propensity=slot.propensity,
+            score=float(model[row]),
+            prerank=float(scores[short[row]]),
+        )
+        for slot in slots
+    ]
+    at = np.array([p.code for p in picked], dtype=np.int64)
+    item_ids = state.items.names(at)
+    creator_ids = state.creators.names(columns.creator[at])
     request_id = uuid.uuid4().hex
-    items, impressions, picked = [], [], []
-    for position, slot in enumerate(slots):
-        c = ranked[slot.index]
-        i = int(order[slot.index])
-        source = "explore" if slot.explore else c.source
-        score = float(scores[i])
-        picked.append((c, i, source, slot.propensity, score))
+    items, impressions = [], []
+    for position, (p, item_id, creator_id) in enumerate(
+        zip(picked, item_ids, creator_ids, strict=True)
+    ):
         items.append(
             FeedItem(
-                item_id=c.item_id,
-                creator_id=state.catalog[c.item_id].creator_id,
+                item_id=item_id,
+                creator_id=creator_id,
                 position=position,
-                source=source,
-                score=score,
-                propensity=slot.propensity,
+                source=p.source,
+                score=p.score,
+                propensity=p.propensity,
             )
         )
         impressions.append(
             Impression(
                 request_id=request_id,
                 user_id=user_id,
-                item_id=c.item_id,
+                item_id=item_id,
                 position=position,
-                source=source,
+                source=p.source,
                 model_version=version,
-                score=score,
-                prerank=c.prerank,
-                propensity=slot.propensity,
-                features=[float(x) for x in rows[i]],
+                score=p.score,
+                prerank=p.prerank,
+                propensity=p.propensity,
+                features=rows[p.row].tolist(),
                 served_at=now,
             )
         )
-        user.seen.add(c.item_id)
+        user.seen.add(p.code)
     feed = Feed(
         request_id=request_id,
         user_id=user_id,
         model_version=version,
-        candidates=len(retrieved.ids),
+        candidates=len(codes),
         items=items,
-        explain=_explain(ranker, rows, picked, retrieved.per_source, retrieved.dropped, timer)
-        if explain
-        else None,
+        explain=_explain(ranker, rows, picked, item_ids, retrieved, timer) if explain else None,
     )
     return feed, impressions, timer.stages
 
 
 def _rank(
-    ranker: Ranker | None, shortlist: list[Candidate], rows: npt.NDArray[np.float32]
-) -> tuple[npt.NDArray[np.float64], str]:
+    ranker: Ranker | None, rows: npt.NDArray[np.float32], prerank: Floats
+) -> tuple[Floats, str]:
     """The model's scores, or the pre-rank scores when there is no model (or it fails)."""
-    if ranker is not None and len(shortlist):
+    if ranker is not None and len(rows):
         try:
             return ranker.predict(rows), ranker.version
         except Exception:  # a broken model must not break feeds: fall back, loudly
             log.exception("model %s failed to score; serving the pre-rank order", ranker.version)
-    return np.asarray([c.prerank for c in shortlist], dtype=np.float64), NO_MODEL
-
-
-def _first_tag(state: ServingState, item_id: str) -> str | None:
-    tags = state.catalog[item_id].tags
-    return tags[0] if tags else None
+    return prerank, NO_MODEL
 
 
 def _explain(
     ranker: Ranker | None,
     rows: npt.NDArray[np.float32],
-    picked: list[tuple[Candidate, int, str, float, float]],
-    per_source: Counter[str],
-    dropped: Counter[str],
+    picked: list[Picked],
+    item_ids: list[str],
+    retrieved: Retrieved,
     timer: Timer,
 ) -> Explain:
     """Per stage: candidates per source, drops per reason, milliseconds; per item: its scores
     and top feature contributions."""
-    contributions: npt.NDArray[np.float64] | None = None
+    contributions: Floats | None = None
     if ranker is not None and picked:
-        at = [i for _, i, _, _, _ in picked]
-        contributions = ranker.contributions(rows[at])
+        contributions = ranker.contributions(rows[[p.row for p in picked]])
     items = []
-    for k, (c, _i, source, propensity, score) in enumerate(picked):
+    for k, (p, item_id) in enumerate(zip(picked, item_ids, strict=True)):
         top: dict[str, float] = {}
         if contributions is not None:
             row = contributions[k, : len(FEATURE_NAMES)]
@@ -220,17 +248,17 @@ def _explain(
                 top[FEATURE_NAMES[int(j)]] = round(float(row[j]), 5)
         items.append(
             ItemExplain(
-                item_id=c.item_id,
-                source=source,
-                prerank=round(c.prerank, 5),
-                score=round(score, 5),
-                propensity=propensity,
+                item_id=item_id,
+                source=p.source,
+                prerank=round(p.prerank, 5),
+                score=round(p.score, 5),
+                propensity=p.propensity,
                 contributions=top,
             )
         )
     return Explain(
-        candidates_per_source=dict(per_source),
-        dropped=dict(dropped),
+        candidates_per_source=dict(retrieved.per_source),
+        dropped=dict(retrieved.dropped),
         stage_ms=dict(timer.stages),
         shortlist=len(rows),
         items=items,

@@ -14,12 +14,15 @@ Why it is built this way:
   per query so that the probed lists hold about `candidates_per_result` · k vectors (8 gave a
   recall of the top 10,000 of ≈ 0.97 against exact search), at least `min_nprobe` lists, and is
   doubled while they hold fewer than k vectors: a search always yields min(k, N) results.
+- faiss ids are the items' codes (`api.codes`), shared with the API's other per-item arrays: a
+  search answers in codes, and `vectors` gathers the rows of any codes (a pre-ranker scores
+  every candidate from any source with them).
 - Switching kinds, or retraining once N has doubled since the last training, builds a new index
   on a daemon thread while the current one answers. The index keeps its own copy of the vectors
-  (a float32 matrix; row = faiss id; freed rows are reused), so a build reads them without the
-  lock; ids changed meanwhile are recorded and replayed into the new index (in rounds outside
-  the lock, the last few under it) just before the swap.
-- The lock covers the id maps, list edits and searches (faiss lists must not change under a
+  (a float32 matrix; row = code), so a build reads them without the lock; codes changed
+  meanwhile are recorded and replayed into the new index (in rounds outside the lock, the last
+  few under it) just before the swap.
+- The lock covers the live flags, list edits and searches (faiss lists must not change under a
   running search); upserts assign their vectors to lists before taking it.
 """
 
@@ -28,16 +31,18 @@ from __future__ import annotations
 import logging
 import math
 import threading
+from collections.abc import Iterator, Mapping
 
 import faiss
 import numpy as np
 import numpy.typing as npt
 
+from api.codes import Codes, Interner
 from models.embeddings import Vector
 
 log = logging.getLogger(__name__)
 
-Keys = npt.NDArray[np.int64]
+Keys = Codes
 
 TRAIN_POINTS_PER_LIST = 64  # k-means sample; faiss asks for at least 39 per centroid
 KMEANS_ITERATIONS = 10  # faiss's default 25 costs 2.5x the training for no measured recall gain
@@ -118,6 +123,7 @@ class VectorIndex:
         max_nlist: int = 2048,
         candidates_per_result: float = 8.0,
         min_nprobe: int = 32,
+        names: Interner | None = None,
     ) -> None:
         self.dim = dim
         self.exact_below = exact_below
@@ -127,26 +133,22 @@ class VectorIndex:
         self._lock = threading.Lock()
         self._index = new_index(dim, 1, np.zeros((0, dim), dtype=np.float32))
         self._trained_on = 0
-        self._keys: dict[str, int] = {}
-        self._free: list[int] = []
-        self._high = 0  # keys ever handed out; the next new one
+        self.names = Interner() if names is None else names  # item id <-> code (= faiss id)
+        self._count = 0  # codes with a vector
         self._store: Vector = np.zeros((1024, dim), dtype=np.float32)
         self._live = np.zeros(1024, dtype=np.bool_)
-        # Names by key ("" for a freed key, which no index holds), as a numpy array: mapping
-        # 10,000 results takes ~2 ms with a take, ~6 ms with a list comprehension (cache misses).
-        self._names: npt.NDArray[np.object_] = np.full(1024, "", dtype=object)
         self._dirty: set[int] | None = None  # keys changed since the running build started
         self._builder: threading.Thread | None = None
         self._building_nlist = 0
         self._build_error: str | None = None
 
     def __len__(self) -> int:
-        return len(self._keys)
+        return self._count
 
     def upsert(self, vectors: dict[str, Vector]) -> None:
         """Add new ids and replace existing ones in one pass."""
         if vectors:
-            self._upsert(list(vectors), np.stack(list(vectors.values())))
+            self.upsert_codes(self.names.codes(vectors), np.stack(list(vectors.values())))
 
     def bulk_load(self, ids: list[str], matrix: npt.NDArray[np.float32]) -> None:
         """Load many vectors at once: searchable (exactly) on return, the IVF index follows on a
@@ -156,33 +158,61 @@ class VectorIndex:
         last = {item_id: row for row, item_id in enumerate(ids)}  # a repeated id keeps its last
         if len(last) < len(ids):
             matrix = matrix[np.fromiter(last.values(), dtype=np.int64, count=len(last))]
-        self._upsert(list(last), matrix)
+        self.upsert_codes(self.names.codes(last), matrix)
 
     def remove(self, item_ids: list[str]) -> None:
         """Drop ids from the index (deleted or expired items); unknown ids are ignored."""
+        self.remove_codes(self.names.known(item_ids))
+
+    def remove_codes(self, codes: Keys) -> None:
+        """Drop codes from the index; codes without a vector are ignored."""
         with self._lock:
-            keys = np.fromiter(
-                (self._keys.pop(i) for i in item_ids if i in self._keys), dtype=np.int64
-            )
+            codes = codes[codes < len(self._live)]
+            keys = np.unique(codes[self._live[codes]])
             if not keys.size:
                 return
-            self._names[keys] = ""
-            self._free.extend(keys.tolist())
             self._live[keys] = False
+            self._store[keys] = 0.0
+            self._count -= int(keys.size)
             remove_keys(self._index, keys)
             if self._dirty is not None:
                 self._dirty.update(keys.tolist())
         self._maybe_rebuild()
 
+    def codes(self) -> Keys:
+        """Every code with a vector."""
+        return np.flatnonzero(self._live).astype(np.int64)
+
+    def has(self, code: int) -> bool:
+        """Whether the code has a vector."""
+        live = self._live
+        return code < len(live) and bool(live[code])
+
+    def vectors(self, codes: Keys) -> Vector:
+        """The rows of these codes (zeros for a code without a vector); no lock: a row being
+        replaced meanwhile reads as its old or its new vector."""
+        store = self._store
+        inside = codes < len(store)
+        if inside.all():
+            return store[codes]
+        out = np.zeros((len(codes), self.dim), dtype=np.float32)
+        out[inside] = store[codes[inside]]
+        return out
+
     def search(self, query: Vector, k: int) -> tuple[list[str], npt.NDArray[np.float32]]:
         """The k nearest item ids by inner product, best first, with their scores."""
+        codes, scores = self.search_codes(query, k)
+        return self.names.names(codes), scores
+
+    def search_codes(self, query: Vector, k: int) -> tuple[Keys, npt.NDArray[np.float32]]:
+        """The k nearest item codes by inner product, best first, with their scores."""
         q = np.ascontiguousarray(query, dtype=np.float32).reshape(1, -1)
         with self._lock:
             index = self._index
             ntotal, nlist = int(index.ntotal), int(index.nlist)
             k = min(k, ntotal)
             if k <= 0:
-                return [], np.zeros(0, dtype=np.float32)
+                return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
             nprobe = nprobe_for(k, ntotal, nlist, self.candidates_per_result, self.min_nprobe)
             while True:
                 params = faiss.SearchParametersIVF()
@@ -192,8 +222,7 @@ class VectorIndex:
                 if int(valid.sum()) >= k or nprobe >= nlist:
                     break
                 nprobe = min(nlist, 2 * nprobe)  # the probed lists were short of k vectors
-            names: list[str] = self._names[keys[0][valid]].tolist()
-        return names, scores[0][valid]
+        return keys[0][valid], scores[0][valid]
 
     def describe(self) -> dict[str, object]:
         """Which index answers now, its parameters, and any build in progress (for logs)."""
@@ -201,7 +230,7 @@ class VectorIndex:
             nlist = int(self._index.nlist)
             return {
                 "kind": "exact" if nlist == 1 else "ivf",
-                "vectors": len(self._keys),
+                "vectors": self._count,
                 "nlist": nlist,
                 "trained_on": self._trained_on if nlist > 1 else 0,
                 "candidates_per_result": self.candidates_per_result,
@@ -220,11 +249,12 @@ class VectorIndex:
 
     # ---- updates ----
 
-    def _upsert(self, ids: list[str], matrix: npt.NDArray[np.float32]) -> None:
-        if not ids:
+    def upsert_codes(self, keys: Keys, matrix: npt.NDArray[np.float32]) -> None:
+        """Add or replace the vectors of distinct codes."""
+        if not len(keys):
             return
-        if matrix.shape != (len(ids), self.dim):  # checked before any map changes
-            raise ValueError(f"expected a ({len(ids)}, {self.dim}) matrix, got {matrix.shape}")
+        if matrix.shape != (len(keys), self.dim):  # checked before anything changes
+            raise ValueError(f"expected a ({len(keys)}, {self.dim}) matrix, got {matrix.shape}")
         matrix = np.ascontiguousarray(matrix, dtype=np.float32)
         index = self._index
         lists = assign(index, matrix)
@@ -232,7 +262,8 @@ class VectorIndex:
             if index is not self._index:  # a build was swapped in meanwhile
                 index = self._index
                 lists = assign(index, matrix)
-            keys = self._allocate(ids)
+            self._reserve(int(keys.max()) + 1)
+            self._count += int(len(keys) - self._live[keys].sum())
             self._store[keys] = matrix
             self._live[keys] = True
             remove_keys(index, keys)
@@ -243,34 +274,16 @@ class VectorIndex:
                 self._dirty.update(keys.tolist())
         self._maybe_rebuild()
 
-    def _allocate(self, ids: list[str]) -> Keys:
-        """The key of each id, new ones taking freed keys first (under the lock)."""
-        keys = np.empty(len(ids), dtype=np.int64)
-        for row, item_id in enumerate(ids):
-            key = self._keys.get(item_id)
-            if key is None:
-                if self._free:
-                    key = self._free.pop()
-                else:
-                    key, self._high = self._high, self._high + 1
-                self._keys[item_id] = key
-            keys[row] = key
-        self._reserve(self._high)
-        self._names[keys] = np.array(ids, dtype=object)
-        return keys
-
     def _reserve(self, size: int) -> None:
         if size <= len(self._live):
             return
         capacity = max(size, 2 * len(self._live))
         store = np.zeros((capacity, self.dim), dtype=np.float32)
         live = np.zeros(capacity, dtype=np.bool_)
-        names = np.full(capacity, "", dtype=object)
         store[: len(self._store)] = self._store
         live[: len(self._live)] = self._live
-        names[: len(self._names)] = self._names
         # A running build keeps reading the old arrays; what changes from now on it replays.
-        self._store, self._live, self._names = store, live, names
+        self._store, self._live = store, live
 
     # ---- background builds ----
 
@@ -287,7 +300,7 @@ class VectorIndex:
         with self._lock:
             if self._builder is not None:
                 return
-            nlist = self._wanted_nlist(len(self._keys))
+            nlist = self._wanted_nlist(self._count)
             if nlist is None:
                 return
             keys = np.flatnonzero(self._live).astype(np.int64)
@@ -338,3 +351,23 @@ class VectorIndex:
             chunk = keys[start : start + BUILD_CHUNK]
             index.add_with_ids(store[chunk], chunk)
         return index
+
+
+class ByName(Mapping[str, Vector]):
+    """An index's vectors by item id (a read-only view)."""
+
+    def __init__(self, index: VectorIndex) -> None:
+        self._index = index
+
+    def __getitem__(self, name: str) -> Vector:
+        code = self._index.names.get(name)
+        if code is None or not self._index.has(code):
+            raise KeyError(name)
+        row: Vector = self._index.vectors(np.array([code]))[0]
+        return row
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._index.names.names(self._index.codes()))
+
+    def __len__(self) -> int:
+        return len(self._index)

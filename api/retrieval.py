@@ -1,30 +1,34 @@
 """Retrieval and filtering: up to `limit` eligible candidates from several sources.
 
-Each source proposes item ids in its own order of preference. A first round takes each
+Each source proposes distinct item codes in its own order of preference. A first round takes each
 source's quota (so a user with a strong vector still sees what is trending, new uploads
 and their followed creators), a second round fills up from the user's long-term vector,
-and the catalog itself (by trending score, then newest) is the last resort, so a catalog
+and the catalog itself (by trending score, then by code) is the last resort, so a catalog
 of at least `limit` eligible items always yields exactly `limit` candidates. Candidates
 are deduplicated across sources; the first source to propose an item keeps it, and its
 tag says where it came from.
 
 Filtering happens as candidates are taken: an item already shown to the user (30 days), by
 a blocked creator, marked not interested, or no longer in the catalog (deleted) is dropped
-and counted by reason.
+and counted by reason. Everything is numpy over item codes: a source's proposals are looked
+at in chunks, each chunk filtered with a handful of vector operations.
 """
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
-from collections.abc import Iterable
 from dataclasses import dataclass, field
-from itertools import chain, islice
 
 import numpy as np
 import numpy.typing as npt
 
-from api.state import ServingState, UserState
+from api.codes import Codes
+from api.columns import ItemColumns
+from api.state import EMPTY, ServingState, UserState, as_codes
 from models.embeddings import Vector
+
+log = logging.getLogger(__name__)
 
 # (source, share of `limit` it may fill in the first round)
 QUOTAS: tuple[tuple[str, float], ...] = (
@@ -36,30 +40,56 @@ QUOTAS: tuple[tuple[str, float], ...] = (
     ("ann", 1.0),
 )
 FILL = ("ann", "trending", "fresh", "catalog")  # second round, in order
-SHORT_TERM = 5  # last positives that make the short-term vector
+SOURCES = ("ann_short", "similar", "followed", "trending", "fresh", "ann", "catalog")
+SOURCE = {name: k for k, name in enumerate(SOURCES)}
+# what each source is to the ranker (`models.features.ranking_matrix`'s from_* columns)
+RANKER_SOURCE = np.array(["ann", "ann", "followed", "trending", "fresh", "ann", "catalog"])
 ANN_SOURCES = frozenset({"ann", "ann_short", "similar"})
-
-
-@dataclass
-class Candidate:
-    """A retrieved item with the source that found it and its retrieval score."""
-
-    item_id: str
-    source: str
-    ann_score: float = 0.0
-    prerank: float = 0.0
+SHORT_TERM = 5  # last positives that make the short-term vector
+# Why a candidate is dropped; a code's first matching reason in this order counts.
+REASONS = ("deleted", "seen", "blocked_creator", "not_interested")
+OK = len(REASONS)
+Floats = npt.NDArray[np.float64]
+NO_SCORES: Floats = np.zeros(0, dtype=np.float64)
 
 
 @dataclass
 class Retrieved:
-    """The candidates as parallel columns (item, source, vector score), and what each source
+    """The candidates as parallel columns (item code, source code), and what each source
     proposed and each filter dropped."""
 
-    ids: list[str] = field(default_factory=list)
-    sources: list[str] = field(default_factory=list)
-    ann: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
+    codes: Codes = field(default_factory=lambda: EMPTY)
+    sources: npt.NDArray[np.int64] = field(default_factory=lambda: EMPTY)
+    ann: Floats = field(default_factory=lambda: NO_SCORES)  # the vector search's (NaN: none)
+    queries: list[Vector] = field(default_factory=list)  # the user's long- and short-term
     per_source: Counter[str] = field(default_factory=Counter)
     dropped: Counter[str] = field(default_factory=Counter)
+
+
+class Filters:
+    """What one user may not be shown: a reason code per item code for what they saw or
+    hid (one gather per chunk of proposals), and their blocked creators."""
+
+    def __init__(self, user: UserState, columns: ItemColumns) -> None:
+        self._columns = columns
+        self._why = np.full(len(columns), OK, dtype=np.int8)  # untouched pages cost nothing
+        for reason, codes in (
+            ("not_interested", as_codes(user.hidden_items)),
+            ("seen", as_codes(user.seen)),  # later wins: the order of REASONS, reversed
+        ):
+            self._why[codes[codes < len(columns)]] = REASONS.index(reason)
+        self._blocked = as_codes(user.blocked_creators)
+
+    def reasons(self, codes: Codes) -> npt.NDArray[np.int8]:
+        """Each code's drop reason (an index into REASONS), or OK."""
+        why = self._why[codes]
+        if len(self._blocked):
+            blocked = np.isin(self._columns.creator[codes], self._blocked)
+            why[blocked & (why > REASONS.index("blocked_creator"))] = REASONS.index(
+                "blocked_creator"
+            )
+        why[~self._columns.alive[codes]] = REASONS.index("deleted")
+        return why
 
 
 class Sources:
@@ -67,31 +97,45 @@ class Sources:
 
     def __init__(self, state: ServingState, user: UserState, limit: int) -> None:
         self._state, self._user, self._limit = state, user, limit
-        self.scores: dict[str, float] = {}  # item -> its best vector score among ANN sources
+        self.long_term = state.user_vector(user)
+        self.short_term = state.taste(as_codes(user.positives)[-SHORT_TERM:])
 
-    def _ann(self, query: Vector | None, k: int) -> list[str]:
-        """The k nearest items; their scores are kept (the long-term vector's, searched
-        last, win over the others')."""
+    def _ann(self, query: Vector | None, k: int) -> tuple[Codes, Floats]:
+        """The k nearest items and their scores (none if the index fails: the other sources
+        still serve)."""
         if query is None:
-            return []
-        ids, scores = self._state.index.search(query, k)
-        self.scores.update(zip(ids, scores.tolist(), strict=True))
-        return ids
+            return EMPTY, NO_SCORES
+        try:
+            codes, scores = self._state.index.search_codes(query, k)
+        except Exception:
+            log.exception("vector search failed; serving the other sources")
+            return EMPTY, NO_SCORES
+        return codes, scores.astype(np.float64)
 
-    def proposals(self, source: str) -> Iterable[str]:
+    def scored(self, source: str) -> tuple[Codes, Floats | None]:
+        """A source's proposals, with their vector scores for the ANN sources."""
+        if source in ANN_SOURCES:
+            return self._ann(*self._ann_query(source))
+        return self.proposals(source), None
+
+    def _ann_query(self, source: str) -> tuple[Vector | None, int]:
+        user, over = self._user, self._limit + len(self._user.seen)
+        if source == "ann":
+            return self.long_term, over
+        if source == "ann_short":
+            return self.short_term, over // 5
+        last = user.positives[-1] if user.positives else None
+        return (self._state.vector(last) if last is not None else None), over // 10
+
+    def proposals(self, source: str) -> Codes:
         state, user, limit = self._state, self._user, self._limit
         over = limit + len(user.seen)  # what the seen filter may take out
-        if source == "ann":
-            return self._ann(state.user_vector(user), over)
-        if source == "ann_short":
-            return self._ann(state.taste(list(user.positives)[-SHORT_TERM:]), over // 5)
-        if source == "similar":
-            last = user.positives[-1] if user.positives else None
-            return self._ann(state.vectors.get(last) if last else None, over // 10)
+        if source in ANN_SOURCES:
+            return self.scored(source)[0]
         if source == "followed":
             return state.by_creators(user.followed)
         if source == "trending":
-            return state.trending(over)
+            return state.trending()[:over]
         if source == "fresh":
             return state.fresh_pool()
         if source == "catalog":
@@ -100,58 +144,65 @@ class Sources:
 
 
 def retrieve(state: ServingState, user: UserState, limit: int) -> Retrieved:
-    """Up to `limit` eligible candidates, each tagged with the source that found it.
-
-    The hot loop of a feed (10,000 items): the filters are inlined on purpose, a function
-    call per item would double its cost."""
+    """Up to `limit` eligible candidates, each tagged with the source that found it."""
+    columns = state.columns  # one consistent set of columns for the whole request
+    filters = Filters(user, columns)
     sources = Sources(state, user, limit)
-    out = Retrieved()
-    ids, tags, dropped, per_source = out.ids, out.sources, out.dropped, out.per_source
-    taken: set[str] = set()
-    catalog = state.catalog.get
-    seen, hidden, blocked = user.seen, user.hidden_items, user.blocked_creators
-    iterators = {name: iter(sources.proposals(name)) for name, _ in QUOTAS}
+    proposals: dict[str, tuple[Codes, Floats | None]] = {}
+    position: Counter[str] = Counter()  # how far each source's proposals were looked at
+    taken = np.zeros(len(columns), dtype=np.bool_)  # looked at by any source
+    picked: list[Codes] = []  # accepted codes, a block per take
+    picked_scores: list[Floats] = []
+    block_source: list[int] = []
+    dropped = np.zeros(len(REASONS) + 1, dtype=np.int64)  # by reason, OK last
+    per_source: Counter[str] = Counter()
+    total = 0
 
     def take(name: str, quota: int) -> None:
-        """Up to `quota` more candidates from one source, filtered in bulk: list
-        comprehensions over a chunk of proposals cost a tenth of a loop body per item."""
-        proposals = iterators.setdefault(name, iter(sources.proposals(name)))
-        want = min(quota, limit - len(ids))
-        added = 0
-        while added < want:
-            chunk = list(islice(proposals, 2 * (want - added) + 16))
-            if not chunk:
-                break
-            new = [i for i in dict.fromkeys(chunk) if i not in taken]
-            # the filter that drops each item (None: it may be shown), in one pass
-            reasons = [
-                "deleted"
-                if it is None
-                else "seen"
-                if i in seen
-                else "blocked_creator"
-                if it.creator_id in blocked
-                else "not_interested"
-                if i in hidden
-                else None
-                for i, it in zip(new, map(catalog, new), strict=True)
-            ]
-            accepted = [k for k, why in enumerate(reasons) if why is None][: want - added]
-            # what is looked at ends at the last accepted item (the rest stays for others)
-            end = accepted[-1] + 1 if len(accepted) == want - added else len(new)
-            taken.update(new[:end])
-            ids.extend([new[k] for k in accepted])
-            tags.extend([name] * len(accepted))
-            added += len(accepted)
-            dropped.update(why for why in reasons[:end] if why is not None)
-            if end < len(new):  # proposals not looked at stay for this source's next turn
-                proposals = iterators[name] = chain(new[end:], proposals)
-        per_source[name] += added
+        """Up to `quota` more candidates from one source, a chunk of proposals at a time."""
+        nonlocal total, dropped
+        want = min(quota, limit - total)
+        if want <= 0:
+            return
+        if name not in proposals:
+            proposals[name] = sources.scored(name)
+        mine, scores = proposals[name]
+        while want > 0 and position[name] < len(mine):
+            start = position[name]
+            chunk = mine[start : start + 2 * want + 16]
+            # neither looked at by a source yet, nor newer than this request's `columns`
+            inside = chunk < len(columns)
+            fresh = np.flatnonzero(~taken[np.where(inside, chunk, 0)] & inside)  # positions
+            codes = chunk[fresh]
+            why = filters.reasons(codes)
+            ok = np.flatnonzero(why == OK)
+            if len(ok) >= want:  # what is looked at ends at the last accepted code
+                end = int(ok[want - 1]) + 1
+                ok = ok[:want]
+                position[name] = start + int(fresh[end - 1]) + 1
+            else:
+                end = len(codes)
+                position[name] = start + len(chunk)
+            taken[codes[:end]] = True
+            dropped += np.bincount(why[:end], minlength=len(REASONS) + 1)
+            picked.append(codes[ok])
+            picked_scores.append(
+                scores[start + fresh[ok]] if scores is not None else np.full(len(ok), np.nan)
+            )
+            block_source.append(SOURCE[name])
+            per_source[name] += len(ok)
+            total += len(ok)
+            want -= len(ok)
 
     for name, share in QUOTAS:
         take(name, max(1, int(share * limit)))
     for name in FILL:
         take(name, limit)
-    score = sources.scores.get
-    out.ann = np.fromiter((score(i, 0.0) for i in ids), np.float64, len(ids))
-    return out
+    return Retrieved(
+        codes=np.concatenate(picked) if picked else EMPTY,
+        ann=np.concatenate(picked_scores) if picked else NO_SCORES,
+        sources=np.repeat(np.array(block_source, dtype=np.int64), [len(block) for block in picked]),
+        queries=[q for q in (sources.long_term, sources.short_term) if q is not None],
+        per_source=Counter({k: v for k, v in per_source.items() if v}),
+        dropped=Counter({REASONS[k]: int(n) for k, n in enumerate(dropped[: len(REASONS)]) if n}),
+    )

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from confluent_kafka.admin import AdminClient
 
-from api.state import Feeder, ServingState
+from api.state import REFRESH_S, Feeder, ServingState
 from models.ranker import Ranker, latest_version, load
 from swipeloop.clickhouse import connect
 from swipeloop.kafka import AsyncProducer, client_config
@@ -53,23 +53,37 @@ class ModelHolder:
 
 
 class Serving:
-    """The feed side: serving state, its feeder, the current model."""
+    """The feed side: serving state, its feeder, its refresher, the current model."""
 
     def __init__(self, settings: Settings) -> None:
         self.state = ServingState(settings, connect(settings))
         self.feeder = Feeder(self.state, settings)
         self.models = ModelHolder(settings)
+        self._stop = threading.Event()
+        self._refresher = threading.Thread(target=self._refresh, name="refresher", daemon=True)
 
     def start(self) -> None:
-        """Bootstrap caches, then follow the topics and the model registry."""
+        """Bootstrap caches, then follow the topics and the model registry, and keep the
+        shared lists (trending, fresh pool) fresh off the request path."""
         self.state.bootstrap()
+        self.state.refresh()
         self.feeder.start()
         self.models.start()
+        self._refresher.start()
 
     def stop(self) -> None:
         """Stop the background threads."""
+        self._stop.set()
         self.feeder.stop()
         self.models.stop()
+        self._refresher.join(timeout=5)
+
+    def _refresh(self) -> None:
+        while not self._stop.wait(REFRESH_S):
+            try:
+                self.state.refresh()
+            except Exception:  # the lists stay as they were; requests recompute stale ones
+                log.exception("refreshing the shared lists failed")
 
 
 class Services:

@@ -1,35 +1,51 @@
-"""What a feed request reads: caches bootstrapped from ClickHouse, kept fresh from topics."""
+"""What a feed request reads: caches bootstrapped from ClickHouse, kept fresh from topics.
+
+Items, creators and tags are integer codes (`api.codes`): per-item facts are numpy columns
+(`api.columns`), the vector index answers in codes, and a user's seen set, blocks and
+follows are sets of codes, so a feed filters and ranks 10,000 candidates with a few numpy
+calls and no string in sight until the response is written.
+"""
 
 from __future__ import annotations
 
-import heapq
 import logging
 import threading
 import time
-import uuid
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar, cast
 
 import msgspec
 import numpy as np
+import numpy.typing as npt
 from clickhouse_connect.driver.client import Client
-from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaException, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    OFFSET_END,
+    Consumer,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
 
-from api.index import VectorIndex
-from models.embeddings import Vector, mean_vector, normalized, normalized_rows
+from api.codes import Codes, Interner
+from api.columns import NO_CODE, ItemColumns
+from api.index import ByName, VectorIndex
+from models.embeddings import Vector, normalized, normalized_rows
 from models.features import (
     COUNTERS,
+    DAY,
     FRESH_HOURS,
+    POSITIVE_KINDS,
+    POSITIVE_WATCH_MS,
     Session,
     advance_session,
     engagement_weight,
-    exposure_room,
+    exposure_rooms,
     packed_counts,
-    trending_score,
-    window,
+    trending_scores,
 )
 from swipeloop import topics
 from swipeloop.clickhouse import read_vectors
@@ -47,23 +63,51 @@ from swipeloop.settings import Settings
 log = logging.getLogger(__name__)
 RECENT_POSITIVES = 20
 FRESH_POOL = 1_000  # new uploads with room at their exposure stage, kept ready per second
-IMPRESSIONS_REPLAY_S = 300  # a restarted replica re-reads this much of `impressions`
+TRENDING_DEPTH = 50_000  # items ranked by trending score, kept ready per second
+REFRESH_S = 1.0  # how often the shared lists are recomputed (`ServingState.refresh`)
+STALE_S = 2.0  # a shared list older than this is recomputed by the request that reads it
+REPLAY_S = 300  # the feeder re-reads this much of events and impressions before bootstrap
 SEEN_DAYS = 30
+USER_TOPICS = frozenset({topics.EVENTS_ACTIONS, topics.EVENTS_CONTEXT, topics.IMPRESSIONS})
 T = TypeVar("T")
+EMPTY: Codes = np.zeros(0, dtype=np.int64)
+
+# A user's recent history, aggregated in ClickHouse at bootstrap (one row per user).
+USERS_SEEN_SQL = """
+SELECT user_id, groupUniqArray(item_id)
+FROM impressions WHERE served_at >= {since:DateTime64(3)}
+GROUP BY user_id
+"""
+USERS_SIGNALS_SQL = """
+SELECT user_id,
+       groupUniqArrayIf(item_id, kind = 'block'),
+       groupUniqArrayIf(item_id, kind = 'follow'),
+       groupUniqArrayIf(item_id, kind = 'not_interested'),
+       arraySlice(arrayMap(x -> x.2, arraySort(x -> x.1, groupArrayIf((client_ts, item_id),
+           kind IN {positive:Array(String)}
+           OR (kind = 'watch' AND watch_ms >= {positive_watch_ms:UInt32})))), -{keep:UInt32})
+FROM events WHERE client_ts >= {since:DateTime64(3)} AND kind != 'impression'
+GROUP BY user_id
+"""
 
 
 @dataclass
 class UserState:
-    """What the API remembers of one user: what was shown, liked, blocked."""
+    """What the API remembers of one user (item and creator codes): what was shown, liked,
+    blocked, followed, hidden."""
 
     user_id: str = ""
-    seen: set[str] = field(default_factory=set)
-    positives: deque[str] = field(default_factory=lambda: deque(maxlen=RECENT_POSITIVES))
-    blocked_creators: set[str] = field(default_factory=set)
-    followed: set[str] = field(default_factory=set)  # creators
-    hidden_items: set[str] = field(default_factory=set)
+    seen: set[int] = field(default_factory=set)
+    positives: deque[int] = field(default_factory=lambda: deque(maxlen=RECENT_POSITIVES))
+    blocked_creators: set[int] = field(default_factory=set)
+    followed: set[int] = field(default_factory=set)
+    hidden_items: set[int] = field(default_factory=set)
     session: Session = field(default_factory=Session)
-    loaded: bool = False
+
+
+def as_codes(values: set[int] | deque[int]) -> Codes:
+    """A set of codes as an array (a copy: the feeder thread may add meanwhile)."""
+    return np.fromiter(list(values), np.int64) if values else EMPTY
 
 
 class ServingState:
@@ -71,24 +115,46 @@ class ServingState:
 
     def __init__(self, settings: Settings, client: Client) -> None:
         self.settings = settings
+        self.items = Interner()  # item id <-> code (rows of `columns`, ids of `index`)
+        self.creators = Interner()
+        self.tags = Interner()
+        self.columns = ItemColumns()
         self.catalog: dict[str, Item] = {}
         self.deleted: set[str] = set()  # items taken down
-        self.creator_items: dict[str, list[str]] = {}  # creator -> items, in upload order
-        self.features: dict[str, ItemFeatures] = {}
-        self.vectors: dict[str, Vector] = {}  # items, unit length
-        self.index = VectorIndex(settings.embedding_dim)
+        self.creator_items: dict[int, list[int]] = {}  # creator -> items, in upload order
+        self.index = VectorIndex(settings.embedding_dim, names=self.items)
+        self.vectors = ByName(self.index)  # items, unit length
         self.user_vectors: dict[str, Vector] = {}  # learned online (own or cold), unit length
         self.users: dict[str, UserState] = {}
+        self.replay_from_ms = int((time.time() - REPLAY_S) * 1000)
         self._client = client
         self._client_lock = threading.Lock()
-        self._lists: dict[str, tuple[tuple[int, int], Any]] = {}  # name -> (key, value)
-        self._compute_lock = threading.Lock()
-        self._catalog_version = 0
+        self._lists: dict[str, tuple[float, Any]] = {}  # name -> (monotonic time, value)
+        self._compute_lock = threading.RLock()  # a list may read another one
+        self._grow_lock = threading.Lock()
+
+    def code(self, item_id: str) -> int:
+        """An item's code, with a row in the columns before anyone can hold it."""
+        code = self.items.get(item_id)
+        if code is None:
+            return int(self.codes([item_id])[0])
+        return code
+
+    def codes(self, item_ids: list[str]) -> Codes:
+        """Items' codes, rows reserved."""
+        codes = self.items.codes(item_ids)
+        if len(self.items) > len(self.columns):
+            with self._grow_lock:
+                self.columns = self.columns.grown(len(self.items))
+        return codes
 
     # ---- bootstrap from ClickHouse (what survives a restart of a memory-only broker) ----
 
     def bootstrap(self) -> None:
-        """Fill the caches from ClickHouse once at start."""
+        """Fill the caches from ClickHouse once at start; the feeder then replays the topics
+        from a little before this moment, so nothing falls in between."""
+        self.replay_from_ms = int((time.time() - REPLAY_S) * 1000)
+        since = datetime.now(UTC) - timedelta(days=SEEN_DAYS)
         with self._client_lock:
             items = self._client.query(
                 "SELECT item_id, creator_id, duration_ms, tags, sound_id, created_at, deleted "
@@ -104,80 +170,111 @@ class ServingState:
             users, user_matrix = read_vectors(
                 self._client, self.settings.embedding_dim, "user_embeddings"
             )
+            seen = self._client.query(USERS_SEEN_SQL, parameters={"since": since}).result_rows
+            signals = self._client.query(
+                USERS_SIGNALS_SQL,
+                parameters={
+                    "since": since,
+                    "positive": sorted(POSITIVE_KINDS),
+                    "positive_watch_ms": POSITIVE_WATCH_MS,
+                    "keep": 5 * RECENT_POSITIVES,
+                },
+            ).result_rows
         for item_id, creator, duration, tags, sound, created, deleted in items:
-            if deleted:
-                self.deleted.add(item_id)
-                continue
-            self.catalog[item_id] = Item(
-                item_id=item_id,
-                creator_id=creator,
-                duration_ms=duration,
-                tags=list(tags),
-                sound_id=sound or None,
-                created_at=created.replace(tzinfo=UTC),
+            self.apply_item(
+                Item(
+                    item_id=item_id,
+                    creator_id=creator,
+                    duration_ms=duration,
+                    tags=list(tags),
+                    sound_id=sound or None,
+                    created_at=created.replace(tzinfo=UTC),
+                    deleted=bool(deleted),
+                )
             )
         windows: dict[str, list[tuple[int, datetime, list[float]]]] = {}
         for item_id, window_s, (end, *counts) in feats:
             windows.setdefault(item_id, []).append((window_s, end.replace(tzinfo=UTC), counts))
         for item_id, closed in windows.items():
-            self.features[item_id] = ItemFeatures(
-                item_id=item_id,
-                as_of=max(end for _, end, _ in closed),
-                window_s=[length for length, _, _ in closed],
-                window_end=[end for _, end, _ in closed],
-                counts=packed_counts(np.array([counts for _, _, counts in closed])),
+            self.apply_features(
+                ItemFeatures(
+                    item_id=item_id,
+                    as_of=max(end for _, end, _ in closed),
+                    window_s=[length for length, _, _ in closed],
+                    window_end=[end for _, end, _ in closed],
+                    counts=packed_counts(np.array([counts for _, _, counts in closed])),
+                )
             )
         live = [k for k, item_id in enumerate(ids) if item_id not in self.deleted]
-        ids, unit = [ids[k] for k in live], normalized_rows(matrix[live])
-        self.vectors.update(zip(ids, unit, strict=True))
-        self.index.bulk_load(ids, unit)  # exact at once; a large index builds its IVF behind
+        ids = [ids[k] for k in live]
+        self.codes(ids)  # rows first, then the index may hand the codes out
+        self.index.bulk_load(ids, normalized_rows(matrix[live]))  # IVF follows in the back
         self.user_vectors.update(zip(users, normalized_rows(user_matrix), strict=True))
+        for user_id, shown in seen:
+            self._user(user_id).seen.update(self.codes(shown).tolist())
+        for user_id, blocked, followed, hidden, positives in signals:
+            user = self._user(user_id)
+            user.blocked_creators.update(self._creators_of(blocked))
+            user.followed.update(self._creators_of(followed))
+            user.hidden_items.update(self.codes(hidden).tolist())
+            for code in self.codes(positives).tolist():
+                if code not in user.positives:
+                    user.positives.append(code)
         log.info(
-            "bootstrapped %d items, %d feature rows, %d item and %d user vectors",
+            "bootstrapped %d items, %d feature rows, %d item and %d user vectors, %d users",
             len(self.catalog),
-            len(self.features),
-            len(self.vectors),
+            len(windows),
+            len(self.index),
             len(self.user_vectors),
+            len(self.users),
         )
 
-    def _apply_vectors(self, vectors: dict[str, Vector], removed: list[str]) -> None:
-        """Vectors into the cache and the index (a taken-down item's, still in flight, never
-        brings it back); removed ones out of both."""
-        unit = {i: normalized(v) for i, v in vectors.items() if i not in self.deleted}
-        self.vectors.update(unit)
-        self.index.upsert(unit)
-        if removed:
-            for item_id in removed:
-                self.vectors.pop(item_id, None)
-            self.index.remove(removed)
+    def _creators_of(self, item_ids: list[str]) -> list[int]:
+        return [
+            self.creators.code(self.catalog[i].creator_id) for i in item_ids if i in self.catalog
+        ]
+
+    def _user(self, user_id: str) -> UserState:
+        user = self.users.get(user_id)
+        if user is None:
+            user = self.users.setdefault(user_id, UserState(user_id))
+        return user
 
     # ---- stream updates ----
 
     def apply_item(self, item: Item) -> None:
         """A new or changed catalog entry; a deleted one leaves the catalog and the index."""
+        code = self.code(item.item_id)
+        creator = self.creators.code(item.creator_id)
+        tag = self.tags.code(item.tags[0]) if item.tags else NO_CODE
         if item.deleted:
             self.deleted.add(item.item_id)
-            self.catalog.pop(item.item_id, None)
-            self.features.pop(item.item_id, None)
-            self._apply_vectors({}, [item.item_id])
+            if self.catalog.pop(item.item_id, None) is not None:
+                self.creator_items[creator].remove(code)  # rare: a list scan is fine
+            self.columns.set_item(code, item, creator, tag)
+            self.columns.clear_features(code)
+            self.index.remove_codes(np.array([code]))
         else:
             self.deleted.discard(item.item_id)
             if item.item_id not in self.catalog:
-                self.creator_items.setdefault(item.creator_id, []).append(item.item_id)
+                self.creator_items.setdefault(creator, []).append(code)
             self.catalog[item.item_id] = item
-        self._catalog_version += 1
+            self.columns.set_item(code, item, creator, tag)
 
     def apply_features(self, f: ItemFeatures) -> None:
-        """Keep the newest window of each item."""
-        old = self.features.get(f.item_id)
-        if old is None or old.as_of <= f.as_of:
-            self.features[f.item_id] = f
+        """Keep the newest windows of each item in the catalog."""
+        if f.item_id not in self.deleted:
+            self.columns.set_features(self.code(f.item_id), f)
 
     def apply_vectors(self, vectors: list[ItemVector], removed: list[str] | None = None) -> None:
-        """New item vectors go straight into the index; expired items leave it."""
-        self._apply_vectors(
-            {v.item_id: np.asarray(v.vector, dtype=np.float32) for v in vectors}, removed or []
-        )
+        """New item vectors go straight into the index (a taken-down item's, still in flight,
+        never brings it back); expired items leave it."""
+        fresh = {v.item_id: v.vector for v in vectors if v.item_id not in self.deleted}
+        if fresh:
+            matrix = normalized_rows(np.asarray(list(fresh.values()), dtype=np.float32))
+            self.index.upsert_codes(self.codes(list(fresh)), matrix)
+        if removed:
+            self.index.remove_codes(self.items.known(removed))
 
     def apply_user_vectors(self, vectors: list[UserVector], removed: list[str]) -> None:
         """Users' vectors as the embeddings flow learns them; expired users are dropped."""
@@ -187,18 +284,14 @@ class ServingState:
             self.user_vectors.pop(user_id, None)
 
     def apply_impression(self, imp: Impression) -> None:
-        """An item shown by any replica: a user this replica holds never sees it again
-        (users it does not hold load their seen set from ClickHouse when they come)."""
-        user = self.users.get(imp.user_id)
-        if user is not None:
-            user.seen.add(imp.item_id)
+        """An item shown by any replica: its user never sees it again."""
+        self._user(imp.user_id).seen.add(self.code(imp.item_id))
 
     def apply_event(self, ev: ReceivedEvent) -> None:
         """A user's own signals: positives shape their vector, negatives filter their feed."""
-        user = self.users.get(ev.user_id) or self.users.setdefault(
-            ev.user_id, UserState(ev.user_id)
-        )
+        user = self._user(ev.user_id)
         item = self.catalog.get(ev.item_id)
+        code = self.code(ev.item_id)
         user.session = advance_session(
             user.session,
             ev.session_id,
@@ -208,60 +301,23 @@ class ServingState:
             item.duration_ms if item else None,
         )
         if ev.kind == "impression":
-            user.seen.add(ev.item_id)
+            user.seen.add(code)
         elif ev.kind == "block":
             if item is not None:
-                user.blocked_creators.add(item.creator_id)
+                user.blocked_creators.add(self.creators.code(item.creator_id))
         elif ev.kind == "follow":
             if item is not None:
-                user.followed.add(item.creator_id)
+                user.followed.add(self.creators.code(item.creator_id))
         elif ev.kind == "not_interested":
-            user.hidden_items.add(ev.item_id)
-        elif engagement_weight(ev.kind, ev.watch_ms) > 0 and ev.item_id not in user.positives:
-            user.positives.append(ev.item_id)
+            user.hidden_items.add(code)
+        elif engagement_weight(ev.kind, ev.watch_ms) > 0 and code not in user.positives:
+            user.positives.append(code)
 
     # ---- reads for a feed ----
 
     def user(self, user_id: str) -> UserState:
-        """A user's state, loaded from ClickHouse the first time this replica sees them."""
-        user = self.users.get(user_id)
-        if user is None:
-            user = self.users.setdefault(user_id, UserState(user_id))
-        if not user.loaded:
-            self._load_user(user_id, user)
-        return user
-
-    def _load_user(self, user_id: str, user: UserState) -> None:
-        since = datetime.now(UTC) - timedelta(days=SEEN_DAYS)
-        params = {"u": user_id, "since": since}
-        with self._client_lock:
-            seen = self._client.query(
-                "SELECT DISTINCT item_id FROM impressions WHERE user_id = {u:String} "
-                "AND served_at >= {since:DateTime64(3)}",
-                parameters=params,
-            ).result_rows
-            events = self._client.query(
-                "SELECT item_id, kind, watch_ms FROM events WHERE user_id = {u:String} "
-                "AND client_ts >= {since:DateTime64(3)} AND kind != 'impression' "
-                "ORDER BY client_ts",
-                parameters=params,
-            ).result_rows
-        user.seen.update(r[0] for r in seen)
-        for item_id, kind, watch_ms in events:
-            self.apply_event(
-                ReceivedEvent(
-                    event_id=_NIL,
-                    user_id=user_id,
-                    item_id=item_id,
-                    kind=kind,
-                    watch_ms=watch_ms,
-                    client_ts=since,
-                    session_id="-",
-                    seq=0,
-                    received_at=since,
-                )
-            )
-        user.loaded = True
+        """A user's state (a user unknown at bootstrap and since has no history)."""
+        return self._user(user_id)
 
     def user_vector(self, user: UserState) -> Vector | None:
         """The user's taste: the vector the embeddings flow learned for them (or, for a new
@@ -270,105 +326,111 @@ class ServingState:
         learned = self.user_vectors.get(user.user_id)
         if learned is not None:
             return learned
-        # list(): the feeder thread appends while requests read (a copy is atomic under the GIL)
-        return self.taste(list(user.positives))
+        return self.taste(as_codes(user.positives))
 
-    def taste(self, items: list[str]) -> Vector | None:
+    def taste(self, codes: Codes) -> Vector | None:
         """A user vector made of items: the mean of their vectors, with the bias coordinate
         at 1 as in every learned user vector (None: none of them has a vector)."""
-        mean = mean_vector([self.vectors[i] for i in items if i in self.vectors])
-        if mean is None:
+        rows = self.index.vectors(codes)
+        rows = rows[np.any(rows != 0, axis=1)]
+        if not len(rows):
             return None
+        mean = rows.mean(axis=0)
         mean[-1] = 1.0
         return normalized(mean)
 
-    def trending_scores(self) -> dict[str, float]:
-        """Every item's trending score (items with live windows; recomputed once a second,
-        over a copy: the feeder thread keeps inserting while requests read)."""
-        now = datetime.now(UTC)
-        return self._cached(
-            "trending_scores",
-            0,
-            int(time.monotonic()),
-            lambda: {i: trending_score(f, now) for i, f in list(self.features.items())},
-        )
+    def vector(self, code: int) -> Vector | None:
+        """One item's vector (None: it has none)."""
+        return self.index.vectors(np.array([code]))[0] if self.index.has(code) else None
 
-    def trending(self, limit: int) -> list[str]:
-        """Items by windowed engagement, best first (recomputed at most once a second)."""
-        scores = self.trending_scores()
-        return self._cached(
-            "trending",
-            limit,
-            int(time.monotonic()),
-            lambda: [
-                i
-                for i in heapq.nlargest(limit, scores, key=scores.__getitem__)
-                if i in self.catalog
-            ],
-        )
+    def trending_scores(self) -> npt.NDArray[np.float64]:
+        """Every item's trending score by code (0 without live features)."""
+        return self._cached("trending_scores", self._trending_scores)
 
-    def fresh(self, limit: int) -> list[str]:
-        """The newest uploads first (recomputed only when the catalog changed)."""
-        return self._cached(
-            "fresh",
-            limit,
-            self._catalog_version,
-            lambda: [
-                i
-                for _, i in heapq.nlargest(
-                    limit, ((it.created_at, i) for i, it in list(self.catalog.items()))
-                )
-            ],
-        )
+    def trending(self) -> Codes:
+        """Items in the catalog with live features, best trending score first (the top
+        `TRENDING_DEPTH`)."""
+        return self._cached("trending", self._trending)
 
-    def fresh_pool(self, limit: int = FRESH_POOL) -> list[str]:
+    def fresh_pool(self) -> Codes:
         """New uploads (`FRESH_HOURS`) that still have room at their exposure stage, the
-        least shown first: every new video gets its small first audience, and only the ones
-        that audience liked go on to a larger one (`models.features.exposure_stage`)."""
-        since = datetime.now(UTC) - timedelta(hours=FRESH_HOURS)
-        newest = self.fresh(limit * 4)  # outside: the cache's lock is not reentrant
+        least shown first, then the newest: every new video gets its small first audience,
+        and only the ones that audience liked go on to a larger one
+        (`models.features.exposure_stages`)."""
+        return self._cached("fresh_pool", self._fresh_pool)
 
-        def pool() -> list[str]:
-            room = []
-            for item_id in newest:
-                item = self.catalog.get(item_id)
-                if item is None or item.created_at < since:
-                    continue
-                features = self.features.get(item_id)
-                if exposure_room(features) > 0:
-                    room.append((window(features, 86400).impressions, item_id))
-            return [i for _, i in sorted(room)[:limit]]
+    def catalog_order(self) -> Codes:
+        """Every item in the catalog: trending first, then the rest (the last resort)."""
+        return self._cached("catalog_order", self._catalog_order)
 
-        return self._cached("fresh_pool", limit, int(time.monotonic()), pool)
+    def by_creators(self, creators: set[int]) -> Codes:
+        """The items of these creators in the catalog, newest uploads first."""
+        lists = [self.creator_items.get(c, [])[::-1] for c in list(creators)]
+        codes = np.fromiter((c for items in lists for c in items), np.int64)
+        return codes[self.columns.alive[codes]]
 
-    def by_creators(self, creators: set[str]) -> Iterator[str]:
-        """The items of these creators, newest uploads first."""
-        for creator in list(creators):
-            yield from reversed(self.creator_items.get(creator, []))
+    # ---- the lists every feed reads, recomputed once a second off the request path ----
 
-    def catalog_order(self) -> Iterator[str]:
-        """Every item: trending first, then the rest of the catalog (the last resort)."""
-        yield from self.trending(len(self.features))
-        yield from list(self.catalog)
+    LISTS = ("trending_scores", "trending", "fresh_pool", "catalog_order")  # in this order
 
-    def _cached(self, name: str, limit: int, key: int, compute: Callable[[], T]) -> T:
-        """One thread recomputes a stale value while the others keep serving the previous one."""
+    def refresh(self) -> None:
+        """Recompute the shared lists (the API's refresher thread calls this every second)."""
+        computes = {
+            "trending_scores": self._trending_scores,
+            "trending": self._trending,
+            "fresh_pool": self._fresh_pool,
+            "catalog_order": self._catalog_order,
+        }
+        for name in self.LISTS:
+            self._lists[name] = (time.monotonic(), computes[name]())
+
+    def _cached(self, name: str, compute: Callable[[], T]) -> T:
+        """The list as last refreshed; computed here only when it is missing or the refresher
+        has not run for `STALE_S` (a state without one, as in tests)."""
         hit = self._lists.get(name)
-        if hit is not None and hit[0] == (key, limit):
+        if hit is not None and time.monotonic() - hit[0] < STALE_S:
             return cast(T, hit[1])
-        # Without a previous value, wait for the one being computed; with one, serve it stale.
-        if not self._compute_lock.acquire(blocking=hit is None):
-            assert hit is not None
-            return cast(T, hit[1])
-        try:
+        with self._compute_lock:
             value = compute()
-            self._lists[name] = ((key, limit), value)
-        finally:
-            self._compute_lock.release()
+            self._lists[name] = (time.monotonic(), value)
         return value
 
+    def _trending_scores(self) -> npt.NDArray[np.float64]:
+        cols = self.columns
+        live = np.flatnonzero(~np.isnan(cols.as_of_s))
+        scores = np.zeros(len(cols), dtype=np.float64)
+        scores[live] = trending_scores(cols.counts[live], cols.as_of_s[live], time.time())
+        return scores
 
-_NIL = uuid.UUID(int=0)
+    def _trending(self) -> Codes:
+        scores, cols = self.trending_scores(), self.columns
+        size = min(len(scores), len(cols))
+        ranked = np.flatnonzero(~np.isnan(cols.as_of_s[:size]) & cols.alive[:size])
+        if len(ranked) > TRENDING_DEPTH:
+            ranked = ranked[np.argpartition(-scores[ranked], TRENDING_DEPTH)[:TRENDING_DEPTH]]
+        return ranked[np.argsort(-scores[ranked], kind="stable")]
+
+    def _fresh_pool(self) -> Codes:
+        cols = self.columns
+        new = np.flatnonzero(cols.alive & (cols.created_s >= time.time() - FRESH_HOURS * 3600))
+        shown = np.zeros(len(new), dtype=np.float64)
+        room = np.ones(len(new), dtype=np.bool_)  # without features: the first audience's
+        counted = np.flatnonzero(~np.isnan(cols.as_of_s[new]))
+        day = cols.counts[new[counted], DAY]
+        shown[counted] = day[:, COUNTERS.index("impressions")]
+        room[counted] = exposure_rooms(day) > 0
+        new, shown = new[room], shown[room]
+        # least shown first, then the newest (impressions are whole numbers, far below 1e5)
+        key = shown * 1e10 - cols.created_s[new]
+        if len(new) > FRESH_POOL:
+            keep = np.argpartition(key, FRESH_POOL)[:FRESH_POOL]
+            new, key = new[keep], key[keep]
+        return new[np.argsort(key, kind="stable")]
+
+    def _catalog_order(self) -> Codes:
+        trending, rest = self.trending(), self.columns.alive.copy()
+        rest[trending] = False
+        return np.concatenate([trending, np.flatnonzero(rest)])
 
 
 @dataclass
@@ -383,7 +445,8 @@ class Vectors:
 
 class Feeder:
     """One consumer thread that keeps the caches fresh: compacted topics from the start,
-    user events from now on (older ones are read from ClickHouse per user)."""
+    user events and impressions from a little before bootstrap (`REPLAY_S`; what came
+    earlier was read from ClickHouse)."""
 
     def __init__(self, state: ServingState, settings: Settings) -> None:
         assert settings.kafka_bootstrap, "the feeder needs a broker address"
@@ -411,22 +474,22 @@ class Feeder:
         self._thread.join(timeout=5)
 
     def _assignments(self, consumer: Consumer) -> list[TopicPartition]:
-        """Compacted topics from the start, events from now, impressions from a few minutes
-        back: those may not be in ClickHouse yet when a restarted replica loads a user."""
+        """Compacted topics from the start; user events and impressions from `REPLAY_S`
+        before bootstrap, which may not have been in ClickHouse yet when it was read (an
+        event applied twice changes nothing: seen, blocks and positives are sets)."""
         meta = consumer.list_topics(timeout=10)
         parts, recent = [], []
         for topic in self._decoders:
-            start = OFFSET_END if topic.startswith("events.") else OFFSET_BEGINNING
             for p in meta.topics[topic].partitions:
-                if topic == topics.IMPRESSIONS:
-                    since_ms = int((time.time() - IMPRESSIONS_REPLAY_S) * 1000)
-                    recent.append(TopicPartition(topic, p, since_ms))
+                if topic in USER_TOPICS:
+                    recent.append(TopicPartition(topic, p, self._state.replay_from_ms))
                 else:
-                    parts.append(TopicPartition(topic, p, start))
+                    parts.append(TopicPartition(topic, p, OFFSET_BEGINNING))
         if recent:
             try:
                 found = consumer.offsets_for_times(recent, timeout=10)
             except KafkaException:
+                log.exception("cannot look up offsets by time; following from now")
                 found = []
             for tp in found or [TopicPartition(t.topic, t.partition, OFFSET_END) for t in recent]:
                 offset = tp.offset if tp.offset >= 0 else OFFSET_END
@@ -448,17 +511,22 @@ class Feeder:
         try:
             while not self._stop.is_set():
                 batch = consumer.consume(1000, 0.02)  # returns at 1000 or the timeout
-                vectors = Vectors()
-                for msg in batch:
-                    if msg.error() is not None:
-                        continue
-                    self._apply(msg.topic() or "", msg.key(), msg.value(), vectors)
-                if vectors.items or vectors.removed_items:
-                    self._state.apply_vectors(vectors.items, vectors.removed_items)
-                if vectors.users or vectors.removed_users:
-                    self._state.apply_user_vectors(vectors.users, vectors.removed_users)
+                try:
+                    self._apply_batch(batch)
+                except Exception:  # a bug must not stop the caches from following the topics
+                    log.exception("the feeder failed to apply a batch of %d messages", len(batch))
         finally:
             consumer.close()
+
+    def _apply_batch(self, batch: list[Message]) -> None:
+        vectors = Vectors()
+        for msg in batch:
+            if msg.error() is None:
+                self._apply(msg.topic() or "", msg.key(), msg.value(), vectors)
+        if vectors.items or vectors.removed_items:
+            self._state.apply_vectors(vectors.items, vectors.removed_items)
+        if vectors.users or vectors.removed_users:
+            self._state.apply_user_vectors(vectors.users, vectors.removed_users)
 
     def _apply(self, topic: str, key: bytes | None, value: bytes | None, vectors: Vectors) -> None:
         if value is None:  # a tombstone: the id expired or was erased

@@ -8,7 +8,6 @@ counters, Bayesian-smoothed toward a prior so that three plays and one like is n
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -238,22 +237,50 @@ def packed_counts(rows: Floats) -> bytes:
     return np.ascontiguousarray(rows, COUNTS_DTYPE).tobytes()
 
 
-def trending_score(f: ItemFeatures | None, now: datetime) -> float:
+# The windows a ranker row and the trending score read, in this order (`window_counts`).
+RANK_WINDOWS: tuple[int, ...] = (3600, 300, 86400)
+HOUR, RECENT, DAY = range(len(RANK_WINDOWS))
+
+
+def window_counts(f: ItemFeatures | None) -> npt.NDArray[np.float32]:
+    """An item's counters in the `RANK_WINDOWS` (a row each; zeros where it has none)."""
+    out = np.zeros((len(RANK_WINDOWS), len(COUNTERS)), dtype=np.float32)
+    if f is not None:
+        counts = counts_of(f)
+        for row, length in enumerate(RANK_WINDOWS):
+            if length in f.window_s:
+                out[row] = counts[f.window_s.index(length)]
+    return out
+
+
+def _rate(counts: npt.NDArray[np.float32], name: str) -> Floats:
+    """A smoothed per-play rate over rows of counters (`smoothed_rate`, vectorized)."""
+    count = counts[..., C[name]].astype(np.float64)
+    plays = counts[..., C["plays"]].astype(np.float64)
+    return (count + PRIORS[name] * PRIOR_PLAYS) / (plays + PRIOR_PLAYS)  # `smoothed_rate`
+
+
+def trending_scores(counts: npt.NDArray[np.float32], as_of_s: Floats, now_s: float) -> Floats:
     """Plays, likes and completion of the last hour, weighted toward the last 5 minutes and
-    decayed by how old the newest counted event is (hours)."""
-    if f is None:
-        return 0.0
-    hour, recent = window(f, 3600), window(f, 300)
-    age_h = max((now - f.as_of).total_seconds(), 0.0) / 3600.0
-    r = rates(hour)
+    decayed by how old the newest counted event is (hours); 0 for an item without live
+    features (`as_of_s` NaN). `counts` is (items, RANK_WINDOWS, COUNTERS)."""
+    hour, recent = counts[:, HOUR], counts[:, RECENT]
+    live = ~np.isnan(as_of_s)
+    age_h = np.maximum(now_s - np.where(live, as_of_s, now_s), 0.0) / 3600.0
     raw = (
-        math.log1p(hour.plays)
-        + 2.0 * math.log1p(recent.plays)
-        + 2.0 * math.log1p(hour.likes + hour.shares)
-        + r["completion_rate"]
-        - r["early_skips_rate"]
+        np.log1p(hour[:, C["plays"]])
+        + 2.0 * np.log1p(recent[:, C["plays"]])
+        + 2.0 * np.log1p(hour[:, C["likes"]] + hour[:, C["shares"]])
+        + _rate(hour, "completion")
+        - _rate(hour, "early_skips")
     )
-    return raw / (1.0 + age_h)
+    return np.where(live, raw / (1.0 + age_h), 0.0)
+
+
+def trending_score(f: ItemFeatures | None, now: datetime) -> float:
+    """One item's `trending_scores`."""
+    as_of = np.array([f.as_of.timestamp() if f is not None else np.nan])
+    return float(trending_scores(window_counts(f)[None], as_of, now.timestamp())[0])
 
 
 FEATURE_NAMES: tuple[str, ...] = (
@@ -277,6 +304,41 @@ FEATURE_NAMES: tuple[str, ...] = (
 )
 
 
+def ranking_matrix(
+    counts: npt.NDArray[np.float32],
+    as_of_s: Floats,
+    created_s: Floats,
+    duration_ms: Floats,
+    ann_score: Floats,
+    source: npt.NDArray[np.str_],
+    now_s: float,
+) -> Floats:
+    """The ranker's input rows, one per candidate (columns: `FEATURE_NAMES`); logged with each
+    impression exactly as served. Arrays are per candidate; `counts` as in `trending_scores`."""
+    hour, recent, day = counts[:, HOUR], counts[:, RECENT], counts[:, DAY]
+    return np.column_stack(
+        [
+            ann_score,
+            trending_scores(counts, as_of_s, now_s),
+            hour[:, C["plays"]],
+            recent[:, C["plays"]],
+            hour[:, C["impressions"]],
+            _rate(hour, "completion"),
+            _rate(hour, "early_skips"),
+            _rate(hour, "likes"),
+            _rate(hour, "shares"),
+            _rate(hour, "loops"),
+            day[:, C["plays"]],
+            _rate(day, "likes"),
+            np.maximum(now_s - created_s, 0.0) / 3600.0,
+            duration_ms / 1000.0,
+            source == "ann",
+            source == "trending",
+            source == "fresh",
+        ]
+    ).astype(np.float64)
+
+
 def ranking_features(
     item: Item,
     features: ItemFeatures | None,
@@ -284,28 +346,18 @@ def ranking_features(
     source: str,
     now: datetime,
 ) -> list[float]:
-    """The ranker's input row for one candidate; logged with the impression exactly as served."""
-    hour, recent, day = window(features, 3600), window(features, 300), window(features, 86400)
-    r_hour, r_day = rates(hour), rates(day)
-    return [
-        ann_score,
-        trending_score(features, now),
-        hour.plays,
-        recent.plays,
-        hour.impressions,
-        r_hour["completion_rate"],
-        r_hour["early_skips_rate"],
-        r_hour["likes_rate"],
-        r_hour["shares_rate"],
-        r_hour["loops_rate"],
-        day.plays,
-        r_day["likes_rate"],
-        max((now - item.created_at).total_seconds(), 0.0) / 3600.0,
-        item.duration_ms / 1000.0,
-        1.0 if source == "ann" else 0.0,
-        1.0 if source == "trending" else 0.0,
-        1.0 if source == "fresh" else 0.0,
-    ]
+    """One candidate's `ranking_matrix` row."""
+    row = ranking_matrix(
+        window_counts(features)[None],
+        np.array([features.as_of.timestamp() if features is not None else np.nan]),
+        np.array([item.created_at.timestamp()]),
+        np.array([float(item.duration_ms)]),
+        np.array([ann_score]),
+        np.array([source]),
+        now.timestamp(),
+    )
+    out: list[float] = row[0].tolist()
+    return out
 
 
 # Staged exposure of new videos: each stage's audience decides whether the video is shown to
@@ -316,23 +368,31 @@ PROMOTE_REACTION = 0.6  # completion rate + 5 x like rate at which a stage's aud
 FRESH_HOURS = 48.0  # how long an upload counts as new
 
 
-def exposure_stage(features: ItemFeatures | None) -> int:
-    """How far a new video has been promoted (0: its first audience has not seen it yet)."""
-    if features is None:
-        return 0
-    day = window(features, 86400)
-    r = rates(day)
-    reaction = r["completion_rate"] + 5.0 * r["likes_rate"]
-    stage = 0
+def exposure_stages(day: npt.NDArray[np.float32]) -> npt.NDArray[np.int64]:
+    """How far each new video has been promoted, from its last day's counters (rows of
+    `COUNTERS`; 0: its first audience has not seen it yet)."""
+    impressions = day[:, C["impressions"]]
+    reaction = _rate(day, "completion") + 5.0 * _rate(day, "likes")
+    stage = np.zeros(len(day), dtype=np.int64)
+    promoted = np.ones(len(day), dtype=np.bool_)
     for cap in EXPOSURE_STAGES[:-1]:
-        if day.impressions < cap or reaction < PROMOTE_REACTION:
-            break  # this stage's audience is still watching, or did not like it enough
-        stage += 1
+        # a stage promotes once its audience has watched, and liked it enough
+        promoted &= (impressions >= cap) & (reaction >= PROMOTE_REACTION)
+        stage += promoted
     return stage
 
 
+def exposure_rooms(day: npt.NDArray[np.float32]) -> Floats:
+    """Impressions each new video may still get at its stage (<= 0: it waits, or is done)."""
+    caps = np.asarray(EXPOSURE_STAGES, dtype=np.float64)
+    return caps[exposure_stages(day)] - day[:, C["impressions"]]
+
+
+def exposure_stage(features: ItemFeatures | None) -> int:
+    """One video's `exposure_stages`."""
+    return int(exposure_stages(window_counts(features)[None, DAY])[0])
+
+
 def exposure_room(features: ItemFeatures | None) -> float:
-    """Impressions a new video may still get at its stage (<= 0: it waits, or is done)."""
-    if features is None:
-        return EXPOSURE_STAGES[0]
-    return EXPOSURE_STAGES[exposure_stage(features)] - window(features, 86400).impressions
+    """One video's `exposure_rooms`."""
+    return float(exposure_rooms(window_counts(features)[None, DAY])[0])

@@ -32,9 +32,12 @@ RUNNING = "running.json"
 class Stack:
     """Start in dependency order, stop in reverse; `serve()` blocks in the API until Ctrl-C."""
 
-    def __init__(self, settings: Settings, schedule_training: bool = True) -> None:
+    def __init__(
+        self, settings: Settings, schedule_training: bool = True, run_flows: bool = True
+    ) -> None:
         self.settings = settings
         self._schedule_training = schedule_training
+        self._run_flows = run_flows
         self._broker: EmbeddedBroker | None = None
         self._stop = threading.Event()
         self._threads: dict[str, threading.Thread] = {}
@@ -60,7 +63,7 @@ class Stack:
         migrate(client)
         if self.settings.seed_items and not client.query("SELECT 1 FROM items LIMIT 1").result_rows:
             self._seed_catalog()
-        for name in FLOWS:
+        for name in FLOWS if self._run_flows else ():
             self._threads[name] = run_in_thread(
                 name, self.settings, self._stop, partial(self._flow_failed, name)
             )

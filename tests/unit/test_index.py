@@ -95,13 +95,19 @@ def test_empty_index_returns_nothing() -> None:
     assert names == [] and scores.size == 0
 
 
-def test_freed_keys_are_reused_for_new_ids() -> None:
+def test_a_removed_id_comes_back_under_its_code_and_vectors_gathers_rows() -> None:
     index, _, matrix = loaded(100)
+    code = index.names.code("i5")
     index.remove(["i5"])
+    np.testing.assert_array_equal(index.vectors(np.array([code, 10**6]))[0], np.zeros(DIM))
     index.upsert({"new": matrix[5]})
-    names, _ = index.search(matrix[5], 100)
-    assert names[0] == "new"
-    assert "i5" not in names and len(names) == 100
+    codes, _ = index.search_codes(matrix[5], 100)
+    assert index.names.name(int(codes[0])) == "new"
+    assert code not in codes.tolist() and len(codes) == 100
+    index.upsert({"i5": matrix[6]})
+    assert index.names.code("i5") == code
+    np.testing.assert_array_equal(index.vectors(np.array([code]))[0], matrix[6])
+    assert len(index) == 101
 
 
 def test_bulk_load_keeps_the_last_vector_of_a_repeated_id() -> None:
