@@ -22,8 +22,10 @@ Why it is built this way:
   (a float32 matrix; row = code), so a build reads them without the lock; codes changed
   meanwhile are recorded and replayed into the new index (in rounds outside the lock, the last
   few under it) just before the swap.
-- The lock covers the live flags, list edits and searches (faiss lists must not change under a
-  running search); upserts assign their vectors to lists before taking it.
+- A reader-writer lock: searches share it (several run at once on several cores), the live
+  flags and list edits take it alone (faiss lists must not change under a running search;
+  a waiting writer holds back new searches, so updates are not starved); upserts assign
+  their vectors to lists before taking it.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import threading
 from collections.abc import Iterator, Mapping
 
 import faiss
+import fasteners
 import numpy as np
 import numpy.typing as npt
 
@@ -130,7 +133,7 @@ class VectorIndex:
         self.max_nlist = max_nlist
         self.candidates_per_result = candidates_per_result
         self.min_nprobe = min_nprobe
-        self._lock = threading.Lock()
+        self._lock = fasteners.ReaderWriterLock()
         self._index = new_index(dim, 1, np.zeros((0, dim), dtype=np.float32))
         self._trained_on = 0
         self.names = Interner() if names is None else names  # item id <-> code (= faiss id)
@@ -166,7 +169,7 @@ class VectorIndex:
 
     def remove_codes(self, codes: Keys) -> None:
         """Drop codes from the index; codes without a vector are ignored."""
-        with self._lock:
+        with self._lock.write_lock():
             codes = codes[codes < len(self._live)]
             keys = np.unique(codes[self._live[codes]])
             if not keys.size:
@@ -207,7 +210,7 @@ class VectorIndex:
     def search_codes(self, query: Vector, k: int) -> tuple[Keys, npt.NDArray[np.float32]]:
         """The k nearest item codes by inner product, best first, with their scores."""
         q = np.ascontiguousarray(query, dtype=np.float32).reshape(1, -1)
-        with self._lock:
+        with self._lock.read_lock():  # searches run side by side (faiss releases the GIL)
             index = self._index
             ntotal, nlist = int(index.ntotal), int(index.nlist)
             k = min(k, ntotal)
@@ -226,7 +229,7 @@ class VectorIndex:
 
     def describe(self) -> dict[str, object]:
         """Which index answers now, its parameters, and any build in progress (for logs)."""
-        with self._lock:
+        with self._lock.read_lock():
             nlist = int(self._index.nlist)
             return {
                 "kind": "exact" if nlist == 1 else "ivf",
@@ -258,7 +261,7 @@ class VectorIndex:
         matrix = np.ascontiguousarray(matrix, dtype=np.float32)
         index = self._index
         lists = assign(index, matrix)
-        with self._lock:
+        with self._lock.write_lock():
             if index is not self._index:  # a build was swapped in meanwhile
                 index = self._index
                 lists = assign(index, matrix)
@@ -297,7 +300,7 @@ class VectorIndex:
         return nlist_for(n, self.max_nlist) if n >= 2 * self._trained_on else None
 
     def _maybe_rebuild(self) -> None:
-        with self._lock:
+        with self._lock.write_lock():
             if self._builder is not None:
                 return
             nlist = self._wanted_nlist(self._count)
@@ -319,14 +322,14 @@ class VectorIndex:
         try:
             index = self._fill(nlist, keys, store)
             for _ in range(REPLAY_ROUNDS):
-                with self._lock:
+                with self._lock.write_lock():
                     dirty = self._dirty or set()
                     if len(dirty) <= FINAL_REPLAY:
                         break
                     self._dirty = set()
                     store, live = self._store, self._live
                 replay(index, dirty, store, live)
-            with self._lock:
+            with self._lock.write_lock():
                 replay(index, self._dirty or set(), self._store, self._live)
                 self._index = index
                 self._trained_on = keys.size
@@ -335,7 +338,7 @@ class VectorIndex:
             log.info("vector index swapped in: nlist=%d over %d vectors", nlist, keys.size)
         except Exception as exc:
             log.exception("vector index build (nlist=%d) failed; the current index stays", nlist)
-            with self._lock:
+            with self._lock.write_lock():
                 self._build_error = repr(exc)
                 self._dirty, self._builder = None, None
 

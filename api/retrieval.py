@@ -17,6 +17,8 @@ at in chunks, each chunk filtered with a handful of vector operations.
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -46,9 +48,9 @@ SOURCE = {name: k for k, name in enumerate(SOURCES)}
 RANKER_SOURCE = np.array(["ann", "ann", "followed", "trending", "fresh", "ann", "catalog"])
 ANN_SOURCES = frozenset({"ann", "ann_short", "similar"})
 SHORT_TERM = 5  # last positives that make the short-term vector
-# Why a candidate is dropped; a code's first matching reason in this order counts.
-REASONS = ("deleted", "seen", "blocked_creator", "not_interested")
-OK = len(REASONS)
+# Why a candidate is dropped, by code; a code's first matching reason in this order counts.
+REASONS = ("", "deleted", "seen", "blocked_creator", "not_interested")
+OK, DELETED, SEEN, BLOCKED, NOT_INTERESTED = range(len(REASONS))
 Floats = npt.NDArray[np.float64]
 NO_SCORES: Floats = np.zeros(0, dtype=np.float64)
 
@@ -64,31 +66,54 @@ class Retrieved:
     queries: list[Vector] = field(default_factory=list)  # the user's long- and short-term
     per_source: Counter[str] = field(default_factory=Counter)
     dropped: Counter[str] = field(default_factory=Counter)
+    filter_s: float = 0.0  # of the retrieval's time, what filtering and deduplication took
+
+
+class Scratch(threading.local):
+    """Arrays over all item codes, one set per thread, reused by every request it serves:
+    allocating megabytes per request costs page faults, and freeing them unmaps memory under
+    the other threads' feet. A request leaves them zeroed as it found them."""
+
+    def __init__(self) -> None:
+        self.why = np.zeros(0, dtype=np.int8)  # SEEN or NOT_INTERESTED by code
+        self.taken = np.zeros(0, dtype=np.bool_)  # looked at by a source in this request
+
+    def fit(self, size: int) -> None:
+        if len(self.why) < size:
+            self.why = np.zeros(2 * size, dtype=np.int8)
+            self.taken = np.zeros(2 * size, dtype=np.bool_)
+
+
+SCRATCH = Scratch()
 
 
 class Filters:
-    """What one user may not be shown: a reason code per item code for what they saw or
-    hid (one gather per chunk of proposals), and their blocked creators."""
+    """What one user may not be shown: the reason code of each item they saw or hid (one
+    gather per chunk of proposals), and their blocked creators. A context manager: the
+    marks are taken back on exit."""
 
-    def __init__(self, user: UserState, columns: ItemColumns) -> None:
-        self._columns = columns
-        self._why = np.full(len(columns), OK, dtype=np.int8)  # untouched pages cost nothing
-        for reason, codes in (
-            ("not_interested", as_codes(user.hidden_items)),
-            ("seen", as_codes(user.seen)),  # later wins: the order of REASONS, reversed
-        ):
-            self._why[codes[codes < len(columns)]] = REASONS.index(reason)
+    def __init__(self, user: UserState, columns: ItemColumns, why: npt.NDArray[np.int8]) -> None:
+        self._columns, self._why = columns, why
+        hidden, seen = as_codes(user.hidden_items), as_codes(user.seen)
+        self._marked = [hidden[hidden < len(columns)], seen[seen < len(columns)]]
+        why[self._marked[0]] = NOT_INTERESTED
+        why[self._marked[1]] = SEEN  # after: seen wins over not interested
         self._blocked = as_codes(user.blocked_creators)
 
+    def __enter__(self) -> Filters:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        for codes in self._marked:
+            self._why[codes] = OK
+
     def reasons(self, codes: Codes) -> npt.NDArray[np.int8]:
-        """Each code's drop reason (an index into REASONS), or OK."""
+        """Each code's drop reason (an index into REASONS), or OK (0)."""
         why = self._why[codes]
         if len(self._blocked):
             blocked = np.isin(self._columns.creator[codes], self._blocked)
-            why[blocked & (why > REASONS.index("blocked_creator"))] = REASONS.index(
-                "blocked_creator"
-            )
-        why[~self._columns.alive[codes]] = REASONS.index("deleted")
+            why[blocked & ((why == OK) | (why > BLOCKED))] = BLOCKED
+        why[~self._columns.alive[codes]] = DELETED
         return why
 
 
@@ -146,21 +171,40 @@ class Sources:
 def retrieve(state: ServingState, user: UserState, limit: int) -> Retrieved:
     """Up to `limit` eligible candidates, each tagged with the source that found it."""
     columns = state.columns  # one consistent set of columns for the whole request
-    filters = Filters(user, columns)
+    SCRATCH.fit(len(columns))
+    taken = SCRATCH.taken
+    looked: list[Codes] = []  # what `taken` marks, to unmark at the end
+    try:
+        with Filters(user, columns, SCRATCH.why) as filters:
+            return _retrieve(state, user, limit, columns, filters, taken, looked)
+    finally:
+        for codes in looked:
+            taken[codes] = False
+
+
+def _retrieve(
+    state: ServingState,
+    user: UserState,
+    limit: int,
+    columns: ItemColumns,
+    filters: Filters,
+    taken: npt.NDArray[np.bool_],
+    looked: list[Codes],
+) -> Retrieved:
     sources = Sources(state, user, limit)
     proposals: dict[str, tuple[Codes, Floats | None]] = {}
     position: Counter[str] = Counter()  # how far each source's proposals were looked at
-    taken = np.zeros(len(columns), dtype=np.bool_)  # looked at by any source
     picked: list[Codes] = []  # accepted codes, a block per take
     picked_scores: list[Floats] = []
     block_source: list[int] = []
-    dropped = np.zeros(len(REASONS) + 1, dtype=np.int64)  # by reason, OK last
+    dropped = np.zeros(len(REASONS), dtype=np.int64)  # by reason code
     per_source: Counter[str] = Counter()
     total = 0
+    filter_s = 0.0
 
     def take(name: str, quota: int) -> None:
         """Up to `quota` more candidates from one source, a chunk of proposals at a time."""
-        nonlocal total, dropped
+        nonlocal total, dropped, filter_s
         want = min(quota, limit - total)
         if want <= 0:
             return
@@ -168,6 +212,7 @@ def retrieve(state: ServingState, user: UserState, limit: int) -> Retrieved:
             proposals[name] = sources.scored(name)
         mine, scores = proposals[name]
         while want > 0 and position[name] < len(mine):
+            started = time.perf_counter()
             start = position[name]
             chunk = mine[start : start + 2 * want + 16]
             # neither looked at by a source yet, nor newer than this request's `columns`
@@ -184,7 +229,8 @@ def retrieve(state: ServingState, user: UserState, limit: int) -> Retrieved:
                 end = len(codes)
                 position[name] = start + len(chunk)
             taken[codes[:end]] = True
-            dropped += np.bincount(why[:end], minlength=len(REASONS) + 1)
+            looked.append(codes[:end])
+            dropped += np.bincount(why[:end], minlength=len(REASONS))
             picked.append(codes[ok])
             picked_scores.append(
                 scores[start + fresh[ok]] if scores is not None else np.full(len(ok), np.nan)
@@ -193,6 +239,7 @@ def retrieve(state: ServingState, user: UserState, limit: int) -> Retrieved:
             per_source[name] += len(ok)
             total += len(ok)
             want -= len(ok)
+            filter_s += time.perf_counter() - started
 
     for name, share in QUOTAS:
         take(name, max(1, int(share * limit)))
@@ -204,5 +251,6 @@ def retrieve(state: ServingState, user: UserState, limit: int) -> Retrieved:
         sources=np.repeat(np.array(block_source, dtype=np.int64), [len(block) for block in picked]),
         queries=[q for q in (sources.long_term, sources.short_term) if q is not None],
         per_source=Counter({k: v for k, v in per_source.items() if v}),
-        dropped=Counter({REASONS[k]: int(n) for k, n in enumerate(dropped[: len(REASONS)]) if n}),
+        dropped=Counter({REASONS[k]: int(n) for k, n in enumerate(dropped) if k and n}),
+        filter_s=filter_s,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable
 
@@ -59,6 +60,8 @@ class Serving:
         self.state = ServingState(settings, connect(settings))
         self.feeder = Feeder(self.state, settings)
         self.models = ModelHolder(settings)
+        # feeds built at once (the route waits for a slot, in its worker thread)
+        self.slots = threading.BoundedSemaphore(settings.feed_concurrency or os.cpu_count() or 2)
         self._stop = threading.Event()
         self._refresher = threading.Thread(target=self._refresh, name="refresher", daemon=True)
 

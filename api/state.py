@@ -91,6 +91,14 @@ GROUP BY user_id
 """
 
 
+class Shown(msgspec.Struct, frozen=True):
+    """What a replica reads of an `Impression` on the topic (every replica reads every one:
+    decoding two fields skips the rest, features included, at a fraction of the cost)."""
+
+    user_id: str
+    item_id: str
+
+
 @dataclass
 class UserState:
     """What the API remembers of one user (item and creator codes): what was shown, liked,
@@ -122,7 +130,9 @@ class ServingState:
         self.catalog: dict[str, Item] = {}
         self.deleted: set[str] = set()  # items taken down
         self.creator_items: dict[int, list[int]] = {}  # creator -> items, in upload order
-        self.index = VectorIndex(settings.embedding_dim, names=self.items)
+        self.index = VectorIndex(
+            settings.embedding_dim, names=self.items, candidates_per_result=settings.ann_oversample
+        )
         self.vectors = ByName(self.index)  # items, unit length
         self.user_vectors: dict[str, Vector] = {}  # learned online (own or cold), unit length
         self.users: dict[str, UserState] = {}
@@ -283,7 +293,7 @@ class ServingState:
         for user_id in removed:
             self.user_vectors.pop(user_id, None)
 
-    def apply_impression(self, imp: Impression) -> None:
+    def apply_impression(self, imp: Impression | Shown) -> None:
         """An item shown by any replica: its user never sees it again."""
         self._user(imp.user_id).seen.add(self.code(imp.item_id))
 
@@ -461,7 +471,7 @@ class Feeder:
             topics.USER_VECTORS: msgspec.json.Decoder(UserVector),
             topics.EVENTS_ACTIONS: msgspec.json.Decoder(ReceivedEvent),
             topics.EVENTS_CONTEXT: msgspec.json.Decoder(ReceivedEvent),
-            topics.IMPRESSIONS: msgspec.json.Decoder(Impression),
+            topics.IMPRESSIONS: msgspec.json.Decoder(Shown),
         }
 
     def start(self) -> None:
@@ -540,7 +550,7 @@ class Feeder:
             decoded = self._decoders[topic].decode(value)
         except msgspec.DecodeError:
             return  # the ingest flow dead-letters malformed messages
-        if isinstance(decoded, Impression):
+        if isinstance(decoded, Shown):
             self._state.apply_impression(decoded)
         elif isinstance(decoded, UserVector):
             vectors.users.append(decoded)

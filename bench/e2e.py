@@ -28,6 +28,8 @@ from swipeloop.clickhouse import connect
 from swipeloop.settings import Settings
 from swipeloop.stack import Stack
 
+CATALOG_AGE_S = 90 * 86_400  # uploads spread over 90 days: about 2 % are new (48 h)
+
 
 def preload(settings: Settings, items: int, dim: int) -> float:
     """Write `items` items and clustered vectors into ClickHouse; return seconds taken."""
@@ -43,7 +45,7 @@ def preload(settings: Settings, items: int, dim: int) -> float:
             int(rng.integers(5_000, 90_000)),
             [TAGS[i % len(TAGS)]],
             "",
-            now - timedelta(seconds=int(rng.integers(0, 86_400))),
+            now - timedelta(seconds=int(rng.integers(0, CATALOG_AGE_S))),
         ]
         for i in range(items)
     ]

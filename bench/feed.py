@@ -6,12 +6,12 @@
 The catalog and a clustered vector per item are written to ClickHouse before the API starts
 (the API bootstraps them as after a restart; its FAISS index builds its IVF lists in the
 background and is waited for). 2,000 users each get a learned-looking vector; requests ask
-for 20 items with 10,000 candidates each, from `--clients` keep-alive clients (asyncio
-httpx in a separate process, so the load generator does not share the API's interpreter;
-it does share the 2 cores with the API). By default the flows are not started: this measures
-the feed API as it runs in production, in its own container (`swipeloop api --role feed`);
-`--with-flows` measures `swipeloop up`, everything in one process, where the flows sink every
-served impression into ClickHouse on the same two cores.
+for 20 items with 10,000 candidates each, from `--clients` keep-alive clients (aiohttp, a
+quarter of httpx's CPU per request, in a separate process, so the load generator does not
+share the API's interpreter; it does share the 2 cores with the API). By default the flows
+are not started: this measures the feed API as it runs in production, in its own container
+(`swipeloop api --role feed`); `--with-flows` measures `swipeloop up`, everything in one
+process, where the flows sink every served impression into ClickHouse on the same two cores.
 `stage_p99_ms` comes from the API's Server-Timing header (retrieve includes the filters).
 A second phase asks with `explain=true`.
 """
@@ -29,7 +29,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import httpx
+import aiohttp
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -52,8 +52,10 @@ def learned_users(stack: Stack, users: int, dim: int) -> None:
         state.user_vectors[f"bench-u{k}"] = vectors[k]
 
 
-def load(url: str, seconds: float, clients: int, explain: bool) -> list[dict[str, Any]]:
-    """`feeds` in a separate process (the records come back when it is done)."""
+def load(
+    url: str, seconds: float, clients: int, explain: bool
+) -> tuple[list[dict[str, Any]], float]:
+    """`feeds` in a separate process: its records, and the CPU seconds it spent."""
     # spawn: forking a process that runs the broker client's and the engine's threads is unsafe
     with ProcessPoolExecutor(
         max_workers=1, mp_context=multiprocessing.get_context("spawn")
@@ -61,8 +63,12 @@ def load(url: str, seconds: float, clients: int, explain: bool) -> list[dict[str
         return pool.submit(run_feeds, url, seconds, clients, explain).result()
 
 
-def run_feeds(url: str, seconds: float, clients: int, explain: bool) -> list[dict[str, Any]]:
-    return asyncio.run(feeds(url, seconds, clients, explain))
+def run_feeds(
+    url: str, seconds: float, clients: int, explain: bool
+) -> tuple[list[dict[str, Any]], float]:
+    cpu = time.process_time()
+    records = asyncio.run(feeds(url, seconds, clients, explain))
+    return records, time.process_time() - cpu
 
 
 async def feeds(url: str, seconds: float, clients: int, explain: bool) -> list[dict[str, Any]]:
@@ -70,27 +76,29 @@ async def feeds(url: str, seconds: float, clients: int, explain: bool) -> list[d
     out: list[dict[str, Any]] = []
     deadline = time.monotonic() + seconds
 
-    async def client(c: int) -> None:
-        async with httpx.AsyncClient(base_url=url, timeout=30) as http:
-            k = 0
-            while time.monotonic() < deadline:
-                params: dict[str, Any] = {"user_id": f"bench-u{(c * 997 + k) % 2_000}", "n": 20}
-                if explain:
-                    params["explain"] = "true"
-                k += 1
-                t0 = time.perf_counter()
-                r = await http.get("/v1/feed", params=params)
+    async def client(c: int, http: aiohttp.ClientSession) -> None:
+        k = 0
+        while time.monotonic() < deadline:
+            params: dict[str, Any] = {"user_id": f"bench-u{(c * 997 + k) % 2_000}", "n": 20}
+            if explain:
+                params["explain"] = "true"
+            k += 1
+            t0 = time.perf_counter()
+            async with http.get(f"{url}/v1/feed", params=params) as r:
+                body = await r.read()
                 ms = (time.perf_counter() - t0) * 1000
                 r.raise_for_status()
                 out.append(
                     {
                         "ms": ms,
                         "stages": server_timing(r.headers["server-timing"]),
-                        "candidates": r.json()["candidates"],
+                        "candidates": json.loads(body)["candidates"],
                     }
                 )
 
-    await asyncio.gather(*(client(c) for c in range(clients)))
+    connector = aiohttp.TCPConnector(limit=clients)
+    async with aiohttp.ClientSession(connector=connector) as http:
+        await asyncio.gather(*(client(c, http) for c in range(clients)))
     return out
 
 
@@ -102,7 +110,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="200,000 items, short phases")
     parser.add_argument("--items", type=int, default=0)
-    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--clients", type=int, default=3)
     parser.add_argument(
         "--with-flows", action="store_true", help="run the flows in the API's process too"
     )
@@ -122,8 +130,10 @@ def main() -> None:
             bootstrap_s = time.perf_counter() - t0
             learned_users(stack, 2_000, settings.embedding_dim)
             load(stack.url, 1.0, 1, False)  # warm-up
-            plain = load(stack.url, phase, args.clients, False)
-            explained = load(stack.url, phase / 2, args.clients, True)
+            api_cpu = time.process_time()  # this process is the API's
+            plain, client_cpu = load(stack.url, phase, args.clients, False)
+            api_cpu = time.process_time() - api_cpu
+            explained, _ = load(stack.url, phase / 2, args.clients, True)
             index = state.index.describe()
         finally:
             stack.stop()
@@ -135,15 +145,19 @@ def main() -> None:
                 "candidates": int(np.median([r["candidates"] for r in plain])),
                 "requests": len(plain),
                 "feeds_per_s": round(len(plain) / phase, 1),
+                "api_cpu_ms_per_feed": round(1000 * api_cpu / max(len(plain), 1), 2),
+                "client_cpu_ms_per_feed": round(1000 * client_cpu / max(len(plain), 1), 2),
                 "p50_ms": p(ms, 50),
                 "p99_ms": p(ms, 99),
                 "server_p99_ms": p([r["stages"]["feed"] for r in plain], 99),
                 "stage_p99_ms": {s: p([r["stages"][s] for r in plain], 99) for s in STAGES},
+                "wait_p99_ms": p([r["stages"]["wait"] for r in plain], 99),
                 "p99_ms_explain": p([r["ms"] for r in explained], 99),
                 "index": {k: v for k, v in index.items() if k in ("kind", "nlist", "vectors")},
                 "preload_s": round(preload_s, 1),
                 "api_bootstrap_s": round(bootstrap_s, 1),
                 "clients": args.clients,
+                "ann_oversample": settings.ann_oversample,
                 "flows_in_process": args.with_flows,
                 "seconds": round(time.perf_counter() - started, 1),
             }

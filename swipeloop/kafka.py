@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
 from swipeloop.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 class BrokerUnavailable(RuntimeError):
@@ -110,9 +113,20 @@ class AsyncProducer:
             future.set_result(None)
         return future
 
-    def produce_nowait(self, topic: str, key: bytes, value: bytes) -> None:
-        """Fire and forget (the impression log must not delay a feed)."""
-        self._producer.produce(topic, value=value, key=key)
+    def produce_nowait(self, topic: str, key: bytes, values: list[bytes]) -> None:
+        """Fire and forget, in one call (the impression log must not delay a feed); what the
+        local queue cannot take is logged, not raised."""
+        batch = [{"key": key, "value": v} for v in values]
+        queued = self._producer.produce_batch(topic, batch)
+        if queued < len(batch):
+            failed = next(m["_error"] for m in batch if "_error" in m)
+            log.error(
+                "%d of %d messages to %s not queued: %r",
+                len(batch) - queued,
+                len(batch),
+                topic,
+                failed,
+            )
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Deliver what is queued, then stop the poller."""

@@ -39,6 +39,10 @@ class Settings:
     feed_max_n: int = 100
     candidates: int = 10_000
     rank_slice: int = 500
+    # feeds built at once; more wait their turn (a third thread on two cores only adds GIL
+    # hand-offs: bench/RESULTS.md); 0: one per core
+    feed_concurrency: int = 0
+    ann_oversample: float = 6.0  # vectors scanned per ANN result (recall/cost: bench/RESULTS.md)
     # Flows
     flow_batch_size: int = 1000
     flow_idle_s: float = 0.02  # how long a source partition sleeps when a poll found nothing

@@ -13,7 +13,7 @@ import httpx
 import msgspec
 import pytest
 
-from api.feed import build_feed
+from api.feed import STAGES, build_feed
 from api.state import Feeder, ServingState
 from swipeloop import topics
 from swipeloop.catalog import demo_catalog
@@ -73,7 +73,7 @@ def test_retrieval_returns_exactly_10000_candidates_and_explains_itself(stack: S
     assert body["candidates"] == 10_000
     explain = body["explain"]
     assert sum(explain["candidates_per_source"].values()) == 10_000
-    assert set(explain["stage_ms"]) == {"retrieve", "prerank", "rank", "diversify"}
+    assert set(explain["stage_ms"]) == set(STAGES)
     assert [i["item_id"] for i in explain["items"]] == [i["item_id"] for i in body["items"]]
 
 
@@ -145,7 +145,8 @@ def serving(stack: Stack) -> ServingState:
 
 def test_a_blocked_creator_never_appears_and_every_page_is_diverse(stack: Stack) -> None:
     api = httpx.Client(base_url=stack.url, timeout=30)
-    first = page(api, "picky")["items"][0]
+    served = page(api, "picky")["items"]
+    first = served[0]
     event = {
         "event_id": str(uuid.uuid4()),
         "user_id": "picky",
@@ -165,5 +166,22 @@ def test_a_blocked_creator_never_appears_and_every_page_is_diverse(stack: Stack)
     )
     for _ in range(10):
         items = page(api, "picky", n=50)["items"]
+        served += items
         assert blocked not in {i["creator_id"] for i in items}
         assert diverse([i["creator_id"] for i in items])
+    # A replica starting now learns the block and what was shown from ClickHouse alone.
+    client = connect(stack.settings)
+    wait_until(
+        lambda: (
+            client.command("SELECT count() FROM events WHERE user_id = 'picky'") == 1
+            and client.command("SELECT count() FROM impressions WHERE user_id = 'picky'")
+            == len(served)
+        ),
+        60,
+        "picky's block and impressions in ClickHouse",
+    )
+    replica = ServingState(stack.settings, client)
+    replica.bootstrap()
+    picky = replica.user("picky")
+    assert replica.creators.get(blocked) in picky.blocked_creators
+    assert picky.seen == set(replica.items.known([i["item_id"] for i in served]).tolist())
