@@ -20,7 +20,7 @@ import logging
 import random
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 import numpy as np
@@ -28,7 +28,7 @@ import numpy.typing as npt
 
 from api.codes import Codes
 from api.columns import ItemColumns
-from api.diversity import arrange
+from api.diversity import Slot, arrange
 from api.index import VectorIndex
 from api.retrieval import RANKER_SOURCE, SOURCES, Retrieved, retrieve
 from api.state import ServingState, as_codes
@@ -43,6 +43,7 @@ NO_MODEL = "none"
 NOT_INTERESTED_PUSH = 1.0  # pre-rank penalty for a creator the user hid an item of
 TRENDING_PRIOR = 0.1  # weight of the trending score in the pre-rank
 TOP_CONTRIBUTIONS = 5
+DIVERSIFY_HEAD = 5  # ranked items per slot the diversity rules choose from
 STAGES = ("retrieve", "filter", "prerank", "rank", "diversify")
 Floats = npt.NDArray[np.float64]
 
@@ -155,14 +156,7 @@ def build_feed(
     timer.lap("rank")
 
     ranked = listed[order]
-    slots = arrange(
-        columns.creator[ranked].tolist(),
-        [tag if tag >= 0 else None for tag in columns.tag[ranked].tolist()],
-        n,
-        pool=np.flatnonzero(np.isin(ranked, state.fresh_pool())).tolist(),
-        explore_every=state.settings.explore_every,
-        rng=rng,
-    )
+    slots = diversify(state, columns, ranked, n, rng)
     timer.lap("diversify")
 
     picked = [
@@ -219,6 +213,39 @@ def build_feed(
         explain=_explain(ranker, rows, picked, item_ids, retrieved, timer) if explain else None,
     )
     return feed, impressions, timer.stages
+
+
+def diversify(
+    state: ServingState,
+    columns: ItemColumns,
+    ranked: Codes,
+    n: int,
+    rng: random.Random | None,
+) -> list[Slot]:
+    """`api.diversity.arrange` over the head of the ranked list (`DIVERSIFY_HEAD` per slot)
+    and every fresh-pool item in it (exploration draws from all of them); the whole list
+    only when the head cannot fill the page under the creator rule, so the result is the
+    same. Slot indices are into `ranked`."""
+    pool = np.flatnonzero(np.isin(ranked, state.fresh_pool()))
+    head = min(len(ranked), DIVERSIFY_HEAD * n)
+    for keep in (np.union1d(np.arange(head), pool), None):
+        rows = ranked if keep is None else ranked[keep]
+        slots = arrange(
+            columns.creator[rows].tolist(),
+            [tag if tag >= 0 else None for tag in columns.tag[rows].tolist()],
+            n,
+            pool=np.flatnonzero(np.isin(rows, ranked[pool])).tolist(),
+            explore_every=state.settings.explore_every,
+            rng=rng,
+        )
+        if keep is None or (
+            len(slots) == min(n, len(ranked))
+            and all(s.explore or keep[s.index] < head for s in slots)
+        ):
+            break  # (the head filled the page: the whole list would have given the same)
+    if keep is None:
+        return slots
+    return [replace(s, index=int(keep[s.index])) for s in slots]
 
 
 def _rank(

@@ -14,6 +14,9 @@ Why it is built this way:
   per query so that the probed lists hold about `candidates_per_result` · k vectors (8 gave a
   recall of the top 10,000 of ≈ 0.97 against exact search), at least `min_nprobe` lists, and is
   doubled while they hold fewer than k vectors: a search always yields min(k, N) results.
+- A search for k >= `SELECT_ABOVE_K` results (a feed asks for 10,000) takes every vector of the
+  probed lists with a range search and selects the top k with numpy (`select_top`): faiss's
+  k-heap alone cost ~3 ms of a ~6 ms top-10,000 search.
 - faiss ids are the items' codes (`api.codes`), shared with the API's other per-item arrays: a
   search answers in codes, and `vectors` gathers the rows of any codes (a pre-ranker scores
   every candidate from any source with them).
@@ -53,6 +56,8 @@ BUILD_CHUNK = 65_536  # rows copied out of the store per add while building
 FINAL_REPLAY = 4_096  # changed ids small enough to replay while holding the lock
 REPLAY_ROUNDS = 8  # catch-up rounds outside the lock before replaying the rest under it
 ASSIGN_BLOCK = 1 << 22  # scores computed at once when assigning rows to lists (16 MB)
+SELECT_ABOVE_K = 1_000  # from this k on, searches select from a range search (`select_top`)
+EVERYTHING = float(np.finfo(np.float32).min)  # a range-search radius every score passes
 
 
 def nlist_for(n: int, max_nlist: int) -> int:
@@ -94,6 +99,20 @@ def assign(index: faiss.IndexIVF, matrix: Vector) -> Keys:
         for start in range(0, len(matrix), step)
     ]
     return np.concatenate(blocks or [np.zeros(0, dtype=np.int64)]).astype(np.int64)
+
+
+def select_top(
+    index: faiss.IndexIVF, query: Vector, k: int, params: faiss.SearchParametersIVF
+) -> tuple[Keys, npt.NDArray[np.float32]]:
+    """The k best of every vector in the probed lists, best first: a range search with no
+    radius (it appends, where `search` keeps a heap of k, ~3 ms of ~6 at k = 10,000), then
+    a partial sort in numpy (5.4 → 3.9 ms at 1,000,000 x 64, the same results)."""
+    _, scores, codes = index.range_search(query, EVERYTHING, params=params)
+    if len(codes) > k:
+        top = np.argpartition(-scores, k - 1)[:k]
+        codes, scores = codes[top], scores[top]
+    order = np.argsort(-scores, kind="stable")
+    return codes[order], scores[order]
 
 
 def remove_keys(index: faiss.IndexIVF, keys: Keys) -> None:
@@ -220,12 +239,15 @@ class VectorIndex:
             while True:
                 params = faiss.SearchParametersIVF()
                 params.nprobe = nprobe
-                scores, keys = index.search(q, k, params=params)
-                valid = keys[0] >= 0
-                if int(valid.sum()) >= k or nprobe >= nlist:
-                    break
+                if k >= SELECT_ABOVE_K:
+                    codes, scores = select_top(index, q, k, params)
+                else:
+                    found, hits = index.search(q, k, params=params)
+                    valid = hits[0] >= 0
+                    codes, scores = hits[0][valid], found[0][valid]
+                if len(codes) >= k or nprobe >= nlist:
+                    return codes, scores
                 nprobe = min(nlist, 2 * nprobe)  # the probed lists were short of k vectors
-        return keys[0][valid], scores[0][valid]
 
     def describe(self) -> dict[str, object]:
         """Which index answers now, its parameters, and any build in progress (for logs)."""

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import threading
 
+import faiss
 import numpy as np
 import numpy.typing as npt
 import pytest
 
-from api.index import FINAL_REPLAY, VectorIndex, nlist_for, nprobe_for
+from api.index import FINAL_REPLAY, VectorIndex, nlist_for, nprobe_for, select_top
 
 DIM = 32
 Matrix = npt.NDArray[np.float32]
@@ -216,3 +217,18 @@ def test_nprobe_covers_k_results_and_respects_its_floor() -> None:
     assert nprobe_for(5, 10, 1, 8.0, 32) == 1
     assert nlist_for(1_000_000, 2048) == 2048
     assert nlist_for(100_000, 2048) == 1024
+
+
+def test_a_large_k_selected_from_a_range_search_matches_the_heap_search() -> None:
+    index, _, matrix = ivf()
+    faiss_index = index._index
+    params = faiss.SearchParametersIVF()
+    params.nprobe = 64
+    for row in (0, 777, 4242):
+        query = matrix[row : row + 1]
+        codes, scores = select_top(faiss_index, query, 2_000, params)
+        heap_scores, heap_codes = faiss_index.search(query, 2_000, params=params)
+        assert codes.tolist() == heap_codes[0].tolist() or set(codes.tolist()) == set(
+            heap_codes[0].tolist()
+        )  # (the same set; ties may order differently)
+        np.testing.assert_allclose(scores, heap_scores[0], rtol=1e-5)

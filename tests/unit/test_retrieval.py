@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from clickhouse_connect.driver.client import Client
 
-from api.feed import NO_MODEL, STAGES, build_feed
+from api.diversity import arrange
+from api.feed import NO_MODEL, STAGES, build_feed, diversify
 from api.retrieval import REASONS, SCRATCH, retrieve
 from api.state import ServingState
 from models.features import COUNTERS, RANK_WINDOWS, packed_counts, ranking_features
@@ -167,3 +168,23 @@ def test_fifty_pages_never_repeat_and_positives_shape_the_short_term_vector() ->
     assert len(shown) == 1_000
     got = retrieve(state, state.user("binge"), 300)
     assert {"ann", "ann_short", "similar"} <= set(got.per_source)
+
+
+def test_diversify_looks_past_the_head_only_when_the_head_cannot_fill_the_page() -> None:
+    state = ServingState(Settings(embedding_dim=DIM, explore_every=0), cast(Client, None))
+    for i in range(300):
+        creator = "a" if i < 100 else "b" if i < 200 else f"c{i}"
+        state.apply_item(Item(item_id=f"i{i}", creator_id=creator, duration_ms=1, created_at=NOW))
+    ranked = state.items.known([f"i{i}" for i in range(300)])
+    # 50 items of one creator head the list: the rule lets 2 of them in, the rest comes later
+    page = diversify(state, state.columns, ranked, 10, random.Random(0))
+    creators = [state.catalog[n].creator_id for n in names(state, ranked[[s.index for s in page]])]
+    assert len(page) == 10 and creators.count("a") == 2 and creators.count("b") == 2
+    # a head that suffices gives what the whole list gives
+    mixed = ranked[::-1]
+    assert diversify(state, state.columns, mixed, 10, random.Random(0)) == arrange(
+        [state.catalog[n].creator_id for n in names(state, mixed)],
+        [None] * len(mixed),
+        10,
+        explore_every=0,
+    )
