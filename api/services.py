@@ -61,7 +61,9 @@ class Serving:
         self.feeder = Feeder(self.state, settings)
         self.models = ModelHolder(settings)
         # feeds built at once (the route waits for a slot, in its worker thread)
-        self.slots = threading.BoundedSemaphore(settings.feed_concurrency or os.cpu_count() or 2)
+        self.slots = threading.BoundedSemaphore(
+            settings.feed_concurrency or 2 * (os.cpu_count() or 1)
+        )
         self._stop = threading.Event()
         self._refresher = threading.Thread(target=self._refresh, name="refresher", daemon=True)
 

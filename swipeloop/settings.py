@@ -39,8 +39,9 @@ class Settings:
     feed_max_n: int = 100
     candidates: int = 10_000
     rank_slice: int = 500
-    # feeds built at once; more wait their turn (a third thread on two cores only adds GIL
-    # hand-offs: bench/RESULTS.md); 0: one per core
+    # feeds built at once; more wait their turn; 0: two per core (threads waiting to get the
+    # GIL back after faiss or numpy leave a core idle: one per core gave 8 % fewer feeds/s at
+    # 200,000 items, the same at 1,000,000; bench/RESULTS.md)
     feed_concurrency: int = 0
     ann_oversample: float = 6.0  # vectors scanned per ANN result (recall/cost: bench/RESULTS.md)
     # Flows
