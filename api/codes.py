@@ -28,9 +28,6 @@ class Interner:
     def __len__(self) -> int:
         return len(self._code)
 
-    def __contains__(self, name: object) -> bool:
-        return name in self._code
-
     def get(self, name: str) -> int | None:
         """The name's code, or None if it was never seen."""
         return self._code.get(name)

@@ -29,7 +29,7 @@ import numpy.typing as npt
 from api.codes import Codes
 from api.columns import ItemColumns
 from api.diversity import Slot, arrange
-from api.index import VectorIndex
+from api.index import VectorIndex, best
 from api.retrieval import RANKER_SOURCE, SOURCES, Retrieved, retrieve
 from api.state import ServingState, as_codes
 from models.embeddings import Vector
@@ -102,12 +102,6 @@ def prerank(
     if len(pushed_down):
         scores -= NOT_INTERESTED_PUSH * np.isin(columns.creator[codes], pushed_down)
     return scores
-
-
-def best(scores: Floats, keep: int) -> npt.NDArray[np.int64]:
-    """Positions of the `keep` best scores, best first (ties in order)."""
-    top = np.argpartition(-scores, keep)[:keep] if len(scores) > keep else np.arange(len(scores))
-    return top[np.argsort(-scores[top], kind="stable")]
 
 
 def build_feed(

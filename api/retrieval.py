@@ -46,7 +46,6 @@ SOURCES = ("ann_short", "similar", "followed", "trending", "fresh", "ann", "cata
 SOURCE = {name: k for k, name in enumerate(SOURCES)}
 # what each source is to the ranker (`models.features.ranking_matrix`'s from_* columns)
 RANKER_SOURCE = np.array(["ann", "ann", "followed", "trending", "fresh", "ann", "catalog"])
-ANN_SOURCES = frozenset({"ann", "ann_short", "similar"})
 SHORT_TERM = 5  # last positives that make the short-term vector
 # Why a candidate is dropped, by code; a code's first matching reason in this order counts.
 REASONS = ("", "deleted", "seen", "blocked_creator", "not_interested")
@@ -139,32 +138,23 @@ class Sources:
 
     def scored(self, source: str) -> tuple[Codes, Floats | None]:
         """A source's proposals, with their vector scores for the ANN sources."""
-        if source in ANN_SOURCES:
-            return self._ann(*self._ann_query(source))
-        return self.proposals(source), None
-
-    def _ann_query(self, source: str) -> tuple[Vector | None, int]:
-        user, over = self._user, self._limit + len(self._user.seen)
+        state, user = self._state, self._user
+        over = self._limit + len(user.seen)  # what the seen filter may take out
         if source == "ann":
-            return self.long_term, over
+            return self._ann(self.long_term, over)
         if source == "ann_short":
-            return self.short_term, over // 5
-        last = user.positives[-1] if user.positives else None
-        return (self._state.vector(last) if last is not None else None), over // 10
-
-    def proposals(self, source: str) -> Codes:
-        state, user, limit = self._state, self._user, self._limit
-        over = limit + len(user.seen)  # what the seen filter may take out
-        if source in ANN_SOURCES:
-            return self.scored(source)[0]
+            return self._ann(self.short_term, over // 5)
+        if source == "similar":
+            last = user.positives[-1] if user.positives else None
+            return self._ann(state.vector(last) if last is not None else None, over // 10)
         if source == "followed":
-            return state.by_creators(user.followed)
+            return state.by_creators(user.followed), None
         if source == "trending":
-            return state.trending()[:over]
+            return state.trending()[:over], None
         if source == "fresh":
-            return state.fresh_pool()
+            return state.fresh_pool(), None
         if source == "catalog":
-            return state.catalog_order()
+            return state.catalog_order(), None
         raise ValueError(f"unknown source {source!r}")
 
 

@@ -12,10 +12,9 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar, cast
+from typing import Any
 
 import msgspec
 import numpy as np
@@ -69,7 +68,6 @@ STALE_S = 2.0  # a shared list older than this is recomputed by the request that
 REPLAY_S = 300  # the feeder re-reads this much of events and impressions before bootstrap
 SEEN_DAYS = 30
 USER_TOPICS = frozenset({topics.EVENTS_ACTIONS, topics.EVENTS_CONTEXT, topics.IMPRESSIONS})
-T = TypeVar("T")
 EMPTY: Codes = np.zeros(0, dtype=np.int64)
 
 # A user's recent history, aggregated in ClickHouse at bootstrap (one row per user).
@@ -139,7 +137,7 @@ class ServingState:
         self.replay_from_ms = int((time.time() - REPLAY_S) * 1000)
         self._client = client
         self._client_lock = threading.Lock()
-        self._lists: dict[str, tuple[float, Any]] = {}  # name -> (monotonic time, value)
+        self._lists: dict[str, tuple[float, npt.NDArray[Any]]] = {}  # name -> (when, value)
         self._compute_lock = threading.RLock()  # a list may read another one
         self._grow_lock = threading.Lock()
 
@@ -216,14 +214,13 @@ class ServingState:
                 )
             )
         live = [k for k, item_id in enumerate(ids) if item_id not in self.deleted]
-        ids = [ids[k] for k in live]
-        self.codes(ids)  # rows first, then the index may hand the codes out
-        self.index.bulk_load(ids, normalized_rows(matrix[live]))  # IVF follows in the back
+        # (ids are distinct: one current row per id); exact at once, the IVF follows behind
+        self.index.upsert_codes(self.codes([ids[k] for k in live]), normalized_rows(matrix[live]))
         self.user_vectors.update(zip(users, normalized_rows(user_matrix), strict=True))
         for user_id, shown in seen:
-            self._user(user_id).seen.update(self.codes(shown).tolist())
+            self.user(user_id).seen.update(self.codes(shown).tolist())
         for user_id, blocked, followed, hidden, positives in signals:
-            user = self._user(user_id)
+            user = self.user(user_id)
             user.blocked_creators.update(self._creators_of(blocked))
             user.followed.update(self._creators_of(followed))
             user.hidden_items.update(self.codes(hidden).tolist())
@@ -243,12 +240,6 @@ class ServingState:
         return [
             self.creators.code(self.catalog[i].creator_id) for i in item_ids if i in self.catalog
         ]
-
-    def _user(self, user_id: str) -> UserState:
-        user = self.users.get(user_id)
-        if user is None:
-            user = self.users.setdefault(user_id, UserState(user_id))
-        return user
 
     # ---- stream updates ----
 
@@ -295,11 +286,11 @@ class ServingState:
 
     def apply_impression(self, imp: Impression | Shown) -> None:
         """An item shown by any replica: its user never sees it again."""
-        self._user(imp.user_id).seen.add(self.code(imp.item_id))
+        self.user(imp.user_id).seen.add(self.code(imp.item_id))
 
     def apply_event(self, ev: ReceivedEvent) -> None:
         """A user's own signals: positives shape their vector, negatives filter their feed."""
-        user = self._user(ev.user_id)
+        user = self.user(ev.user_id)
         item = self.catalog.get(ev.item_id)
         code = self.code(ev.item_id)
         user.session = advance_session(
@@ -327,7 +318,10 @@ class ServingState:
 
     def user(self, user_id: str) -> UserState:
         """A user's state (a user unknown at bootstrap and since has no history)."""
-        return self._user(user_id)
+        user = self.users.get(user_id)
+        if user is None:
+            user = self.users.setdefault(user_id, UserState(user_id))
+        return user
 
     def user_vector(self, user: UserState) -> Vector | None:
         """The user's taste: the vector the embeddings flow learned for them (or, for a new
@@ -355,23 +349,23 @@ class ServingState:
 
     def trending_scores(self) -> npt.NDArray[np.float64]:
         """Every item's trending score by code (0 without live features)."""
-        return self._cached("trending_scores", self._trending_scores)
+        return self._cached("trending_scores")
 
     def trending(self) -> Codes:
         """Items in the catalog with live features, best trending score first (the top
         `TRENDING_DEPTH`)."""
-        return self._cached("trending", self._trending)
+        return self._cached("trending")
 
     def fresh_pool(self) -> Codes:
         """New uploads (`FRESH_HOURS`) that still have room at their exposure stage, the
         least shown first, then the newest: every new video gets its small first audience,
         and only the ones that audience liked go on to a larger one
         (`models.features.exposure_stages`)."""
-        return self._cached("fresh_pool", self._fresh_pool)
+        return self._cached("fresh_pool")
 
     def catalog_order(self) -> Codes:
         """Every item in the catalog: trending first, then the rest (the last resort)."""
-        return self._cached("catalog_order", self._catalog_order)
+        return self._cached("catalog_order")
 
     def by_creators(self, creators: set[int]) -> Codes:
         """The items of these creators in the catalog, newest uploads first."""
@@ -381,27 +375,23 @@ class ServingState:
 
     # ---- the lists every feed reads, recomputed once a second off the request path ----
 
-    LISTS = ("trending_scores", "trending", "fresh_pool", "catalog_order")  # in this order
+    # each computed by the method of its name with a leading underscore; a list may read
+    # one before it, so this is the order they are refreshed in
+    LISTS = ("trending_scores", "trending", "fresh_pool", "catalog_order")
 
     def refresh(self) -> None:
         """Recompute the shared lists (the API's refresher thread calls this every second)."""
-        computes = {
-            "trending_scores": self._trending_scores,
-            "trending": self._trending,
-            "fresh_pool": self._fresh_pool,
-            "catalog_order": self._catalog_order,
-        }
         for name in self.LISTS:
-            self._lists[name] = (time.monotonic(), computes[name]())
+            self._lists[name] = (time.monotonic(), getattr(self, f"_{name}")())
 
-    def _cached(self, name: str, compute: Callable[[], T]) -> T:
+    def _cached(self, name: str) -> npt.NDArray[Any]:
         """The list as last refreshed; computed here only when it is missing or the refresher
         has not run for `STALE_S` (a state without one, as in tests)."""
         hit = self._lists.get(name)
         if hit is not None and time.monotonic() - hit[0] < STALE_S:
-            return cast(T, hit[1])
+            return hit[1]
         with self._compute_lock:
-            value = compute()
+            value: npt.NDArray[Any] = getattr(self, f"_{name}")()
             self._lists[name] = (time.monotonic(), value)
         return value
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import get_args
+from typing import TypeVar, get_args
 
 import numpy as np
 import numpy.typing as npt
@@ -202,8 +202,12 @@ PRIORS = {
 }
 
 
-def smoothed_rate(count: float, plays: float, prior: float, strength: float = PRIOR_PLAYS) -> float:
-    """(count + prior·strength) / (plays + strength): the prior until plays outweigh it."""
+R = TypeVar("R", float, Floats)
+
+
+def smoothed_rate(count: R, plays: R, prior: float, strength: float = PRIOR_PLAYS) -> R:
+    """(count + prior·strength) / (plays + strength): the prior until plays outweigh it (of
+    one count, or of arrays of them)."""
     return (count + prior * strength) / (plays + strength)
 
 
@@ -215,13 +219,6 @@ def rates(e: Engagement) -> dict[str, float]:
     }
     out["watch_s_per_play"] = e.watch_ms / 1000.0 / e.plays if e.plays else 0.0
     return out
-
-
-def window(f: ItemFeatures | None, window_s: int) -> Engagement:
-    """One window's counters of an item's live features (zeros when it has none)."""
-    if f is not None and window_s in f.window_s:
-        return Engagement(*counts_of(f)[f.window_s.index(window_s)].tolist())
-    return Engagement()
 
 
 COUNTS_DTYPE = np.dtype("<f4")  # how `ItemFeatures.counts` is packed
@@ -254,10 +251,9 @@ def window_counts(f: ItemFeatures | None) -> npt.NDArray[np.float32]:
 
 
 def _rate(counts: npt.NDArray[np.float32], name: str) -> Floats:
-    """A smoothed per-play rate over rows of counters (`smoothed_rate`, vectorized)."""
+    """A smoothed per-play rate over rows of counters."""
     count = counts[..., C[name]].astype(np.float64)
-    plays = counts[..., C["plays"]].astype(np.float64)
-    return (count + PRIORS[name] * PRIOR_PLAYS) / (plays + PRIOR_PLAYS)  # `smoothed_rate`
+    return smoothed_rate(count, counts[..., C["plays"]].astype(np.float64), PRIORS[name])
 
 
 def trending_scores(counts: npt.NDArray[np.float32], as_of_s: Floats, now_s: float) -> Floats:
@@ -336,7 +332,7 @@ def ranking_matrix(
             source == "trending",
             source == "fresh",
         ]
-    ).astype(np.float64)
+    )
 
 
 def ranking_features(
