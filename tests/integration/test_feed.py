@@ -52,6 +52,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory, chdb_path: Any) -> Iterator[
             "the catalog in ClickHouse",
         )
         wait_until(lambda: api.get("/health/ready").status_code == 200, 60, "API ready")
+        # the API follows the catalog topic; its shared lists (the catalog order is the last
+        # resort of retrieval) are refreshed once a second from what it holds
+        state = running.server.config.app.state.services.feed.state
+        wait_until(lambda: len(state.catalog_order()) == ITEMS, 60, "the API's whole catalog")
         yield running
 
 
