@@ -220,7 +220,8 @@ def diversify(
     and every fresh-pool item in it (exploration draws from all of them); the whole list
     only when the head cannot fill the page under the creator rule, so the result is the
     same. Slot indices are into `ranked`."""
-    pool = np.flatnonzero(np.isin(ranked, state.fresh_pool()))
+    fresh = state.in_fresh_pool(ranked)
+    pool = np.flatnonzero(fresh)
     head = min(len(ranked), DIVERSIFY_HEAD * n)
     for keep in (np.union1d(np.arange(head), pool), None):
         rows = ranked if keep is None else ranked[keep]
@@ -228,7 +229,7 @@ def diversify(
             columns.creator[rows].tolist(),
             [tag if tag >= 0 else None for tag in columns.tag[rows].tolist()],
             n,
-            pool=np.flatnonzero(np.isin(rows, ranked[pool])).tolist(),
+            pool=np.flatnonzero(fresh if keep is None else fresh[keep]).tolist(),
             explore_every=state.settings.explore_every,
             rng=rng,
         )

@@ -136,12 +136,13 @@ class Sources:
             return EMPTY, NO_SCORES
         return codes, scores.astype(np.float64)
 
-    def scored(self, source: str) -> tuple[Codes, Floats | None]:
-        """A source's proposals, with their vector scores for the ANN sources."""
+    def scored(self, source: str, wanted: int) -> tuple[Codes, Floats | None]:
+        """A source's proposals, with their vector scores for the ANN sources; `wanted` is
+        how many candidates are still missing when it is first asked."""
         state, user = self._state, self._user
         over = self._limit + len(user.seen)  # what the seen filter may take out
-        if source == "ann":
-            return self._ann(self.long_term, over)
+        if source == "ann":  # (the last source of the first round: fills up the rest)
+            return self._ann(self.long_term, wanted + len(user.seen))
         if source == "ann_short":
             return self._ann(self.short_term, over // 5)
         if source == "similar":
@@ -199,7 +200,7 @@ def _retrieve(
         if want <= 0:
             return
         if name not in proposals:
-            proposals[name] = sources.scored(name)
+            proposals[name] = sources.scored(name, want)
         mine, scores = proposals[name]
         while want > 0 and position[name] < len(mine):
             started = time.perf_counter()

@@ -135,7 +135,7 @@ class FeedController(Controller):
                 n or services.settings.feed_default_n,
                 explain,
             )
-        services.producer.produce_nowait(
+        services.feed.impressions.produce_nowait(
             topics.IMPRESSIONS, user_id.encode(), [msgspec.json.encode(i) for i in impressions]
         )
         spent_ms = (time.perf_counter() - started) * 1000
@@ -162,7 +162,12 @@ class HealthController(Controller):
 
     @get("/ready", sync_to_thread=True)
     def ready(self, state: State) -> Response[dict[str, Any]]:
-        """200 when broker, ClickHouse and the flows answer; 503 with what is missing."""
-        checks = _services(state).readiness()
+        """200 when broker, ClickHouse and the flows answer; 503 with what is missing. A feed
+        API adds which vector index answers and any build of a larger one in progress."""
+        services = _services(state)
+        checks = services.readiness()
         ok = all(checks.values())
-        return Response({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
+        body: dict[str, Any] = {"ready": ok, "checks": checks}
+        if services.serving:
+            body["index"] = services.serving.state.index.describe()
+        return Response(body, status_code=200 if ok else 503)

@@ -60,6 +60,8 @@ class Serving:
         self.state = ServingState(settings, connect(settings))
         self.feeder = Feeder(self.state, settings)
         self.models = ModelHolder(settings)
+        # its own producer: nothing waits on the impression log, so it may linger longer
+        self.impressions = AsyncProducer(settings, linger_ms=settings.impression_linger_ms)
         # feeds built at once (the route waits for a slot, in its worker thread)
         self.slots = threading.BoundedSemaphore(
             settings.feed_concurrency or 2 * (os.cpu_count() or 1)
@@ -82,6 +84,7 @@ class Serving:
         self.feeder.stop()
         self.models.stop()
         self._refresher.join(timeout=5)
+        self.impressions.close()
 
     def _refresh(self) -> None:
         while not self._stop.wait(REFRESH_S):

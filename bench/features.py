@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from api.state import Feeder, ServingState
 from bench.ingest import CounterSampler, percentile
 from dataflows.runner import run, run_in_thread
-from models.features import window
+from models.features import C, counts_of
 from swipeloop import topics
 from swipeloop.broker import EmbeddedBroker
 from swipeloop.clickhouse import connect
@@ -171,7 +171,8 @@ def freshness(settings: Settings, seconds: float) -> dict[str, Any]:
     def timed(f: ItemFeatures) -> None:
         apply(f)
         if f.item_id == "i1":
-            seen.append((time.perf_counter(), window(f, 3600).events))
+            hour = counts_of(f)[f.window_s.index(3600), C["events"]] if 3600 in f.window_s else 0
+            seen.append((time.perf_counter(), float(hour)))
 
     state.apply_features = timed  # type: ignore[method-assign]
     with flow_and_feeder("features", settings, state):

@@ -3,18 +3,23 @@
     python bench/feed.py --quick      # < 60 s; 200,000 items; prints one JSON object
     python bench/feed.py              # 1,000,000 items
 
-The catalog and a clustered vector per item are written to ClickHouse before the API starts
-(the API bootstraps them as after a restart; its FAISS index builds its IVF lists in the
-background and is waited for). 2,000 users each get a learned-looking vector, and a LightGBM
-model of the nightly model's shape (fitted on synthetic rows) ranks every shortlist. Requests
-ask for 20 items with 10,000 candidates each, from `--clients` keep-alive clients (aiohttp, a
-quarter of httpx's CPU per request, in a separate process, so the load generator does not
-share the API's interpreter; it does share the 2 cores with the API). By default the flows
-are not started: this measures the feed API as it runs in production, in its own container
-(`swipeloop api --role feed`); `--with-flows` measures `swipeloop up`, everything in one
-process, where the flows sink every served impression into ClickHouse on the same two cores.
-`stage_p99_ms` comes from the API's Server-Timing header.
-A second phase asks with `explain=true`.
+The catalog, a clustered vector per item and 2,000 users' learned-looking vectors are written
+to ClickHouse before any API starts, and a LightGBM model of the nightly model's shape (fitted
+on synthetic rows) is put in the registry, so every shortlist pays for real ranking. Then the
+feed API starts as it runs in production, `swipeloop api --role feed`, as `--replicas`
+processes (default 2: one per core, as `--workers 2` runs it), each bootstrapping from
+ClickHouse and following the broker (the embedded one, in this process). Each replica reads its
+own copy of the chdb data directory: chdb opens a path from one process only, where
+production replicas share a ClickHouse server. Every FAISS index builds its IVF lists in the
+background and is waited for. Requests ask for 20 items with 10,000 candidates each, from
+`--clients` keep-alive clients (aiohttp, in a separate process; it shares the 2 cores with
+the API and the broker), client c asking replica c mod replicas. Each client sends its next
+request when the last one is answered; the default of one per replica is the load at which
+each process builds one feed at a time (more clients: more feeds/s at first, then only more
+latency; `bench/RESULTS.md` has the curve). `--with-flows` measures `swipeloop up` instead:
+everything in one process, where the flows sink every served impression into ClickHouse on
+the same two cores. `stage_p99_ms` comes from the API's Server-Timing header. A second phase
+asks with `explain=true`.
 """
 
 from __future__ import annotations
@@ -23,9 +28,13 @@ import argparse
 import asyncio
 import json
 import multiprocessing
+import os
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,6 +50,7 @@ from bench.e2e import preload, server_timing
 from models.features import FEATURE_NAMES
 from models.ranker import fit, save
 from swipeloop.broker import free_port
+from swipeloop.clickhouse import connect
 from swipeloop.settings import Settings
 from swipeloop.stack import Stack
 
@@ -57,38 +67,103 @@ def ranking_model(settings: Settings) -> str:
     return info.version
 
 
-def learned_users(stack: Stack, users: int, dim: int) -> None:
-    """Give users vectors as the embeddings flow would (the API's user-vector cache)."""
-    state = stack.server.config.app.state.services.feed.state
+METRICS_OFF = "SWIPELOOP_METRICS_PORT"  # 0: no flow metrics server (`swipeloop up`)
+
+
+def learned_users(settings: Settings, users: int, dim: int) -> None:
+    """Vectors for `users` users, as the embeddings flow would have written them."""
     rng = np.random.default_rng(7)
     vectors = rng.normal(size=(users, dim)).astype(np.float32)
     vectors[:, -1] = 1.0
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    for k in range(users):
-        state.user_vectors[f"bench-u{k}"] = vectors[k]
+    now = datetime.now(UTC)
+    connect(settings).insert(
+        "user_embeddings",
+        [[f"bench-u{k}", 1, now, vectors[k].tolist()] for k in range(users)],
+        column_names=["user_id", "version", "updated_at", "vector"],
+    )
+
+
+def cpu_s(pid: int) -> float:
+    """CPU seconds a process has used (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Api:
+    """One API process started from the command line on a copy of the data directory (the
+    ClickHouse data and the model registry)."""
+
+    def __init__(self, data: Path, copy: Path, command: list[str], env: dict[str, str]) -> None:
+        copy.mkdir(parents=True)
+        skip = shutil.ignore_patterns("tmp*", "status")  # chdb's scratch and lock files
+        for part in ("clickhouse", "models"):
+            shutil.copytree(data / part, copy / part, symlinks=True, ignore=skip)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._log = (copy / "api.log").open("wb")
+        self.process = subprocess.Popen(
+            [*command, "--port", str(self.port)],
+            env={**os.environ, **env, "SWIPELOOP_DATA_DIR": str(copy), METRICS_OFF: "0"},
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def wait_ready(self, timeout_s: float) -> dict[str, Any]:
+        """Block until it is ready and its index has no build running; its index's state."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the API at {self.url} exited; see {self._log.name}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/health/ready", timeout=5) as r:
+                    body: dict[str, Any] = json.load(r)
+                if body["index"]["building_nlist"] is None:
+                    return body["index"]  # type: ignore[no-any-return]
+            except (OSError, KeyError):
+                pass
+            time.sleep(1)
+        raise TimeoutError(f"the API at {self.url} was not ready in {timeout_s} s")
+
+    def rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        self._log.close()
 
 
 def load(
-    url: str, seconds: float, clients: int, explain: bool
+    urls: list[str], seconds: float, clients: int, explain: bool
 ) -> tuple[list[dict[str, Any]], float]:
     """`feeds` in a separate process: its records, and the CPU seconds it spent."""
     # spawn: forking a process that runs the broker client's and the engine's threads is unsafe
     with ProcessPoolExecutor(
         max_workers=1, mp_context=multiprocessing.get_context("spawn")
     ) as pool:
-        return pool.submit(run_feeds, url, seconds, clients, explain).result()
+        return pool.submit(run_feeds, urls, seconds, clients, explain).result()
 
 
 def run_feeds(
-    url: str, seconds: float, clients: int, explain: bool
+    urls: list[str], seconds: float, clients: int, explain: bool
 ) -> tuple[list[dict[str, Any]], float]:
     cpu = time.process_time()
-    records = asyncio.run(feeds(url, seconds, clients, explain))
+    records = asyncio.run(feeds(urls, seconds, clients, explain))
     return records, time.process_time() - cpu
 
 
-async def feeds(url: str, seconds: float, clients: int, explain: bool) -> list[dict[str, Any]]:
-    """Requests from `clients` keep-alive clients for `seconds`; one record per response."""
+async def feeds(
+    urls: list[str], seconds: float, clients: int, explain: bool
+) -> list[dict[str, Any]]:
+    """Requests from `clients` keep-alive clients for `seconds`, client c to urls[c mod
+    len(urls)]; one record per response."""
     out: list[dict[str, Any]] = []
     deadline = time.monotonic() + seconds
 
@@ -100,7 +175,7 @@ async def feeds(url: str, seconds: float, clients: int, explain: bool) -> list[d
                 params["explain"] = "true"
             k += 1
             t0 = time.perf_counter()
-            async with http.get(f"{url}/v1/feed", params=params) as r:
+            async with http.get(f"{urls[c % len(urls)]}/v1/feed", params=params) as r:
                 body = await r.read()
                 ms = (time.perf_counter() - t0) * 1000
                 r.raise_for_status()
@@ -127,33 +202,52 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="200,000 items, short phases")
     parser.add_argument("--items", type=int, default=0)
-    parser.add_argument("--clients", type=int, default=3)
+    parser.add_argument("--replicas", type=int, default=2, help="feed API processes")
+    parser.add_argument("--clients", type=int, default=0, help="default: 1 per API process")
     parser.add_argument(
-        "--with-flows", action="store_true", help="run the flows in the API's process too"
+        "--with-flows", action="store_true", help="`swipeloop up`: flows and API in one process"
     )
     args = parser.parse_args()
     items = args.items or (200_000 if args.quick else 1_000_000)
-    phase = 6.0 if args.quick else 30.0
+    replicas = 1 if args.with_flows else args.replicas
+    clients = args.clients or replicas
+    phase = 5.0 if args.quick else 30.0
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as tmp:
-        settings = Settings(data_dir=Path(tmp), api_port=free_port(), seed_items=0)
-        stack = Stack(settings, schedule_training=False, run_flows=args.with_flows).start()
+        settings = Settings(data_dir=Path(tmp) / "bench", seed_items=0)
+        stack = Stack(settings, schedule_training=False, run_flows=False).start()
+        apis: list[Api] = []
         try:
             preload_s = preload(stack.settings, items, settings.embedding_dim)
             model = ranking_model(stack.settings)
+            learned_users(stack.settings, 2_000, settings.embedding_dim)
             t0 = time.perf_counter()
-            stack.serve_in_thread(timeout_s=300)
-            state = stack.server.config.app.state.services.feed.state
-            state.index.wait_ready(300)
+            swipeloop = str(Path(sys.executable).with_name("swipeloop"))
+            if args.with_flows:
+                command, env = [swipeloop, "up"], {}
+            else:
+                command = [swipeloop, "api", "--role", "feed"]
+                env = {
+                    "SWIPELOOP_KAFKA_BOOTSTRAP": stack.settings.kafka_bootstrap or "",
+                    "SWIPELOOP_BROKER_EPOCH": stack.settings.broker_epoch,
+                }
+            for k in range(replicas):
+                apis.append(Api(settings.data_dir, Path(tmp) / f"api{k}", command, env))
+            index = [api.wait_ready(600) for api in apis][-1]
             bootstrap_s = time.perf_counter() - t0
-            learned_users(stack, 2_000, settings.embedding_dim)
-            load(stack.url, 1.0, 1, False)  # warm-up
-            api_cpu = time.process_time()  # this process is the API's
-            plain, client_cpu = load(stack.url, phase, args.clients, False)
-            api_cpu = time.process_time() - api_cpu
-            explained, _ = load(stack.url, phase / 2, args.clients, True)
-            index = state.index.describe()
+            urls = [api.url for api in apis]
+            load(urls, 1.0, clients, False)  # warm-up
+            pids = [api.process.pid for api in apis]
+            assert stack.broker is not None, "the benchmark spawns its broker"
+            api_cpu, broker_cpu = sum(map(cpu_s, pids)), cpu_s(stack.broker.pid)
+            plain, client_cpu = load(urls, phase, clients, False)
+            api_cpu = sum(map(cpu_s, pids)) - api_cpu
+            broker_cpu = cpu_s(stack.broker.pid) - broker_cpu
+            rss_mb = [api.rss_mb() for api in apis]
+            explained, _ = load(urls, phase / 2, clients, True)
         finally:
+            for api in apis:
+                api.stop()
             stack.stop()
     ms = [r["ms"] for r in plain]
     print(
@@ -166,6 +260,7 @@ def main() -> None:
                 "feeds_per_s": round(len(plain) / phase, 1),
                 "api_cpu_ms_per_feed": round(1000 * api_cpu / max(len(plain), 1), 2),
                 "client_cpu_ms_per_feed": round(1000 * client_cpu / max(len(plain), 1), 2),
+                "broker_cpu_ms_per_feed": round(1000 * broker_cpu / max(len(plain), 1), 2),
                 "p50_ms": p(ms, 50),
                 "p99_ms": p(ms, 99),
                 "server_p99_ms": p([r["stages"]["feed"] for r in plain], 99),
@@ -173,9 +268,11 @@ def main() -> None:
                 "wait_p99_ms": p([r["stages"]["wait"] for r in plain], 99),
                 "p99_ms_explain": p([r["ms"] for r in explained], 99),
                 "index": {k: v for k, v in index.items() if k in ("kind", "nlist", "vectors")},
+                "api_rss_mb": round(max(rss_mb)),
                 "preload_s": round(preload_s, 1),
                 "api_bootstrap_s": round(bootstrap_s, 1),
-                "clients": args.clients,
+                "replicas": replicas,
+                "clients": clients,
                 "ann_oversample": settings.ann_oversample,
                 "flows_in_process": args.with_flows,
                 "seconds": round(time.perf_counter() - started, 1),

@@ -72,7 +72,14 @@ def api(
     role: Annotated[
         str, typer.Option(help="all | ingest (events and items in, stateless) | feed")
     ] = "all",
-    workers: Annotated[int, typer.Option(min=1, help="processes (ingest role: stateless)")] = 1,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="processes: one per core (ingest is stateless; each feed worker is a replica "
+            "that loads its caches from ClickHouse and follows the topics)",
+        ),
+    ] = 1,
 ) -> None:
     """Serve the API alone (production: broker and ClickHouse are servers)."""
     import os
@@ -86,8 +93,11 @@ def api(
         raise typer.BadParameter("set SWIPELOOP_KAFKA_BOOTSTRAP (or use `swipeloop up`)")
     if role not in ROLES:
         raise typer.BadParameter(f"unknown role {role!r}; one of: {', '.join(ROLES)}")
-    if workers > 1 and role != "ingest":
-        raise typer.BadParameter("--workers > 1 needs --role ingest (feed state is per process)")
+    if workers > 1 and role != "ingest" and not settings.clickhouse_url:
+        raise typer.BadParameter(
+            "feed workers each load their caches from ClickHouse, and chdb opens its data from "
+            "one process only: set SWIPELOOP_CLICKHOUSE_URL to a server, or use --workers 1"
+        )
     os.environ["SWIPELOOP_API_ROLE"] = role  # read by each worker's app factory
     uvicorn.run(
         "api.app:app_from_env",

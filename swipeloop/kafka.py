@@ -46,14 +46,14 @@ class AsyncProducer:
     old one still held fails (the client gets a 503 and retries, the flow drops repeats).
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, linger_ms: float | None = None) -> None:
         timeout_ms = int(settings.ack_timeout_s * 1000)
         self._config = {
             "message.timeout.ms": timeout_ms,
             "request.timeout.ms": timeout_ms,
             # a request waits for its ack: linger trades that latency for fewer, bigger
             # produce requests (less broker CPU under load); see bench/RESULTS.md
-            "linger.ms": settings.ack_linger_ms,
+            "linger.ms": settings.ack_linger_ms if linger_ms is None else linger_ms,
             "error_cb": self._on_error,
         }
         self._settings = settings

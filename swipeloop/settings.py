@@ -32,6 +32,11 @@ class Settings:
     api_role: str = "all"  # all | ingest | feed (see `swipeloop api --role`)
     ack_timeout_s: float = 2.0
     ack_linger_ms: float = 1.0  # the API producer's linger (batching vs. ack latency)
+    # the feed's impression log (fire and forget): a longer linger, fewer produce requests
+    impression_linger_ms: float = 20.0
+    # the feed API's topic follower: a fetch waits this long for a batch to fill (broker CPU
+    # vs. how soon replicas see each other's impressions and the flows' updates)
+    follow_wait_ms: int = 100
     max_batch_events: int = 500
     max_body_bytes: int = 1_048_576
     # Feed

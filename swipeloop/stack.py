@@ -50,6 +50,11 @@ class Stack:
         """Where the API listens."""
         return f"http://{self.settings.api_host}:{self.settings.api_port}"
 
+    @property
+    def broker(self) -> EmbeddedBroker | None:
+        """The broker this stack spawned (none when it uses a broker server)."""
+        return self._broker
+
     def start(self) -> Stack:
         """Broker, topics, migrations, demo catalog, flows, trainer; serve() adds the API."""
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)

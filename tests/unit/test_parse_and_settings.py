@@ -79,3 +79,15 @@ def test_auc() -> None:
     assert _auc(labels, np.array([0.1, 0.2, 0.8, 0.9])) == 1.0
     assert _auc(labels, np.array([0.9, 0.8, 0.2, 0.1])) == 0.0
     assert _auc(np.array([1, 1], dtype=np.int8), np.array([0.1, 0.2])) is None
+
+
+def test_feed_workers_need_a_clickhouse_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from swipeloop.cli import app
+
+    monkeypatch.setenv("SWIPELOOP_KAFKA_BOOTSTRAP", "127.0.0.1:1")
+    monkeypatch.delenv("SWIPELOOP_CLICKHOUSE_URL", raising=False)
+    result = CliRunner().invoke(app, ["api", "--role", "feed", "--workers", "2"])
+    assert result.exit_code == 2
+    assert "SWIPELOOP_CLICKHOUSE_URL" in result.output
