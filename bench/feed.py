@@ -90,6 +90,12 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def spawned(pid: int) -> int:
+    """The one child process of a process (`swipeloop up`'s broker)."""
+    (child,) = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return int(child)
+
+
 class Api:
     """One API process started from the command line on a copy of the data directory (the
     ClickHouse data and the model registry)."""
@@ -239,10 +245,11 @@ def main() -> None:
             load(urls, 1.0, clients, False)  # warm-up
             pids = [api.process.pid for api in apis]
             assert stack.broker is not None, "the benchmark spawns its broker"
-            api_cpu, broker_cpu = sum(map(cpu_s, pids)), cpu_s(stack.broker.pid)
+            broker = stack.broker.pid if not args.with_flows else spawned(pids[0])
+            api_cpu, broker_cpu = sum(map(cpu_s, pids)), cpu_s(broker)
             plain, client_cpu = load(urls, phase, clients, False)
             api_cpu = sum(map(cpu_s, pids)) - api_cpu
-            broker_cpu = cpu_s(stack.broker.pid) - broker_cpu
+            broker_cpu = cpu_s(broker) - broker_cpu
             rss_mb = [api.rss_mb() for api in apis]
             explained, _ = load(urls, phase / 2, clients, True)
         finally:
