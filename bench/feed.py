@@ -146,15 +146,17 @@ class Api:
         self._log.close()
 
 
-def load(
-    urls: list[str], seconds: float, clients: int, explain: bool
-) -> tuple[list[dict[str, Any]], float]:
-    """`feeds` in a separate process: its records, and the CPU seconds it spent."""
+def load_generator() -> ProcessPoolExecutor:
+    """The process the clients run in (one for every phase)."""
     # spawn: forking a process that runs the broker client's and the engine's threads is unsafe
-    with ProcessPoolExecutor(
-        max_workers=1, mp_context=multiprocessing.get_context("spawn")
-    ) as pool:
-        return pool.submit(run_feeds, urls, seconds, clients, explain).result()
+    return ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+
+
+def load(
+    pool: ProcessPoolExecutor, urls: list[str], seconds: float, clients: int, explain: bool
+) -> tuple[list[dict[str, Any]], float]:
+    """`feeds` in the load generator's process: its records, and the CPU seconds it spent."""
+    return pool.submit(run_feeds, urls, seconds, clients, explain).result()
 
 
 def run_feeds(
@@ -242,16 +244,17 @@ def main() -> None:
             index = [api.wait_ready(600) for api in apis][-1]
             bootstrap_s = time.perf_counter() - t0
             urls = [api.url for api in apis]
-            load(urls, 1.0, clients, False)  # warm-up
             pids = [api.process.pid for api in apis]
             assert stack.broker is not None, "the benchmark spawns its broker"
             broker = stack.broker.pid if not args.with_flows else spawned(pids[0])
-            api_cpu, broker_cpu = sum(map(cpu_s, pids)), cpu_s(broker)
-            plain, client_cpu = load(urls, phase, clients, False)
-            api_cpu = sum(map(cpu_s, pids)) - api_cpu
-            broker_cpu = cpu_s(broker) - broker_cpu
-            rss_mb = [api.rss_mb() for api in apis]
-            explained, _ = load(urls, phase / 2, clients, True)
+            with load_generator() as pool:
+                load(pool, urls, 1.0, clients, False)  # warm-up
+                api_cpu, broker_cpu = sum(map(cpu_s, pids)), cpu_s(broker)
+                plain, client_cpu = load(pool, urls, phase, clients, False)
+                api_cpu = sum(map(cpu_s, pids)) - api_cpu
+                broker_cpu = cpu_s(broker) - broker_cpu
+                rss_mb = [api.rss_mb() for api in apis]
+                explained, _ = load(pool, urls, phase / 2, clients, True)
         finally:
             for api in apis:
                 api.stop()
