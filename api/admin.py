@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 from litestar import Controller, post
@@ -24,11 +23,12 @@ class AdminController(Controller):
 
     @post("/train", sync_to_thread=True, status_code=200)
     def train_now(self, state: State) -> dict[str, Any]:
-        """Train a new model version now; the API picks it up within model_poll_s."""
+        """Train a candidate now and promote it if it beats production on the holdout; the
+        API serves a promoted one within model_poll_s. Returns the run's report."""
         services: Services = state.services
         try:
-            info = train(connect(services.settings), services.settings, say=lambda _m: None)
+            report = train(connect(services.settings), services.settings, say=lambda _m: None)
         except NotEnoughData as exc:
             raise Conflict(str(exc)) from exc
         services.feed.models.refresh()
-        return dataclasses.asdict(info)
+        return report

@@ -10,7 +10,8 @@ from collections.abc import Callable
 from confluent_kafka.admin import AdminClient
 
 from api.state import REFRESH_S, Feeder, ServingState
-from models.ranker import Ranker, latest_version, load
+from models.ranker import Ranker, load
+from models.registry import production
 from swipeloop.clickhouse import connect
 from swipeloop.kafka import AsyncProducer, client_config
 from swipeloop.settings import Settings
@@ -19,7 +20,8 @@ log = logging.getLogger(__name__)
 
 
 class ModelHolder:
-    """The current ranker; a watcher thread swaps in each newer version without a restart."""
+    """The production ranker; a watcher thread swaps in each newly promoted (or rolled back
+    to) version without a restart: requests already scoring finish with the old one."""
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
@@ -28,8 +30,8 @@ class ModelHolder:
         self._thread = threading.Thread(target=self._watch, name="model-watch", daemon=True)
 
     def refresh(self) -> None:
-        """Load the newest version if it is not the one serving."""
-        newest = latest_version(self._settings.models_dir)
+        """Load the production version if it is not the one serving."""
+        newest = production(self._settings.models_dir)
         if newest is None or (self.current and self.current.version == newest):
             return
         try:

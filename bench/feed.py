@@ -47,8 +47,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from api.feed import STAGES
 from bench.e2e import preload, server_timing
+from models import registry
 from models.features import FEATURE_NAMES
-from models.ranker import fit, save
+from models.ranker import Impressions, fit
 from swipeloop.broker import free_port
 from swipeloop.clickhouse import connect
 from swipeloop.settings import Settings
@@ -56,14 +57,23 @@ from swipeloop.stack import Stack
 
 
 def ranking_model(settings: Settings) -> str:
-    """A LightGBM model of the nightly model's shape (100 trees of 31 leaves, `models.ranker`)
-    fitted on synthetic rows and put in the registry, so each feed pays for real ranking."""
+    """A LightGBM model of the nightly model's shape (`models.ranker`: lambdarank, 100 trees of
+    31 leaves) fitted on synthetic feeds of 20 and promoted, so each feed pays for real
+    ranking."""
     rng = np.random.default_rng(3)
     rows = rng.random((20_000, len(FEATURE_NAMES))).astype(np.float32)
-    labels = (rows[:, 0] + 0.3 * rng.random(len(rows)) > 0.8).astype(np.int8)
-    booster, auc = fit(rows, labels)
+    relevance = np.digitize(rows[:, 0] + 0.3 * rng.random(len(rows)), [0.6, 0.9, 1.1])
     now = datetime.now(UTC)
-    info = save(settings.models_dir, booster, len(rows), int(labels.sum()), auc, now, now)
+    data = Impressions(
+        features=rows,
+        relevance=relevance.astype(np.int32),
+        labels=(relevance >= 2).astype(np.int8),
+        watch_s=np.zeros(len(rows)),
+        groups=np.full(len(rows) // 20, 20, dtype=np.int64),
+        served=[now] * (len(rows) // 20),
+    )
+    info = registry.save(settings.models_dir, fit(data), len(rows), 0, None, now, now)
+    registry.promote(settings.models_dir, info.version, "benchmark")
     return info.version
 
 

@@ -1,15 +1,23 @@
-"""The ranker: training set from ClickHouse SQL, LightGBM fit, versioned registry on disk."""
+"""The ranker: training set from ClickHouse SQL, LightGBM lambdarank, offline gate, registry.
+
+training_set   sql/training/training_set.sql → features as served, graded relevance,
+               watch seconds, grouped by request (Arrow → numpy, no Python row loop)
+split          time-ordered: the newest `HOLDOUT` of requests is the holdout
+fit            lambdarank on the older part (one query = one feed request)
+evaluate       candidate, production model and a popularity baseline on the same holdout:
+               NDCG@10, AUC, watch seconds of the top 10
+gate           promote only when the candidate beats production by `promote_margin`
+record         registry version (+ report.json), a `model_runs` row, the promotion
+"""
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import shutil
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from pathlib import Path
+from typing import Any
 
 import lightgbm as lgb
 import numpy as np
@@ -17,32 +25,34 @@ import numpy.typing as npt
 import pyarrow as pa
 from clickhouse_connect.driver.client import Client
 
+from models import registry
+from models.evaluation import auc, ndcg_at_k, watch_at_k
 from models.features import FEATURE_NAMES
+from models.registry import ModelInfo
 from swipeloop import ROOT
 from swipeloop.settings import Settings
 
 TRAINING_SQL = ROOT / "sql" / "training" / "training_set.sql"
 MIN_ROWS = 50
+HOLDOUT = 0.2  # the newest share of requests held out for the gate
+POPULARITY = FEATURE_NAMES.index("plays_24h")  # the baseline ranks by plays in the last day
+PARAMS: dict[str, Any] = {
+    "objective": "lambdarank",
+    "lambdarank_truncation_level": 20,  # a page is 20 items
+    "learning_rate": 0.1,
+    "num_leaves": 31,
+    "min_data_in_leaf": 10,
+    "verbose": -1,
+    "num_threads": 2,
+    "seed": 7,
+}
+ROUNDS = 100
 Matrix = npt.NDArray[np.float32]
+Floats = npt.NDArray[np.float64]
 
 
 class NotEnoughData(RuntimeError):
-    """Too few labelled impressions (or only one class) to learn anything."""
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """What the registry records next to each model artefact."""
-
-    version: str
-    created_at: str
-    rows: int
-    positives: int
-    auc: float | None
-    feature_names: list[str]
-    data_from: str
-    data_to: str
-    sha256: str
+    """Too few labelled impressions (or only one outcome) to learn anything."""
 
 
 @dataclass(frozen=True)
@@ -63,129 +73,195 @@ class Ranker:
         return np.asarray(out, dtype=np.float64)
 
 
-def training_set(
-    client: Client, settings: Settings
-) -> tuple[Matrix, npt.NDArray[np.int8], list[datetime]]:
-    """Features, labels and serve times of every labelled impression, oldest first."""
+@dataclass(frozen=True)
+class Impressions:
+    """Labelled impressions, rows of one request consecutive, oldest request first."""
+
+    features: Matrix
+    relevance: npt.NDArray[np.int32]
+    labels: npt.NDArray[np.int8]
+    watch_s: Floats
+    groups: npt.NDArray[np.int64]  # rows per request, in order
+    served: list[datetime]  # per request
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def requests(self, start: int, stop: int) -> Impressions:
+        """Requests [start, stop) with their rows."""
+        bounds = np.concatenate([[0], np.cumsum(self.groups)])
+        a, b = int(bounds[start]), int(bounds[stop])
+        return Impressions(
+            self.features[a:b],
+            self.relevance[a:b],
+            self.labels[a:b],
+            self.watch_s[a:b],
+            self.groups[start:stop],
+            self.served[start:stop],
+        )
+
+
+def training_set(client: Client, settings: Settings) -> Impressions:
+    """Every labelled impression, grouped by request, oldest first."""
     table = client.query_arrow(
         TRAINING_SQL.read_text(),
         parameters={"label_window_s": settings.label_window_s, "n_features": len(FEATURE_NAMES)},
     )
-    if table.num_rows == 0:
-        return np.zeros((0, len(FEATURE_NAMES)), np.float32), np.zeros(0, np.int8), []
-    features = table.column("features").combine_chunks()
-    assert isinstance(features, pa.ListArray)
-    x = features.flatten().to_numpy(zero_copy_only=False).astype(np.float32)
-    matrix = x.reshape(table.num_rows, len(FEATURE_NAMES))
-    labels = table.column("label").to_numpy().astype(np.int8)
+    return from_arrow(table)
+
+
+def from_arrow(table: pa.Table) -> Impressions:
+    """The training query's result as arrays."""
+    n = table.num_rows
+    if n == 0:
+        features = np.zeros((0, len(FEATURE_NAMES)), np.float32)
+    else:
+        column = table.column("features").combine_chunks()
+        assert isinstance(column, pa.ListArray)
+        flat = column.flatten().to_numpy(zero_copy_only=False).astype(np.float32)
+        features = flat.reshape(n, len(FEATURE_NAMES))
+    requests = table.column("request_id").to_numpy(zero_copy_only=False)
+    starts = np.flatnonzero(np.r_[True, requests[1:] != requests[:-1]]) if n else np.zeros(0, int)
+    groups = np.diff(np.r_[starts, n]).astype(np.int64)
     served = table.column("served_at").to_pylist()
-    return matrix, labels, served
+    return Impressions(
+        features,
+        table.column("relevance").to_numpy().astype(np.int32),
+        table.column("label").to_numpy().astype(np.int8),
+        table.column("watch_s").to_numpy().astype(np.float64),
+        groups,
+        [served[int(i)] for i in starts],
+    )
 
 
-def _auc(labels: npt.NDArray[np.int8], scores: npt.NDArray[np.float64]) -> float | None:
-    pos, neg = int(labels.sum()), int(len(labels) - labels.sum())
-    if pos == 0 or neg == 0:
-        return None
-    ranks = np.argsort(np.argsort(scores)) + 1
-    return float((ranks[labels == 1].sum() - pos * (pos + 1) / 2) / (pos * neg))
-
-
-def fit(matrix: Matrix, labels: npt.NDArray[np.int8]) -> tuple[lgb.Booster, float | None]:
-    """Fit on the older 80 %, report AUC on the newer 20 %, then refit on everything."""
-    if len(labels) < MIN_ROWS or labels.min() == labels.max():
+def fit(data: Impressions) -> lgb.Booster:
+    """Lambdarank on graded relevance, one query per feed request."""
+    if len(data) < MIN_ROWS or data.labels.min() == data.labels.max():
         raise NotEnoughData(
-            f"{len(labels)} labelled impressions, {int(labels.sum())} positive: need >= {MIN_ROWS} "
-            "with both outcomes (run `swipeloop simulate` first)"
+            f"{len(data)} labelled impressions, {int(data.labels.sum())} positive: need "
+            f">= {MIN_ROWS} with both outcomes (run `swipeloop simulate` first)"
         )
-    params = {
-        "objective": "binary",
-        "learning_rate": 0.1,
-        "num_leaves": 31,
-        "min_data_in_leaf": 10,
-        "verbose": -1,
-        "num_threads": 2,
-        "seed": 7,
+    dataset = lgb.Dataset(
+        data.features, data.relevance, group=data.groups, feature_name=list(FEATURE_NAMES)
+    )
+    return lgb.train(PARAMS, dataset, num_boost_round=ROUNDS)
+
+
+def evaluate(scores: Floats, holdout: Impressions) -> dict[str, float | None]:
+    """The offline metrics of one ranker's scores on the holdout."""
+    return {
+        "ndcg_at_10": ndcg_at_k(holdout.groups, holdout.relevance.astype(np.float64), scores),
+        "auc": auc(holdout.labels, scores),
+        "watch_s_at_10": watch_at_k(holdout.groups, holdout.watch_s, scores),
     }
-    split = int(len(labels) * 0.8)
-    holdout = lgb.train(
-        params,
-        lgb.Dataset(matrix[:split], labels[:split], feature_name=list(FEATURE_NAMES)),
-        num_boost_round=100,
-    )
-    auc = _auc(labels[split:], np.asarray(holdout.predict(matrix[split:]), dtype=np.float64))
-    booster = lgb.train(
-        params, lgb.Dataset(matrix, labels, feature_name=list(FEATURE_NAMES)), num_boost_round=100
-    )
-    return booster, auc
 
 
-def train(client: Client, settings: Settings, say: Callable[[str], None] = print) -> ModelInfo:
-    """Build the training set, fit, save a new version; return what the registry recorded."""
+def gate(
+    candidate: dict[str, float | None], production: dict[str, float | None] | None, margin: float
+) -> tuple[bool, str]:
+    """Whether the candidate may serve, and why."""
+    ours = candidate["ndcg_at_10"]
+    if production is None:
+        return True, "no model in production"
+    if ours is None:
+        return False, "the holdout has no relevant impressions to judge by"
+    theirs = production["ndcg_at_10"]
+    if theirs is None or ours >= theirs + margin:
+        return True, f"NDCG@10 {ours:.4f} >= production {theirs} + margin {margin}"
+    return False, f"NDCG@10 {ours:.4f} < production {theirs:.4f} + margin {margin}"
+
+
+def train(client: Client, settings: Settings, say: Callable[[str], None] = print) -> dict[str, Any]:
+    """Build the training set, fit a candidate, judge it against production and popularity
+    on the newest requests, record the run, promote if it wins. Returns the run's report."""
     say("building the training set in ClickHouse")
-    matrix, labels, served = training_set(client, settings)
-    say(f"{len(labels)} impressions, {int(labels.sum())} positive; fitting LightGBM")
-    booster, auc = fit(matrix, labels)
-    return save(
-        settings.models_dir, booster, len(labels), int(labels.sum()), auc, served[0], served[-1]
+    data = training_set(client, settings)
+    cut = len(data.groups) - max(1, int(len(data.groups) * HOLDOUT))
+    older, holdout = data.requests(0, cut), data.requests(cut, len(data.groups))
+    say(f"{len(data)} impressions in {len(data.groups)} requests; fitting LightGBM lambdarank")
+    started = time.perf_counter()
+    booster = fit(older)
+    train_s = time.perf_counter() - started
+    say(f"evaluating on the newest {len(holdout)} impressions")
+    started = time.perf_counter()
+    current = registry.production(settings.models_dir)
+    candidate = evaluate(_scores(booster, holdout.features), holdout)
+    serving = (
+        evaluate(_scores(load(settings.models_dir, current).booster, holdout.features), holdout)
+        if current
+        else None
     )
-
-
-def save(
-    models_dir: Path,
-    booster: lgb.Booster,
-    rows: int,
-    positives: int,
-    auc: float | None,
-    data_from: datetime,
-    data_to: datetime,
-) -> ModelInfo:
-    """Write model.txt and meta.json to a new version folder, atomically."""
-    now = datetime.now(UTC)
-    version = now.strftime("%Y%m%dT%H%M%S%fZ")
-    models_dir.mkdir(parents=True, exist_ok=True)
-    staging = models_dir / f".{version}"
-    staging.mkdir()
-    text = booster.model_to_string()
-    (staging / "model.txt").write_text(text)
-    info = ModelInfo(
-        version,
-        now.isoformat(),
-        rows,
-        positives,
-        auc,
-        list(FEATURE_NAMES),
-        data_from.isoformat(),
-        data_to.isoformat(),
-        hashlib.sha256(text.encode()).hexdigest(),
+    popularity = evaluate(holdout.features[:, POPULARITY].astype(np.float64), holdout)
+    metrics = {"candidate": candidate, "production": serving, "popularity": popularity}
+    eval_s = time.perf_counter() - started
+    promoted, reason = gate(candidate, serving, settings.promote_margin)
+    info = registry.save(
+        settings.models_dir,
+        booster,
+        len(older),
+        int(older.labels.sum()),
+        candidate["auc"],
+        data.served[0],
+        data.served[-1],
+        metrics,
     )
-    (staging / "meta.json").write_text(json.dumps(asdict(info), indent=2))
-    os.replace(staging, models_dir / version)
-    return info
+    report = {
+        **asdict(info),
+        "promoted": promoted,
+        "reason": reason,
+        "production_version": current or "",
+        "holdout_rows": len(holdout),
+        "train_s": round(train_s, 3),
+        "eval_s": round(eval_s, 3),
+    }
+    (settings.models_dir / info.version / "report.json").write_text(json.dumps(report, indent=2))
+    _record(client, report, info, metrics)
+    if promoted:
+        registry.promote(settings.models_dir, info.version, reason)
+        registry.prune(settings.models_dir)
+    say(f"model {info.version}: {'promoted' if promoted else 'not promoted'} ({reason})")
+    return report
 
 
-def latest_version(models_dir: Path) -> str | None:
-    """The newest complete version in the registry, if any."""
-    if not models_dir.is_dir():
-        return None
-    versions = sorted(
-        p.name
-        for p in models_dir.iterdir()
-        if not p.name.startswith(".") and (p / "meta.json").is_file()
-    )
-    return versions[-1] if versions else None
+def load(models_dir: Any, version: str) -> Ranker:
+    """One registry version, ready to score."""
+    return Ranker(version, registry.load(models_dir, version))
 
 
-def load(models_dir: Path, version: str) -> Ranker:
-    """Load one version, refusing an artefact whose features differ from this code's."""
-    folder = models_dir / version
-    meta = json.loads((folder / "meta.json").read_text())
-    if tuple(meta["feature_names"]) != FEATURE_NAMES:
-        raise ValueError(f"model {version} was trained on other features: {meta['feature_names']}")
-    return Ranker(version, lgb.Booster(model_file=str(folder / "model.txt")))
+def _scores(booster: lgb.Booster, features: Matrix) -> Floats:
+    return np.asarray(booster.predict(features, num_threads=2), dtype=np.float64)
 
 
-def prune(models_dir: Path, keep: int = 20) -> None:
-    """Keep the newest `keep` versions."""
-    versions = sorted(p for p in models_dir.iterdir() if not p.name.startswith("."))
-    for old in versions[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+def _record(
+    client: Client,
+    report: dict[str, Any],
+    info: ModelInfo,
+    metrics: dict[str, dict[str, float | None] | None],
+) -> None:
+    """A `model_runs` row."""
+
+    def metric(who: str, name: str) -> float | None:
+        values = metrics[who]
+        return None if values is None else values[name]
+
+    row = {
+        "run_at": datetime.now(UTC),
+        "version": info.version,
+        "promoted": int(report["promoted"]),
+        "reason": report["reason"],
+        "production_version": report["production_version"],
+        "rows": info.rows,
+        "holdout_rows": report["holdout_rows"],
+        "data_from": datetime.fromisoformat(info.data_from),
+        "data_to": datetime.fromisoformat(info.data_to),
+        "train_s": report["train_s"],
+        "eval_s": report["eval_s"],
+    }
+    for who, prefix in (
+        ("candidate", ""),
+        ("production", "production_"),
+        ("popularity", "popularity_"),
+    ):
+        for name in ("ndcg_at_10", "auc", "watch_s_at_10"):
+            row[prefix + name] = metric(who, name)
+    client.insert("model_runs", [list(row.values())], column_names=list(row))

@@ -7,7 +7,7 @@ import contextlib
 import json
 import logging
 import threading
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -165,7 +165,7 @@ def topics() -> None:
 
 @app.command()
 def train() -> None:
-    """Train a ranker on ClickHouse now and save it as the newest version."""
+    """Train a candidate on ClickHouse now; it serves only if it beats production."""
     from models.ranker import NotEnoughData
     from models.ranker import train as run
     from swipeloop.clickhouse import connect
@@ -182,16 +182,83 @@ def train() -> None:
         if r.status_code != 200:
             console.print(f"[yellow]not trained:[/] {r.json().get('detail', r.text)}")
             raise typer.Exit(1)
-        print(json.dumps(r.json()))
-        return
-    with console.status("training") as status:
-        try:
-            info = run(connect(settings), settings, say=status.update)
-        except NotEnoughData as exc:
-            console.print(f"[yellow]not trained:[/] {exc}")
-            raise typer.Exit(1) from exc
-    console.print(f"model [bold]{info.version}[/]: {info.rows} rows, AUC {info.auc}")
-    print(json.dumps({"version": info.version, "rows": info.rows, "auc": info.auc}))
+        report = r.json()
+    else:
+        with console.status("training") as status:
+            try:
+                report = run(connect(settings), settings, say=status.update)
+            except NotEnoughData as exc:
+                console.print(f"[yellow]not trained:[/] {exc}")
+                raise typer.Exit(1) from exc
+    verdict = "[green]promoted[/]" if report["promoted"] else "[yellow]not promoted[/]"
+    console.print(f"model [bold]{report['version']}[/]: {verdict} ({report['reason']})")
+    print(json.dumps(report))
+
+
+model = typer.Typer(help="The model registry: list versions, promote one, roll back.")
+app.add_typer(model, name="model")
+
+
+@model.command("list")
+def model_list() -> None:
+    """Every version with its offline metrics; the serving one is marked."""
+    from rich.table import Table
+
+    from models.registry import production, versions
+
+    settings = _settings()
+    serving = production(settings.models_dir)
+    table = Table()
+    table.add_column("version", no_wrap=True)
+    for name in ("serving", "rows", "NDCG@10", "production's", "popularity's", "AUC"):
+        table.add_column(name)
+    for v in versions(settings.models_dir):
+        m = v.metrics or {}
+
+        def ndcg(who: str, m: dict[str, Any] = m) -> str:
+            got = (m.get(who) or {}).get("ndcg_at_10")
+            return "" if got is None else f"{got:.4f}"
+
+        table.add_row(
+            v.version,
+            "●" if v.version == serving else "",
+            str(v.rows),
+            ndcg("candidate"),
+            ndcg("production"),
+            ndcg("popularity"),
+            "" if v.auc is None else f"{v.auc:.4f}",
+        )
+    Console().print(table)
+
+
+@model.command("promote")
+def model_promote(
+    version: Annotated[str, typer.Argument(help="a version from `swipeloop model list`")],
+    reason: Annotated[str, typer.Option(help="recorded in the history")] = "by hand",
+) -> None:
+    """Serve this version (every API swaps within SWIPELOOP_MODEL_POLL_S)."""
+    from models.registry import RegistryError, promote
+
+    try:
+        promote(_settings().models_dir, version, reason)
+    except RegistryError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    console.print(f"serving [bold]{version}[/]")
+
+
+@model.command("rollback")
+def model_rollback(
+    reason: Annotated[str, typer.Option(help="recorded in the history")] = "rollback",
+) -> None:
+    """Serve again the version that served before the current one."""
+    from models.registry import RegistryError, rollback
+
+    try:
+        version = rollback(_settings().models_dir, reason)
+    except RegistryError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(1) from exc
+    console.print(f"rolled back: serving [bold]{version}[/]")
 
 
 @app.command()

@@ -79,6 +79,8 @@ class Settings:
     # Trainer
     train_cron: str = "0 3 * * *"
     label_window_s: int = 3600
+    # a new model serves only if its holdout NDCG@10 beats production's by at least this
+    promote_margin: float = 0.0
     model_poll_s: float = 2.0
     # Demo
     seed_items: int = 5000

@@ -5,25 +5,32 @@ from __future__ import annotations
 import logging
 import threading
 from datetime import UTC, datetime
+from typing import Any
 
 from croniter import croniter
 
-from models.ranker import ModelInfo, NotEnoughData, train
+from models.ranker import NotEnoughData, train
 from swipeloop.clickhouse import connect
 from swipeloop.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
-def train_once(settings: Settings) -> ModelInfo | None:
+def train_once(settings: Settings) -> dict[str, Any] | None:
     """One training run; too little data is logged, not raised (the schedule keeps going)."""
     try:
-        info = train(connect(settings), settings, say=log.info)
+        report = train(connect(settings), settings, say=log.info)
     except NotEnoughData as exc:
         log.warning("training skipped: %s", exc)
         return None
-    log.info("trained model %s on %d rows (AUC %s)", info.version, info.rows, info.auc)
-    return info
+    log.info(
+        "trained model %s on %d rows: %s (%s)",
+        report["version"],
+        report["rows"],
+        "promoted" if report["promoted"] else "not promoted",
+        report["reason"],
+    )
+    return report
 
 
 def run_schedule(settings: Settings, stop: threading.Event) -> None:

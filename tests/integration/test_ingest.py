@@ -405,8 +405,7 @@ def test_seq_gaps_are_recorded_and_a_lost_watch_is_no_skip(
     ]
     columns = ["request_id", "user_id", "item_id", "position", "source", "model_version"]
     client.insert("impressions", rows, column_names=[*columns, "score", "features", "served_at"])
-    _, labels, _ = training_set(client, live)
-    assert labels.tolist() == [1]
+    assert training_set(client, live).labels.tolist() == [1]
 
 
 def test_offsets_of_an_earlier_broker_run_are_not_progress(

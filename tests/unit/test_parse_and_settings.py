@@ -5,7 +5,7 @@ import msgspec
 import pytest
 
 from dataflows.parse import MAX_MESSAGE_BYTES, ROUTES, Rejected, month, row_line
-from models.ranker import _auc
+from models.evaluation import auc as _auc
 from swipeloop.migrations import load
 from swipeloop.settings import Settings, SettingsError
 

@@ -1,0 +1,135 @@
+"""The nightly training on the embedded ClickHouse: labels only from inside the label window,
+a run recorded in `model_runs`, the first model promoted, the API's holder following the
+production pointer through a rollback."""
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+
+from api.services import ModelHolder
+from models import registry
+from models.features import FEATURE_NAMES
+from models.ranker import train, training_set
+from swipeloop.clickhouse import connect
+from swipeloop.migrations import migrate
+from swipeloop.settings import Settings
+
+pytestmark = pytest.mark.integration
+N = len(FEATURE_NAMES)
+IMPRESSION_COLUMNS = ["request_id", "user_id", "item_id", "position", "source", "model_version"]
+EVENT_COLUMNS = ["event_id", "user_id", "item_id", "kind", "watch_ms", "client_ts", "received_at"]
+
+
+def event(user: str, item: str, kind: str, at: datetime, watch_ms: int = 0) -> list[object]:
+    return [uuid.uuid4(), user, item, kind, watch_ms, at, at]
+
+
+def test_labels_come_only_from_the_label_window(settings: Settings) -> None:
+    client = connect(settings)
+    migrate(client)
+    window = settings.label_window_s
+    served = datetime.now(UTC) - timedelta(hours=3)
+    later = served + timedelta(seconds=window + 60)  # planted: after the label window
+    client.insert(
+        "items",
+        [[f"i{k}", "c", 10_000] for k in range(5)],
+        column_names=["item_id", "creator_id", "duration_ms"],
+    )
+    client.insert(
+        "impressions",
+        [["r1", "u", f"i{k}", k, "ann", "v0", 0.0, [float(k)] * N, served] for k in range(5)],
+        column_names=[*IMPRESSION_COLUMNS, "score", "features", "served_at"],
+    )
+    within = served + timedelta(seconds=30)
+    client.insert(
+        "events",
+        [
+            event("u", "i0", "watch", within, 9_000),  # completed (90 %): 2
+            event("u", "i0", "like", later),  # too late: must not make it a 3
+            event("u", "i1", "skip", within, 500),  # an early skip: 0
+            event("u", "i1", "share", later),  # too late
+            event("u", "i2", "watch", within, 6_000),  # half: 1
+            event("u", "i2", "like", within),  # liked: 3
+            event("u", "i3", "like", within),
+            event("u", "i3", "not_interested", within),  # not interested wins: 0
+            event("u", "i4", "like", later),  # only a late event: no outcome, no row
+            event("u", "i4", "watch", served - timedelta(minutes=5), 10_000),  # before it
+        ],
+        column_names=EVENT_COLUMNS,
+    )
+    data = training_set(client, settings)
+    by_item = {int(f[0]): int(r) for f, r in zip(data.features, data.relevance, strict=True)}
+    assert by_item == {0: 2, 1: 0, 2: 3, 3: 0}
+    assert data.groups.tolist() == [4]
+    assert data.watch_s[data.features[:, 0] == 0].tolist() == [9.0]
+
+
+def simulated(client: object, settings: Settings, requests: int, seed: int) -> None:
+    """Feeds of 10 whose first feature decides what the user did."""
+    rng = np.random.default_rng(seed)
+    start = datetime.now(UTC) - timedelta(days=1)
+    impressions, events = [], []
+    for r in range(requests):
+        served = start + timedelta(seconds=60 * r)
+        for k in range(10):
+            signal = float(rng.random())
+            item = f"s{seed}-{r}-{k}"
+            features = [signal, *rng.random(N - 1).tolist()]
+            impressions.append(
+                [f"q{seed}-{r}", f"u{r % 7}", item, k, "ann", "v0", 0.0, features, served]
+            )
+            at = served + timedelta(seconds=5 + k)
+            if signal > 0.8:
+                events.append(event(f"u{r % 7}", item, "like", at))
+            elif signal > 0.4:
+                events.append(event(f"u{r % 7}", item, "watch", at, int(signal * 20_000)))
+            else:
+                events.append(event(f"u{r % 7}", item, "skip", at, 300))
+    client.insert(  # type: ignore[attr-defined]
+        "impressions",
+        impressions,
+        column_names=[*IMPRESSION_COLUMNS, "score", "features", "served_at"],
+    )
+    client.insert("events", events, column_names=EVENT_COLUMNS)  # type: ignore[attr-defined]
+
+
+def test_a_run_is_recorded_promoted_first_and_rolled_back(settings: Settings) -> None:
+    client = connect(settings)
+    migrate(client)
+    client.insert(
+        "items",
+        [[f"s{s}-{r}-{k}", "c", 20_000] for s in (1, 2) for r in range(150) for k in range(10)],
+        column_names=["item_id", "creator_id", "duration_ms"],
+    )
+    simulated(client, settings, 150, seed=1)
+    first = train(client, settings, say=lambda _m: None)
+    assert first["promoted"] and first["reason"] == "no model in production"
+    metrics = first["metrics"]
+    assert metrics["candidate"]["ndcg_at_10"] > metrics["popularity"]["ndcg_at_10"]
+    assert (settings.models_dir / first["version"] / "report.json").is_file()
+
+    simulated(client, settings, 150, seed=2)
+    second = train(client, settings, say=lambda _m: None)
+    assert second["production_version"] == first["version"]
+    runs = client.query(
+        "SELECT version, promoted, production_version, ndcg_at_10 IS NOT NULL "
+        "FROM model_runs ORDER BY run_at"
+    ).result_rows
+    assert runs == [
+        (first["version"], 1, "", True),
+        (second["version"], int(second["promoted"]), first["version"], True),
+    ]
+
+    holder = ModelHolder(settings)  # what every API replica runs
+    holder.refresh()
+    assert holder.current is not None
+    assert holder.current.version == registry.production(settings.models_dir)
+    if not second["promoted"]:
+        registry.promote(settings.models_dir, second["version"], "test")
+        holder.refresh()
+    assert holder.current.version == second["version"]
+    registry.rollback(settings.models_dir)
+    holder.refresh()
+    assert holder.current.version == first["version"]

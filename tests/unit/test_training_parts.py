@@ -1,0 +1,108 @@
+"""Offline metrics, the promotion gate on real LightGBM models, and the registry's pointer."""
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from models import registry
+from models.evaluation import auc, ndcg_at_k, watch_at_k
+from models.features import FEATURE_NAMES
+from models.ranker import Impressions, evaluate, fit, gate
+from models.registry import RegistryError
+
+
+def test_ndcg_of_a_hand_made_ranking() -> None:
+    groups = np.array([3, 2])
+    relevance = np.array([0.0, 2.0, 1.0, 0.0, 0.0])  # the second request has nothing relevant
+    perfect = np.array([0.1, 0.9, 0.5, 0.3, 0.2])
+    assert ndcg_at_k(groups, relevance, perfect) == pytest.approx(1.0)
+    worst = -perfect
+    # order 0, 2, 1: gains 0, 1, 3 at discounts 1, 1/log2(3), 1/2; ideal 3, 1, 0
+    expected = (1 / np.log2(3) + 3 / 2) / (3 + 1 / np.log2(3))
+    assert ndcg_at_k(groups, relevance, worst) == pytest.approx(expected)
+    assert ndcg_at_k(np.array([2]), np.zeros(2), np.zeros(2)) is None
+
+
+def test_watch_of_the_top_k_and_auc_with_ties() -> None:
+    groups = np.array([3])
+    watch = np.array([1.0, 10.0, 5.0])
+    assert watch_at_k(groups, watch, np.array([0.0, 1.0, 0.5]), k=2) == 15.0
+    labels = np.array([0, 1, 0, 1], dtype=np.int8)
+    assert auc(labels, np.array([0.5, 0.5, 0.5, 0.5])) == 0.5  # all tied: a coin
+    assert auc(labels, np.array([0.1, 0.9, 0.2, 0.8])) == 1.0
+
+
+def impressions(seed: int, requests: int = 400, shuffle: bool = False) -> Impressions:
+    """Feeds of 10 where the first feature decides how much was watched."""
+    rng = np.random.default_rng(seed)
+    rows = rng.random((requests * 10, len(FEATURE_NAMES))).astype(np.float32)
+    relevance = np.digitize(rows[:, 0] + 0.2 * rng.random(len(rows)), [0.5, 0.8, 1.0])
+    if shuffle:
+        relevance = rng.permutation(relevance)
+    now = datetime.now(UTC)
+    return Impressions(
+        rows,
+        relevance.astype(np.int32),
+        (relevance >= 2).astype(np.int8),
+        relevance * 10.0,
+        np.full(requests, 10, dtype=np.int64),
+        [now] * requests,
+    )
+
+
+def test_a_model_trained_on_shuffled_labels_is_not_promoted() -> None:
+    holdout = impressions(seed=2, requests=200)
+    production = evaluate(fit(impressions(seed=1)).predict(holdout.features), holdout)
+    shuffled = evaluate(fit(impressions(seed=1, shuffle=True)).predict(holdout.features), holdout)
+    honest = evaluate(fit(impressions(seed=3)).predict(holdout.features), holdout)
+    assert gate(shuffled, production, margin=0.0)[0] is False
+    assert gate(honest, production, margin=-0.01)[0] is True
+    assert gate(honest, None, margin=0.0) == (True, "no model in production")
+    assert production["ndcg_at_10"] is not None and shuffled["ndcg_at_10"] is not None
+    assert production["ndcg_at_10"] > shuffled["ndcg_at_10"] + 0.1
+
+
+def saved(models_dir: Path) -> str:
+    data = impressions(seed=5, requests=20)
+    now = datetime.now(UTC)
+    return registry.save(models_dir, fit(data), len(data), 0, None, now, now).version
+
+
+def test_promote_and_rollback_move_the_production_pointer(tmp_path: Path) -> None:
+    a, b, c = saved(tmp_path), saved(tmp_path), saved(tmp_path)
+    assert registry.production(tmp_path) is None
+    with pytest.raises(RegistryError):
+        registry.rollback(tmp_path)
+    for version in (a, b, c):
+        registry.promote(tmp_path, version, "test")
+    assert registry.production(tmp_path) == c
+    assert registry.rollback(tmp_path) == b and registry.production(tmp_path) == b
+    assert registry.rollback(tmp_path) == a  # twice: two versions back, not forth
+    with pytest.raises(RegistryError):
+        registry.rollback(tmp_path)
+    with pytest.raises(RegistryError):
+        registry.promote(tmp_path, "no-such-version", "test")
+    assert [e["action"] for e in registry.log(tmp_path)] == ["promote"] * 3 + ["rollback"] * 2
+    (tmp_path / a / "model.txt").write_text("tampered")
+    with pytest.raises(RegistryError, match="checksum"):
+        registry.load(tmp_path, a)
+
+
+def test_model_commands(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from swipeloop.cli import app
+
+    monkeypatch.setenv("SWIPELOOP_DATA_DIR", str(tmp_path))
+    models = tmp_path / "models"
+    a, b = saved(models), saved(models)
+    runner = CliRunner()
+    assert runner.invoke(app, ["model", "promote", a]).exit_code == 0
+    assert runner.invoke(app, ["model", "promote", b]).exit_code == 0
+    listed = runner.invoke(app, ["model", "list"])
+    assert listed.exit_code == 0 and a in listed.output and b in listed.output
+    assert runner.invoke(app, ["model", "rollback"]).exit_code == 0
+    assert registry.production(models) == a
+    refused = runner.invoke(app, ["model", "promote", "nope"])
+    assert refused.exit_code == 2 and "no model version" in refused.output
