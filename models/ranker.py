@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import lightgbm as lgb
@@ -223,7 +224,7 @@ def train(client: Client, settings: Settings, say: Callable[[str], None] = print
     return report
 
 
-def load(models_dir: Any, version: str) -> Ranker:
+def load(models_dir: Path, version: str) -> Ranker:
     """One registry version, ready to score."""
     return Ranker(version, registry.load(models_dir, version))
 
