@@ -77,9 +77,6 @@ def ranking_model(settings: Settings) -> str:
     return info.version
 
 
-METRICS_OFF = "SWIPELOOP_METRICS_PORT"  # 0: no flow metrics server (`swipeloop up`)
-
-
 def learned_users(settings: Settings, users: int, dim: int) -> None:
     """Vectors for `users` users, as the embeddings flow would have written them."""
     rng = np.random.default_rng(7)
@@ -106,6 +103,9 @@ def spawned(pid: int) -> int:
     return int(child)
 
 
+NO_METRICS = {"SWIPELOOP_METRICS_PORT": "0"}  # `swipeloop up`'s flow metrics server: off
+
+
 class Api:
     """One API process started from the command line on a copy of the data directory (the
     ClickHouse data and the model registry)."""
@@ -120,7 +120,7 @@ class Api:
         self._log = (copy / "api.log").open("wb")
         self.process = subprocess.Popen(
             [*command, "--port", str(self.port)],
-            env={**os.environ, **env, "SWIPELOOP_DATA_DIR": str(copy), METRICS_OFF: "0"},
+            env={**os.environ, **env, "SWIPELOOP_DATA_DIR": str(copy), **NO_METRICS},
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )

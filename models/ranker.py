@@ -187,11 +187,14 @@ def train(client: Client, settings: Settings, say: Callable[[str], None] = print
     started = time.perf_counter()
     current = registry.production(settings.models_dir)
     candidate = evaluate(_scores(booster, holdout.features), holdout)
-    serving = (
-        evaluate(_scores(load(settings.models_dir, current).booster, holdout.features), holdout)
-        if current
-        else None
-    )
+    serving = None
+    if current:
+        try:
+            serving = evaluate(
+                _scores(registry.load(settings.models_dir, current), holdout.features), holdout
+            )
+        except registry.RegistryError as exc:  # e.g. trained on other features: not comparable
+            say(f"production model {current} cannot score this holdout ({exc}); judged alone")
     popularity = evaluate(holdout.features[:, POPULARITY].astype(np.float64), holdout)
     metrics = {"candidate": candidate, "production": serving, "popularity": popularity}
     eval_s = time.perf_counter() - started
@@ -219,7 +222,7 @@ def train(client: Client, settings: Settings, say: Callable[[str], None] = print
     _record(client, report, info, metrics)
     if promoted:
         registry.promote(settings.models_dir, info.version, reason)
-        registry.prune(settings.models_dir)
+    registry.prune(settings.models_dir)  # rejected candidates count against the limit too
     say(f"model {info.version}: {'promoted' if promoted else 'not promoted'} ({reason})")
     return report
 

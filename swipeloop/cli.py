@@ -7,7 +7,7 @@ import contextlib
 import json
 import logging
 import threading
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -196,6 +196,13 @@ def train() -> None:
 
 
 model = typer.Typer(help="The model registry: list versions, promote one, roll back.")
+RANKERS = ("candidate", "production", "popularity")  # judged on each run's holdout
+
+
+def _fixed(x: float | None) -> str:
+    return "" if x is None else f"{x:.4f}"
+
+
 app.add_typer(model, name="model")
 
 
@@ -213,20 +220,12 @@ def model_list() -> None:
     for name in ("serving", "rows", "NDCG@10", "production's", "popularity's", "AUC"):
         table.add_column(name)
     for v in versions(settings.models_dir):
-        m = v.metrics or {}
-
-        def ndcg(who: str, m: dict[str, Any] = m) -> str:
-            got = (m.get(who) or {}).get("ndcg_at_10")
-            return "" if got is None else f"{got:.4f}"
-
+        ndcg = [(v.metrics.get(who) or {}).get("ndcg_at_10") for who in RANKERS]
         table.add_row(
             v.version,
             "●" if v.version == serving else "",
             str(v.rows),
-            ndcg("candidate"),
-            ndcg("production"),
-            ndcg("popularity"),
-            "" if v.auc is None else f"{v.auc:.4f}",
+            *(_fixed(x) for x in (*ndcg, v.auc)),
         )
     Console().print(table)
 

@@ -133,3 +133,24 @@ def test_a_run_is_recorded_promoted_first_and_rolled_back(settings: Settings) ->
     registry.rollback(settings.models_dir)
     holder.refresh()
     assert holder.current.version == first["version"]
+
+
+def test_a_production_model_that_cannot_score_does_not_stop_the_nightly_run(
+    settings: Settings,
+) -> None:
+    client = connect(settings)
+    migrate(client)
+    client.insert(
+        "items",
+        [[f"s1-{r}-{k}", "c", 20_000] for r in range(150) for k in range(10)],
+        column_names=["item_id", "creator_id", "duration_ms"],
+    )
+    simulated(client, settings, 150, seed=1)
+    first = train(client, settings, say=lambda _m: None)
+    (settings.models_dir / first["version"] / "model.txt").write_text("damaged")
+    said: list[str] = []
+    second = train(client, settings, say=said.append)
+    assert second["promoted"] and second["production_version"] == first["version"]
+    assert second["metrics"]["production"] is None
+    assert any("cannot score" in line for line in said)
+    assert registry.production(settings.models_dir) == second["version"]
