@@ -7,8 +7,10 @@
 --   label        relevance >= 2 (for AUC)
 --   watch_s      seconds watched, capped at the video's length
 -- An impression with no outcome event at all (no watch, skip, like, ...) is left out: its
--- events may have been lost on the way (see session_gaps), and a lost watch must never be read
--- as a skip. Rows of one request are consecutive (one served_at per request), oldest first.
+-- events may have been lost on the way, and a lost watch must never be read as a skip. So is
+-- one whose outcome came in a session with lost packets (`session_gaps`): the lost one may
+-- have been its like. Rows of one request are consecutive (one served_at per request), oldest
+-- first.
 SELECT
     request_id,
     served_at,
@@ -33,13 +35,20 @@ FROM
         e.kind       AS kind,
         e.watch_ms   AS watch_ms,
         it.duration_ms AS duration_ms,
+        e.gapped     AS gapped,
         e.kind != ''
             AND e.client_ts >= i.served_at - INTERVAL 1 SECOND
             AND e.client_ts < i.served_at + toIntervalSecond({label_window_s:UInt32}) AS in_window
     FROM impressions AS i FINAL
     LEFT JOIN
     (
-        SELECT user_id, item_id, kind, watch_ms, client_ts
+        SELECT
+            user_id,
+            item_id,
+            kind,
+            watch_ms,
+            client_ts,
+            (user_id, session_id) IN (SELECT user_id, session_id FROM session_gaps) AS gapped
         FROM events FINAL
         WHERE kind != 'impression'
     ) AS e ON e.user_id = i.user_id AND e.item_id = i.item_id
@@ -47,5 +56,5 @@ FROM
     WHERE length(i.features) = {n_features:UInt32}
 )
 GROUP BY request_id, item_id, served_at
-HAVING countIf(in_window) > 0
+HAVING countIf(in_window) > 0 AND NOT maxIf(gapped, in_window)
 ORDER BY served_at, request_id

@@ -1,20 +1,28 @@
 """GET /v1/feed on the embedded stack with a 12,000-item catalog: exactly 10,000 candidates,
 nothing shown twice (across replicas and a restart), blocked creators never, every page
-diverse."""
+diverse, and models promoted and rolled back under a stream of feeds without one failing."""
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
 import msgspec
+import numpy as np
 import pytest
 
 from api.feed import STAGES, build_feed
+from api.services import ModelHolder
 from api.state import Feeder, ServingState
+from models import registry
+from models.features import FEATURE_NAMES
+from models.ranker import Impressions, fit
 from swipeloop import topics
 from swipeloop.catalog import demo_catalog
 from swipeloop.clickhouse import connect
@@ -189,3 +197,80 @@ def test_a_blocked_creator_never_appears_and_every_page_is_diverse(stack: Stack)
     picky = replica.user("picky")
     assert replica.creators.get(blocked) in picky.blocked_creators
     assert picky.seen == set(replica.items.known([i["item_id"] for i in served]).tolist())
+
+
+def trained(models_dir: Path, seed: int) -> str:
+    """A real LightGBM ranker saved in the registry (not promoted)."""
+    rng = np.random.default_rng(seed)
+    rows = rng.random((2_000, len(FEATURE_NAMES))).astype(np.float32)
+    relevance = np.digitize(rows[:, seed % len(FEATURE_NAMES)], [0.5, 0.8]).astype(np.int32)
+    now = datetime.now(UTC)
+    data = Impressions(
+        rows,
+        relevance,
+        (relevance >= 2).astype(np.int8),
+        relevance * 5.0,
+        np.full(200, 10, dtype=np.int64),
+        [now] * 200,
+    )
+    return registry.save(models_dir, fit(data), len(data), 0, None, now, now).version
+
+
+def test_promotions_and_a_rollback_reach_every_replica_without_a_failed_feed(
+    stack: Stack,
+) -> None:
+    """Feeds stream from two clients while three models are promoted and one rolled back:
+    every request answers 200, and each version serves on both replicas (the stack's API
+    over HTTP, and a second replica's model holder) within 10 s of its promotion."""
+    models_dir = stack.settings.models_dir
+    versions = [trained(models_dir, seed) for seed in range(3)]
+    replica = ModelHolder(stack.settings)  # replica B: polls the same registry
+    replica.start()
+    users = ["reload-0", "reload-1"]
+    answers: dict[str, list[tuple[int, str]]] = {u: [] for u in users}  # (status, version)
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def stream(user: str) -> None:
+        with httpx.Client(base_url=stack.url, timeout=30) as api:
+            while not stop.is_set():
+                try:
+                    r = api.get("/v1/feed", params={"user_id": user, "n": 10})
+                except httpx.HTTPError as exc:  # a dropped connection is a failed request
+                    failures.append(repr(exc))
+                    continue
+                version = r.json()["model_version"] if r.status_code == 200 else r.text
+                answers[user].append((r.status_code, version))
+
+    def serving(version: str) -> bool:
+        return all(a and a[-1][1] == version for a in answers.values()) and (
+            replica.current is not None and replica.current.version == version
+        )
+
+    clients = [threading.Thread(target=stream, args=(user,)) for user in users]
+    for client in clients:
+        client.start()
+    reached: list[float] = []
+    try:
+        for version in versions:
+            registry.promote(models_dir, version, "test")
+            promoted = time.monotonic()
+            wait_until(lambda v=version: serving(v), 10, f"model {version} on both replicas")
+            reached.append(time.monotonic() - promoted)
+        back = registry.rollback(models_dir)
+        wait_until(lambda: serving(back), 10, f"the rollback to {back} on both replicas")
+    finally:
+        stop.set()
+        for client in clients:
+            client.join(30)
+        replica.stop()
+    assert back == versions[1]
+    assert not failures
+    for user, feeds in answers.items():
+        assert {status for status, _ in feeds} == {200}, [a for a in feeds if a[0] != 200][:3]
+        served = [v for _, v in feeds]
+        # to each client, each version took over from the one before, in promotion order
+        order = [v for k, v in enumerate(served) if k == 0 or v != served[k - 1]]
+        assert order[-4:] == [*versions, back], (user, order)
+        assert len(feeds) > 10
+    assert max(reached) < 10

@@ -19,14 +19,34 @@ from swipeloop.settings import Settings
 pytestmark = pytest.mark.integration
 N = len(FEATURE_NAMES)
 IMPRESSION_COLUMNS = ["request_id", "user_id", "item_id", "position", "source", "model_version"]
-EVENT_COLUMNS = ["event_id", "user_id", "item_id", "kind", "watch_ms", "client_ts", "received_at"]
+EVENT_COLUMNS = [
+    "event_id",
+    "user_id",
+    "item_id",
+    "kind",
+    "watch_ms",
+    "client_ts",
+    "received_at",
+    "session_id",
+    "seq",
+]
 
 
-def event(user: str, item: str, kind: str, at: datetime, watch_ms: int = 0) -> list[object]:
-    return [uuid.uuid4(), user, item, kind, watch_ms, at, at]
+def event(
+    user: str,
+    item: str,
+    kind: str,
+    at: datetime,
+    watch_ms: int = 0,
+    session: str = "s",
+    seq: int = 0,
+) -> list[object]:
+    return [uuid.uuid4(), user, item, kind, watch_ms, at, at, session, seq]
 
 
-def test_labels_come_only_from_the_label_window(settings: Settings) -> None:
+def test_labels_come_only_from_the_label_window_and_sessions_without_gaps(
+    settings: Settings,
+) -> None:
     client = connect(settings)
     migrate(client)
     window = settings.label_window_s
@@ -34,12 +54,12 @@ def test_labels_come_only_from_the_label_window(settings: Settings) -> None:
     later = served + timedelta(seconds=window + 60)  # planted: after the label window
     client.insert(
         "items",
-        [[f"i{k}", "c", 10_000] for k in range(5)],
+        [[f"i{k}", "c", 10_000] for k in range(6)],
         column_names=["item_id", "creator_id", "duration_ms"],
     )
     client.insert(
         "impressions",
-        [["r1", "u", f"i{k}", k, "ann", "v0", 0.0, [float(k)] * N, served] for k in range(5)],
+        [["r1", "u", f"i{k}", k, "ann", "v0", 0.0, [float(k)] * N, served] for k in range(6)],
         column_names=[*IMPRESSION_COLUMNS, "score", "features", "served_at"],
     )
     within = served + timedelta(seconds=30)
@@ -56,6 +76,9 @@ def test_labels_come_only_from_the_label_window(settings: Settings) -> None:
             event("u", "i3", "not_interested", within),  # not interested wins: 0
             event("u", "i4", "like", later),  # only a late event: no outcome, no row
             event("u", "i4", "watch", served - timedelta(minutes=5), 10_000),  # before it
+            # a skip in a session whose packet 1 was lost (it may have been a like): no row
+            event("u", "i5", "skip", within, 300, session="lossy", seq=0),
+            event("u", "i9", "watch", within, 8_000, session="lossy", seq=2),
         ],
         column_names=EVENT_COLUMNS,
     )
