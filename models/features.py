@@ -256,7 +256,9 @@ def _rate(counts: npt.NDArray[np.float32], name: str) -> Floats:
     return smoothed_rate(count, counts[..., C["plays"]].astype(np.float64), PRIORS[name])
 
 
-def trending_scores(counts: npt.NDArray[np.float32], as_of_s: Floats, now_s: float) -> Floats:
+def trending_scores(
+    counts: npt.NDArray[np.float32], as_of_s: Floats, now_s: float | Floats
+) -> Floats:
     """Plays, likes and completion of the last hour, weighted toward the last 5 minutes and
     decayed by how old the newest counted event is (hours); 0 for an item without live
     features (`as_of_s` NaN). `counts` is (items, RANK_WINDOWS, COUNTERS)."""
@@ -307,10 +309,11 @@ def ranking_matrix(
     duration_ms: Floats,
     ann_score: Floats,
     source: npt.NDArray[np.str_],
-    now_s: float,
+    now_s: float | Floats,
 ) -> Floats:
     """The ranker's input rows, one per candidate (columns: `FEATURE_NAMES`); logged with each
-    impression exactly as served. Arrays are per candidate; `counts` as in `trending_scores`."""
+    impression exactly as served. Arrays are per candidate; `counts` as in `trending_scores`;
+    `now_s` the request's time (or each row's, recomputing rows of many requests)."""
     hour, recent, day = counts[:, HOUR], counts[:, RECENT], counts[:, DAY]
     return np.column_stack(
         [

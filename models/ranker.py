@@ -7,6 +7,8 @@ fit            lambdarank on the older part (one query = one feed request)
 evaluate       candidate, production model and a popularity baseline on the same holdout:
                NDCG@10, AUC, watch seconds of the top 10
 gate           promote only when the candidate beats production by `promote_margin`
+skew           a sample of impressions' logged features against their recomputation from
+               the events (models.skew); the mismatch rate goes in the report
 record         registry version (+ report.json), a `model_runs` row, the promotion
 """
 
@@ -30,6 +32,7 @@ from models import registry
 from models.evaluation import auc, ndcg_at_k, watch_at_k
 from models.features import FEATURE_NAMES
 from models.registry import ModelInfo
+from models.skew import skew_check
 from swipeloop import ROOT
 from swipeloop.settings import Settings
 
@@ -48,6 +51,7 @@ PARAMS: dict[str, Any] = {
     "seed": 7,
 }
 ROUNDS = 100
+PROGRESS_EVERY = 25  # boosting rounds between progress lines
 Matrix = npt.NDArray[np.float32]
 Floats = npt.NDArray[np.float64]
 
@@ -135,8 +139,8 @@ def from_arrow(table: pa.Table) -> Impressions:
     )
 
 
-def fit(data: Impressions) -> lgb.Booster:
-    """Lambdarank on graded relevance, one query per feed request."""
+def fit(data: Impressions, say: Callable[[str], None] | None = None) -> lgb.Booster:
+    """Lambdarank on graded relevance, one query per feed request; `say` hears the rounds."""
     if len(data) < MIN_ROWS or data.labels.min() == data.labels.max():
         raise NotEnoughData(
             f"{len(data)} labelled impressions, {int(data.labels.sum())} positive: need "
@@ -145,7 +149,15 @@ def fit(data: Impressions) -> lgb.Booster:
     dataset = lgb.Dataset(
         data.features, data.relevance, group=data.groups, feature_name=list(FEATURE_NAMES)
     )
-    return lgb.train(PARAMS, dataset, num_boost_round=ROUNDS)
+    callbacks = []
+    if say is not None:
+
+        def progress(env: lgb.callback.CallbackEnv) -> None:
+            if (env.iteration + 1) % PROGRESS_EVERY == 0:
+                say(f"boosting round {env.iteration + 1}/{ROUNDS}")
+
+        callbacks.append(progress)
+    return lgb.train(PARAMS, dataset, num_boost_round=ROUNDS, callbacks=callbacks)
 
 
 def evaluate(scores: Floats, holdout: Impressions) -> dict[str, float | None]:
@@ -176,12 +188,14 @@ def train(client: Client, settings: Settings, say: Callable[[str], None] = print
     """Build the training set, fit a candidate, judge it against production and popularity
     on the newest requests, record the run, promote if it wins. Returns the run's report."""
     say("building the training set in ClickHouse")
+    started = time.perf_counter()
     data = training_set(client, settings)
+    query_s = time.perf_counter() - started
     cut = len(data.groups) - max(1, int(len(data.groups) * HOLDOUT))
     older, holdout = data.requests(0, cut), data.requests(cut, len(data.groups))
     say(f"{len(data)} impressions in {len(data.groups)} requests; fitting LightGBM lambdarank")
     started = time.perf_counter()
-    booster = fit(older)
+    booster = fit(older, say)
     train_s = time.perf_counter() - started
     say(f"evaluating on the newest {len(holdout)} impressions")
     started = time.perf_counter()
@@ -199,6 +213,10 @@ def train(client: Client, settings: Settings, say: Callable[[str], None] = print
     metrics = {"candidate": candidate, "production": serving, "popularity": popularity}
     eval_s = time.perf_counter() - started
     promoted, reason = gate(candidate, serving, settings.promote_margin)
+    say("checking a sample of served features against the events (skew)")
+    started = time.perf_counter()
+    skew = skew_check(client)
+    skew_s = time.perf_counter() - started
     info = registry.save(
         settings.models_dir,
         booster,
@@ -215,8 +233,11 @@ def train(client: Client, settings: Settings, say: Callable[[str], None] = print
         "reason": reason,
         "production_version": current or "",
         "holdout_rows": len(holdout),
+        "query_s": round(query_s, 3),
         "train_s": round(train_s, 3),
         "eval_s": round(eval_s, 3),
+        "skew": asdict(skew),
+        "skew_s": round(skew_s, 3),
     }
     (settings.models_dir / info.version / "report.json").write_text(json.dumps(report, indent=2))
     _record(client, report, info, metrics)
@@ -256,10 +277,13 @@ def _record(
         "production_version": report["production_version"],
         "rows": info.rows,
         "holdout_rows": report["holdout_rows"],
+        "query_s": report["query_s"],
         "data_from": datetime.fromisoformat(info.data_from),
         "data_to": datetime.fromisoformat(info.data_to),
         "train_s": report["train_s"],
         "eval_s": report["eval_s"],
+        "skew_sampled": report["skew"]["sampled"],
+        "skew_mismatch_rate": report["skew"]["mismatch_rate"],
     }
     for who, prefix in (
         ("candidate", ""),

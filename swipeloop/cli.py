@@ -192,6 +192,12 @@ def train() -> None:
                 raise typer.Exit(1) from exc
     verdict = "[green]promoted[/]" if report["promoted"] else "[yellow]not promoted[/]"
     console.print(f"model [bold]{report['version']}[/]: {verdict} ({report['reason']})")
+    skew = report["skew"]
+    if skew["mismatch_rate"] is not None:
+        console.print(
+            f"skew: {skew['mismatch_rate']:.1%} of {skew['sampled']} sampled impressions were "
+            "served features that differ from their recomputation from the events"
+        )
     print(json.dumps(report))
 
 

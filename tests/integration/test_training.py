@@ -1,6 +1,6 @@
 """The nightly training on the embedded ClickHouse: labels only from inside the label window,
 a run recorded in `model_runs`, the first model promoted, the API's holder following the
-production pointer through a rollback."""
+production pointer through a rollback, the skew check recomputing served features."""
 
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -10,8 +10,15 @@ import pytest
 
 from api.services import ModelHolder
 from models import registry
-from models.features import FEATURE_NAMES
+from models.features import (
+    FEATURE_NAMES,
+    RANK_WINDOWS,
+    engagement_matrix,
+    kind_codes,
+    ranking_matrix,
+)
 from models.ranker import train, training_set
+from models.skew import HOPS, skew_check
 from swipeloop.clickhouse import connect
 from swipeloop.migrations import migrate
 from swipeloop.settings import Settings
@@ -137,13 +144,15 @@ def test_a_run_is_recorded_promoted_first_and_rolled_back(settings: Settings) ->
     second = train(client, settings, say=lambda _m: None)
     assert second["production_version"] == first["version"]
     runs = client.query(
-        "SELECT version, promoted, production_version, ndcg_at_10 IS NOT NULL "
+        "SELECT version, promoted, production_version, ndcg_at_10 IS NOT NULL, skew_sampled "
         "FROM model_runs ORDER BY run_at"
     ).result_rows
-    assert runs == [
-        (first["version"], 1, "", True),
-        (second["version"], int(second["promoted"]), first["version"], True),
+    assert runs == [  # the skew check samples 2,000 of the 1,500, then 3,000 impressions
+        (first["version"], 1, "", True, 1_500),
+        (second["version"], int(second["promoted"]), first["version"], True, 2_000),
     ]
+    # these features are random numbers, not what the events say
+    assert second["skew"]["mismatch_rate"] > 0.9
 
     holder = ModelHolder(settings)  # what every API replica runs
     holder.refresh()
@@ -177,3 +186,76 @@ def test_a_production_model_that_cannot_score_does_not_stop_the_nightly_run(
     assert second["metrics"]["production"] is None
     assert any("cannot score" in line for line in said)
     assert registry.production(settings.models_dir) == second["version"]
+
+
+def test_the_skew_check_recomputes_served_features_from_the_events(settings: Settings) -> None:
+    """Rows logged as the flow's counters would have made them match their recomputation;
+    a row whose plays were wrong is caught, on that feature only. Events after the serve,
+    late events and events outside a window count nowhere."""
+    client = connect(settings)
+    migrate(client)
+    served = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
+    created = served - timedelta(hours=30)
+    client.insert(
+        "items",
+        [["i0", "c", 10_000, created], ["i1", "c", 20_000, created]],
+        column_names=["item_id", "creator_id", "duration_ms", "created_at"],
+    )
+    before = [timedelta(seconds=10), timedelta(minutes=20), timedelta(hours=3)]
+    counted = [
+        event("u", item, kind, served - ago, watch)
+        for item in ("i0", "i1")
+        for ago in before
+        for kind, watch in (("watch", 9_000), ("skip", 700), ("like", 0), ("impression", 0))
+    ]
+    late = event("u", "i0", "like", served - timedelta(seconds=5))
+    ignored = [
+        late,
+        event("u", "i0", "watch", served + timedelta(seconds=5), 10_000),  # after the serve
+        event("u", "i1", "like", served - timedelta(hours=30)),  # before every window
+    ]
+    client.insert("events", counted + ignored, column_names=EVENT_COLUMNS)
+    client.insert(  # (with its time: late_events expires rows by it)
+        "late_events", [late[:4] + late[5:6]], column_names=[*EVENT_COLUMNS[:4], "client_ts"]
+    )
+
+    def as_served(item: str, duration_ms: float) -> list[float]:
+        """The ranking row the flow's counters make for `item` at `served`."""
+        at = served.timestamp()
+        mine = [e for e in counted if e[2] == item]
+        rows = engagement_matrix(
+            kind_codes([str(e[3]) for e in mine]),
+            np.array([float(e[4]) for e in mine]),  # type: ignore[arg-type]
+            np.full(len(mine), duration_ms),
+        )
+        seconds = np.array([e[5].timestamp() for e in mine])  # type: ignore[attr-defined]
+        counts = []
+        for length in RANK_WINDOWS:
+            end = (at // HOPS[length] + 1) * HOPS[length]
+            counts.append(rows[(seconds >= end - length) & (seconds < end)].sum(axis=0))
+        row = ranking_matrix(
+            np.array([counts], dtype=np.float32),
+            np.array([at]),
+            np.array([created.timestamp()]),
+            np.array([duration_ms]),
+            np.array([0.7]),
+            np.array(["ann"]),
+            at,
+        )
+        return [float(x) for x in row[0]]
+
+    wrong = as_served("i0", 10_000)
+    wrong[FEATURE_NAMES.index("plays_1h")] += 3
+    client.insert(
+        "impressions",
+        [
+            ["r1", "u", "i0", 0, "ann", "v0", 0.0, as_served("i0", 10_000), served],
+            ["r1", "u", "i1", 1, "ann", "v0", 0.0, as_served("i1", 20_000), served],
+            ["r2", "u", "i0", 0, "ann", "v0", 0.0, wrong, served],
+        ],
+        column_names=[*IMPRESSION_COLUMNS, "score", "features", "served_at"],
+    )
+    skew = skew_check(client)
+    assert skew.sampled == 3
+    assert skew.mismatch_rate == 1 / 3
+    assert {name for name, rate in skew.by_feature.items() if rate} == {"plays_1h"}
