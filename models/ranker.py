@@ -179,8 +179,10 @@ def gate(
     if ours is None:
         return False, "the holdout has no relevant impressions to judge by"
     theirs = production["ndcg_at_10"]
-    if theirs is None or ours >= theirs + margin:
-        return True, f"NDCG@10 {ours:.4f} >= production {theirs} + margin {margin}"
+    if theirs is None:
+        return True, f"NDCG@10 {ours:.4f}; production cannot be judged on this holdout"
+    if ours >= theirs + margin:
+        return True, f"NDCG@10 {ours:.4f} >= production {theirs:.4f} + margin {margin}"
     return False, f"NDCG@10 {ours:.4f} < production {theirs:.4f} + margin {margin}"
 
 
