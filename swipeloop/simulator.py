@@ -71,8 +71,7 @@ def swipe_events(
     if liked:
         kinds.append("like")
     events = []
-    for kind in kinds:
-        user.seq += 1
+    for kind in kinds:  # seq runs 0, 1, 2, ... per session (a hole is a lost packet)
         events.append(
             {
                 "event_id": str(uuid.UUID(bytes=rng.bytes(16), version=4)),
@@ -86,6 +85,7 @@ def swipe_events(
                 "request_id": request_id,
             }
         )
+        user.seq += 1
     user.skips_in_row = user.skips_in_row + 1 if fraction < 0.15 else 0
     return events, fraction, liked
 
