@@ -7,10 +7,11 @@
 --   label        relevance >= 2 (for AUC)
 --   watch_s      seconds watched, capped at the video's length
 -- An impression with no outcome event at all (no watch, skip, like, ...) is left out: its
--- events may have been lost on the way, and a lost watch must never be read as a skip. So is
--- one whose outcome came in a session with lost packets (`session_gaps`): the lost one may
--- have been its like. Rows of one request are consecutive (one served_at per request), oldest
--- first.
+-- events may have been lost on the way, and a lost watch must never be read as a skip. In a
+-- session with lost packets (`session_gaps`) what arrived is only a lower bound (the lost one
+-- may have been a like): such an impression is kept only when nothing lost could change its
+-- grade, i.e. it is a 3, or marked not interested. Rows of one request are consecutive (one
+-- served_at per request), oldest first.
 SELECT
     request_id,
     served_at,
@@ -56,5 +57,5 @@ FROM
     WHERE length(i.features) = {n_features:UInt32}
 )
 GROUP BY request_id, item_id, served_at
-HAVING countIf(in_window) > 0 AND NOT maxIf(gapped, in_window)
+HAVING countIf(in_window) > 0 AND (NOT maxIf(gapped, in_window) OR relevance = 3 OR rejected)
 ORDER BY served_at, request_id

@@ -61,12 +61,12 @@ def test_labels_come_only_from_the_label_window_and_sessions_without_gaps(
     later = served + timedelta(seconds=window + 60)  # planted: after the label window
     client.insert(
         "items",
-        [[f"i{k}", "c", 10_000] for k in range(6)],
+        [[f"i{k}", "c", 10_000] for k in range(7)],
         column_names=["item_id", "creator_id", "duration_ms"],
     )
     client.insert(
         "impressions",
-        [["r1", "u", f"i{k}", k, "ann", "v0", 0.0, [float(k)] * N, served] for k in range(6)],
+        [["r1", "u", f"i{k}", k, "ann", "v0", 0.0, [float(k)] * N, served] for k in range(7)],
         column_names=[*IMPRESSION_COLUMNS, "score", "features", "served_at"],
     )
     within = served + timedelta(seconds=30)
@@ -86,13 +86,15 @@ def test_labels_come_only_from_the_label_window_and_sessions_without_gaps(
             # a skip in a session whose packet 1 was lost (it may have been a like): no row
             event("u", "i5", "skip", within, 300, session="lossy", seq=0),
             event("u", "i9", "watch", within, 8_000, session="lossy", seq=2),
+            # a like in that session: nothing lost can raise a 3, so it stays
+            event("u", "i6", "like", within, session="lossy", seq=3),
         ],
         column_names=EVENT_COLUMNS,
     )
     data = training_set(client, settings)
     by_item = {int(f[0]): int(r) for f, r in zip(data.features, data.relevance, strict=True)}
-    assert by_item == {0: 2, 1: 0, 2: 3, 3: 0}
-    assert data.groups.tolist() == [4]
+    assert by_item == {0: 2, 1: 0, 2: 3, 3: 0, 6: 3}
+    assert data.groups.tolist() == [5]
     assert data.watch_s[data.features[:, 0] == 0].tolist() == [9.0]
 
 
