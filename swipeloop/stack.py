@@ -13,8 +13,10 @@ from types import TracebackType
 
 import msgspec
 import uvicorn
+from litestar import Litestar
 
 from api.app import create_app
+from api.services import Services
 from dataflows.runner import FLOWS, run_in_thread
 from swipeloop import topics
 from swipeloop.broker import EmbeddedBroker
@@ -43,12 +45,20 @@ class Stack:
         self._threads: dict[str, threading.Thread] = {}
         self._failed: dict[str, str] = {}
         self.server: uvicorn.Server | None = None
+        self._app: Litestar | None = None
         self._server_thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
         """Where the API listens."""
         return f"http://{self.settings.api_host}:{self.settings.api_port}"
+
+    @property
+    def services(self) -> Services:
+        """What the API holds (its feed side's caches, model, producer), once it serves."""
+        assert self._app is not None, "the API is not serving"
+        services: Services = self._app.state.services
+        return services
 
     @property
     def broker(self) -> EmbeddedBroker | None:
@@ -99,7 +109,7 @@ class Stack:
         }
 
     def _server(self) -> uvicorn.Server:
-        app = create_app(self.settings, extra_checks=self.health, admin=True)
+        app = self._app = create_app(self.settings, extra_checks=self.health, admin=True)
         config = uvicorn.Config(
             app,
             host=self.settings.api_host,

@@ -1,0 +1,185 @@
+"""`swipeloop replay RATINGS.csv`: a ratings file through the real system, then next-item
+evaluation of its feeds against popularity and item-kNN on the same split.
+
+start      a fresh embedded stack of its own (broker, ClickHouse, flows, API), so a replay
+           never mixes with other data
+catalog    one 60 s video per rated item, each its own creator, uploaded 30 days ago
+replay     every rating but each user's last, in time order, as the swipes a phone would send
+           (`models.replay.SWIPES`, after an `impression` event: the phone showed it), POSTed to
+           /v1/events; the timeline is compressed into the last `span_s` seconds, order kept
+score      once the flows have caught up, one GET /v1/feed?n=10 per scored user (what they
+           rated is filtered out as seen): HR@10 and NDCG@10 of the held-out item
+baselines  popularity and item-kNN from the same replayed ratings (`models.replay`)
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import msgspec
+import numpy as np
+
+from api.state import ServingState
+from models.replay import (
+    REPLAY_DURATION_MS,
+    Ratings,
+    hit_rate_and_ndcg,
+    item_knn,
+    leave_last_out,
+    popularity,
+    swipes,
+    time_order,
+)
+from swipeloop.clickhouse import connect
+from swipeloop.contracts import Event, EventBatch, Item, ItemBatch
+from swipeloop.settings import Settings
+from swipeloop.stack import Stack
+
+K = 10
+CATALOG_AGE = timedelta(days=30)
+QUIET_S = 3.0  # the API's user vectors unchanged this long: the embeddings flow is done
+CATCH_UP_S = 600.0
+JSON = {"content-type": "application/json"}
+Progress = Callable[[str, int, int], None]  # (phase, done, total)
+
+
+def user_id(user: int) -> str:
+    """The replayed user's id in swipeloop."""
+    return f"ml-u{user}"
+
+
+def item_id(item: int) -> str:
+    """The replayed item's id in swipeloop."""
+    return f"ml-i{item}"
+
+
+def catalog(items: np.ndarray[Any, Any], now: datetime) -> list[Item]:
+    """A 60 s video per rated item, each its own creator (a ratings file names none)."""
+    created = now - CATALOG_AGE
+    return [
+        Item(
+            item_id=item_id(int(i)),
+            creator_id=f"ml-c{int(i)}",
+            duration_ms=REPLAY_DURATION_MS,
+            created_at=created,
+        )
+        for i in items
+    ]
+
+
+def swipe_events(train: Ratings, now: datetime, span_s: float) -> Iterator[Event]:
+    """The replayed ratings as phone events, in time order, the timeline compressed into
+    [now - span_s, now); each user one session, seq from 0."""
+    order = time_order(train)
+    first, last = int(train.ts[order[0]]), int(train.ts[order[-1]])
+    scale = span_s / max(last - first, 1)
+    start = now - timedelta(seconds=span_s)
+    seq: dict[int, int] = {}
+    for row in order.tolist():
+        user, item = int(train.users[row]), int(train.items[row])
+        at = start + timedelta(seconds=(int(train.ts[row]) - first) * scale)
+        for k, (kind, watched) in enumerate((("impression", 0.0), *swipes(train.ratings[row]))):
+            n = seq.get(user, 0)
+            seq[user] = n + 1
+            yield Event(
+                event_id=uuid.UUID(int=row * 4 + k),
+                user_id=user_id(user),
+                item_id=item_id(item),
+                kind=kind,  # type: ignore[arg-type]
+                client_ts=at,
+                session_id=f"replay-{user}",
+                seq=n,
+                watch_ms=int(watched * REPLAY_DURATION_MS),
+            )
+
+
+def replay(
+    ratings: Ratings,
+    settings: Settings,
+    span_s: float = 86_400.0,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Replay all but each user's last rating through a fresh stack, score its feeds and the
+    baselines on the held-out ratings; returns the figures."""
+    tell = progress or (lambda _phase, _done, _total: None)
+    train, held = leave_last_out(ratings)
+    users = sorted(held)
+    now = datetime.now(UTC)
+    figures: dict[str, Any] = {"ratings": len(ratings), "users": len(users)}
+    with Stack(settings.with_(seed_items=0), schedule_training=False) as stack:
+        stack.serve_in_thread()
+        state = stack.services.feed.state
+        with httpx.Client(base_url=stack.url, timeout=60) as api:
+            began = time.perf_counter()
+            items = catalog(np.unique(ratings.items), now)
+            for at in range(0, len(items), settings.max_batch_events):
+                _post(api, "/v1/items", ItemBatch(items[at : at + settings.max_batch_events]))
+                tell("catalog", min(at + settings.max_batch_events, len(items)), len(items))
+            _wait(lambda: len(state.catalog) >= len(items), "the catalog in the API")
+            events = list(swipe_events(train, now, span_s))
+            batch = settings.max_batch_events
+            for at in range(0, len(events), batch):
+                _post(api, "/v1/events", EventBatch(events[at : at + batch]))
+                tell("replay", min(at + batch, len(events)), len(events))
+            figures["events"] = len(events)
+            figures["replay_s"] = round(time.perf_counter() - began, 1)
+            began = time.perf_counter()
+            client = connect(settings)
+            _wait(
+                lambda: client.query("SELECT count() FROM events").result_rows[0][0] >= len(events),
+                "every replayed event in ClickHouse",
+            )
+            _settled(lambda: _fingerprint(state))
+            figures["catch_up_s"] = round(time.perf_counter() - began, 1)
+            recommended: dict[int, list[int]] = {}
+            for done, user in enumerate(users, start=1):
+                r = api.get("/v1/feed", params={"user_id": user_id(user), "n": K})
+                r.raise_for_status()
+                recommended[user] = [int(i["item_id"][4:]) for i in r.json()["items"]]
+                tell("score", done, len(users))
+    figures["swipeloop"] = hit_rate_and_ndcg(recommended, held, K)
+    figures["popularity"] = hit_rate_and_ndcg(popularity(train, users, K), held, K)
+    figures["item_knn"] = hit_rate_and_ndcg(item_knn(train, users, K), held, K)
+    figures["hr_at_10"] = figures["swipeloop"]["hr_at_10"]
+    figures["ndcg_at_10"] = figures["swipeloop"]["ndcg_at_10"]
+    return figures
+
+
+def _post(api: httpx.Client, path: str, body: object) -> None:
+    r = api.post(
+        path, content=msgspec.json.encode(body), headers={"content-type": "application/json"}
+    )
+    if r.status_code != 202:
+        raise RuntimeError(f"POST {path} answered {r.status_code}: {r.text[:500]}")
+
+
+def _fingerprint(state: ServingState) -> tuple[int, float]:
+    """Changes while the embeddings flow still updates user vectors."""
+    vectors = list(state.user_vectors.values())
+    return len(vectors), float(sum(float(v[0]) for v in vectors))
+
+
+def _wait(check: Callable[[], bool], what: str, timeout_s: float = CATCH_UP_S) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"waited {timeout_s:.0f} s for {what}")
+        time.sleep(0.5)
+
+
+def _settled(probe: Callable[[], object], timeout_s: float = CATCH_UP_S) -> None:
+    """Wait until `probe()` has not changed for `QUIET_S`."""
+    deadline = time.monotonic() + timeout_s
+    last, since = probe(), time.monotonic()
+    while time.monotonic() - since < QUIET_S:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the user vectors still change after {timeout_s:.0f} s")
+        time.sleep(0.5)
+        now = probe()
+        if now != last:
+            last, since = now, time.monotonic()
