@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
 from models.replay import (
     Ratings,
@@ -15,6 +16,7 @@ from models.replay import (
     read_ratings,
     swipes,
 )
+from swipeloop.cli import app
 
 
 def ratings(rows: list[tuple[int, int, float, int]]) -> Ratings:
@@ -86,3 +88,12 @@ def test_a_bad_ratings_file_says_where(tmp_path: Path) -> None:
         bad.write_text(text)
         with pytest.raises(RatingsError, match=says):
             read_ratings(bad)
+
+
+def test_swipeloop_replay_refuses_a_bad_file_and_says_where(tmp_path: Path) -> None:
+    bad = tmp_path / "ratings.csv"
+    bad.write_text("userId,movieId,rating,timestamp\n1,10,4.5,100\n1,11,9,101\n")
+    result = CliRunner().invoke(app, ["replay", str(bad)])
+    said = " ".join(result.output.split())
+    assert result.exit_code == 2
+    assert "line 3: rating 9.0 is not in 0.5-5" in said
