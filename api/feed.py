@@ -2,8 +2,9 @@
 
 retrieve+filter  up to `candidates` (10,000) eligible items from several sources
                  (api.retrieval), every drop counted by reason
-prerank          one cheap score for all of them: vector score + trending prior, minus a
-                 push-down for creators the user said "not interested" to; keep `rank_slice`
+prerank          one cheap score for all of them: vector score + co-visitation with the
+                 user's last watched videos + trending prior, minus a push-down for creators
+                 the user said "not interested" to; keep `rank_slice`
 rank             the LightGBM model on the shortlist, features from in-memory caches only
 diversify        ≤ 2 per creator in any 10, genres shuffled, 1 slot in 10 explores the
                  fresh pool (api.diversity)
@@ -32,6 +33,7 @@ from api.diversity import Slot, arrange
 from api.index import VectorIndex, best
 from api.retrieval import RANKER_SOURCE, SOURCES, Retrieved, retrieve
 from api.state import ServingState, as_codes
+from models.covisit import lookup
 from models.embeddings import Vector
 from models.features import FEATURE_NAMES, ranking_matrix
 from models.ranker import Ranker
@@ -42,6 +44,7 @@ log = logging.getLogger(__name__)
 NO_MODEL = "none"
 NOT_INTERESTED_PUSH = 1.0  # pre-rank penalty for a creator the user hid an item of
 TRENDING_PRIOR = 0.1  # weight of the trending score in the pre-rank
+COVISIT_WEIGHT = 3.0  # weight of the co-visitation score (0-1) in the pre-rank (RESULTS)
 TOP_CONTRIBUTIONS = 5
 DIVERSIFY_HEAD = 5  # ranked items per slot the diversity rules choose from
 STAGES = ("retrieve", "filter", "prerank", "rank", "diversify")
@@ -91,14 +94,19 @@ def vector_scores(index: VectorIndex, queries: list[Vector], codes: Codes) -> Fl
 
 
 def prerank(
-    columns: ItemColumns, trending: Floats, codes: Codes, ann: Floats, pushed_down: Codes
+    columns: ItemColumns,
+    trending: Floats,
+    codes: Codes,
+    ann: Floats,
+    covisit: Floats,
+    pushed_down: Codes,
 ) -> Floats:
-    """A cheap score over every candidate: vector score + trending prior, minus a push-down
-    for creators the user hid an item of."""
+    """A cheap score over every candidate: vector score + co-visitation + trending prior,
+    minus a push-down for creators the user hid an item of."""
     prior = np.zeros(len(codes), dtype=np.float64)
     known = codes < len(trending)  # items newer than the last trending table score 0
     prior[known] = trending[codes[known]]
-    scores = ann + TRENDING_PRIOR * prior
+    scores = ann + COVISIT_WEIGHT * covisit + TRENDING_PRIOR * prior
     if len(pushed_down):
         scores -= NOT_INTERESTED_PUSH * np.isin(columns.creator[codes], pushed_down)
     return scores
@@ -131,7 +139,8 @@ def build_feed(
     ann[missing] = vector_scores(state.index, retrieved.queries, codes[missing])
     hidden = as_codes(user.hidden_items)
     pushed_down = np.unique(columns.creator[hidden[hidden < len(columns)]])
-    scores = prerank(columns, state.trending_scores(), codes, ann, pushed_down)
+    covisit = lookup(codes, *retrieved.covisited)
+    scores = prerank(columns, state.trending_scores(), codes, ann, covisit, pushed_down)
     short = best(scores, state.settings.rank_slice)  # positions in `retrieved`
     timer.lap("prerank")
 
@@ -144,6 +153,7 @@ def build_feed(
         ann[short],
         RANKER_SOURCE[retrieved.sources[short]],
         now.timestamp(),
+        covisit[short],
     ).astype(np.float32)
     model, version = _rank(ranker, rows, scores[short])
     order = np.argsort(-model, kind="stable")  # rows, best first

@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 # (source, share of `limit` it may fill in the first round)
 QUOTAS: tuple[tuple[str, float], ...] = (
+    ("covisit", 0.05),
     ("ann_short", 0.10),
     ("similar", 0.05),
     ("followed", 0.03),
@@ -42,10 +43,13 @@ QUOTAS: tuple[tuple[str, float], ...] = (
     ("ann", 1.0),
 )
 FILL = ("ann", "trending", "fresh", "catalog")  # second round, in order
-SOURCES = ("ann_short", "similar", "followed", "trending", "fresh", "ann", "catalog")
+SOURCES = ("covisit", "ann_short", "similar", "followed", "trending", "fresh", "ann", "catalog")
 SOURCE = {name: k for k, name in enumerate(SOURCES)}
-# what each source is to the ranker (`models.features.ranking_matrix`'s from_* columns)
-RANKER_SOURCE = np.array(["ann", "ann", "followed", "trending", "fresh", "ann", "catalog"])
+# what each source is to the ranker (`models.features.ranking_matrix`'s from_* columns; a
+# co-visited item's score is a feature of its own, whatever found it)
+RANKER_SOURCE = np.array(
+    ["covisit", "ann", "ann", "followed", "trending", "fresh", "ann", "catalog"]
+)
 SHORT_TERM = 5  # last positives that make the short-term vector
 # Why a candidate is dropped, by code; a code's first matching reason in this order counts.
 REASONS = ("", "deleted", "seen", "blocked_creator", "not_interested")
@@ -63,6 +67,7 @@ class Retrieved:
     sources: npt.NDArray[np.int64] = field(default_factory=lambda: EMPTY)
     ann: Floats = field(default_factory=lambda: NO_SCORES)  # the vector search's (NaN: none)
     queries: list[Vector] = field(default_factory=list)  # the user's long- and short-term
+    covisited: tuple[Codes, Floats] = (EMPTY, NO_SCORES)  # items co-visited, their scores
     per_source: Counter[str] = field(default_factory=Counter)
     dropped: Counter[str] = field(default_factory=Counter)
     filter_s: float = 0.0  # of the retrieval's time, what filtering and deduplication took
@@ -123,6 +128,7 @@ class Sources:
         self._state, self._user, self._limit = state, user, limit
         self.long_term = state.user_vector(user)
         self.short_term = state.taste(as_codes(user.positives)[-SHORT_TERM:])
+        self.covisited = state.covisits.scores(user.watched)
 
     def _ann(self, query: Vector | None, k: int) -> tuple[Codes, Floats]:
         """The k nearest items and their scores (none if the index fails: the other sources
@@ -141,6 +147,8 @@ class Sources:
         how many candidates are still missing when it is first asked."""
         state, user = self._state, self._user
         over = self._limit + len(user.seen)  # what the seen filter may take out
+        if source == "covisit":
+            return self.covisited[0], None
         if source == "ann":  # (the last source of the first round: fills up the rest)
             return self._ann(self.long_term, wanted + len(user.seen))
         if source == "ann_short":
@@ -241,6 +249,7 @@ def _retrieve(
         ann=np.concatenate(picked_scores) if picked else NO_SCORES,
         sources=np.repeat(np.array(block_source, dtype=np.int64), [len(block) for block in picked]),
         queries=[q for q in (sources.long_term, sources.short_term) if q is not None],
+        covisited=sources.covisited,
         per_source=Counter({k: v for k, v in per_source.items() if v}),
         dropped=Counter({REASONS[k]: int(n) for k, n in enumerate(dropped) if k and n}),
         filter_s=filter_s,

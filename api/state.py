@@ -32,15 +32,20 @@ from confluent_kafka import (
 from api.codes import Codes, Interner
 from api.columns import NO_CODE, ItemColumns
 from api.index import ByName, VectorIndex
+from models.covisit import PAIR_WINDOW, CoVisits
 from models.embeddings import Vector, normalized, normalized_rows
 from models.features import (
     COUNTERS,
     DAY,
+    EARLY_SKIP_FRACTION,
+    EARLY_SKIP_MS,
     FRESH_HOURS,
+    PLAY_KINDS,
     POSITIVE_KINDS,
     POSITIVE_WATCH_MS,
     Session,
     advance_session,
+    early_skip_ms,
     engagement_weight,
     exposure_rooms,
     packed_counts,
@@ -71,10 +76,17 @@ SEEN_DAYS = 30
 USER_TOPICS = frozenset({topics.EVENTS_ACTIONS, topics.EVENTS_CONTEXT, topics.IMPRESSIONS})
 EMPTY: Codes = np.zeros(0, dtype=np.int64)
 
-# A user's recent history, aggregated in ClickHouse at bootstrap (one row per user).
+# A user's recent history, aggregated in ClickHouse at bootstrap (one row per user). Seen:
+# what any replica served, and what the phone says it showed (`impression` events).
 USERS_SEEN_SQL = """
 SELECT user_id, groupUniqArray(item_id)
-FROM impressions WHERE served_at >= {since:DateTime64(3)}
+FROM
+(
+    SELECT user_id, item_id FROM impressions WHERE served_at >= {since:DateTime64(3)}
+    UNION ALL
+    SELECT user_id, item_id FROM events
+    WHERE kind = 'impression' AND client_ts >= {since:DateTime64(3)}
+)
 GROUP BY user_id
 """
 USERS_SIGNALS_SQL = """
@@ -88,6 +100,21 @@ SELECT user_id,
 FROM events WHERE client_ts >= {since:DateTime64(3)} AND kind != 'impression'
 GROUP BY user_id
 """
+
+# Each user's videos watched past the early-skip mark in the last `COVISIT_HOURS`, in order,
+# up to where the feeder's replay of the topics starts (counts are not idempotent, as sets are).
+USERS_WATCHED_SQL = """
+SELECT user_id, arrayMap(x -> x.2, arraySort(x -> x.1, groupArray((client_ts, e.item_id))))
+FROM events AS e
+LEFT JOIN (SELECT item_id, duration_ms FROM items FINAL) AS i ON i.item_id = e.item_id
+WHERE e.client_ts >= {since:DateTime64(3)} AND e.received_at < {until:DateTime64(3)}
+    AND e.kind IN {plays:Array(String)}
+    AND e.watch_ms >= if(i.duration_ms > 0,
+                         least({early_ms:UInt32}, {early_fraction:Float64} * i.duration_ms),
+                         {early_ms:UInt32})
+GROUP BY user_id
+"""
+COVISIT_HOURS = 24
 
 
 class Shown(msgspec.Struct, frozen=True):
@@ -110,6 +137,7 @@ class UserState:
     followed: set[int] = field(default_factory=set)
     hidden_items: set[int] = field(default_factory=set)
     session: Session = field(default_factory=Session)
+    watched: deque[int] = field(default_factory=lambda: deque(maxlen=PAIR_WINDOW))
 
 
 def as_codes(values: set[int] | deque[int]) -> Codes:
@@ -134,6 +162,7 @@ class ServingState:
         )
         self.vectors = ByName(self.index)  # items, unit length
         self.user_vectors: dict[str, Vector] = {}  # learned online (own or cold), unit length
+        self.covisits = CoVisits()  # videos watched one after the other, by anyone
         self.users: dict[str, UserState] = {}
         self.replay_from_ms = int((time.time() - REPLAY_S) * 1000)
         self._client = client
@@ -189,6 +218,16 @@ class ServingState:
                     "keep": 5 * RECENT_POSITIVES,
                 },
             ).result_rows
+            watched = self._client.query(
+                USERS_WATCHED_SQL,
+                parameters={
+                    "since": datetime.now(UTC) - timedelta(hours=COVISIT_HOURS),
+                    "until": datetime.fromtimestamp(self.replay_from_ms / 1000, UTC),
+                    "plays": sorted(PLAY_KINDS),
+                    "early_ms": EARLY_SKIP_MS,
+                    "early_fraction": EARLY_SKIP_FRACTION,
+                },
+            ).result_rows
         for item_id, creator, duration, tags, sound, created, deleted in items:
             self.apply_item(
                 Item(
@@ -228,6 +267,11 @@ class ServingState:
             for code in self.codes(positives).tolist():
                 if code not in user.positives:
                     user.positives.append(code)
+        for user_id, items in watched:
+            user = self.user(user_id)
+            for code in self.codes(items).tolist():
+                self.covisits.add(user.watched, code)
+                user.watched.append(code)
         log.info(
             "bootstrapped %d items, %d feature rows, %d item and %d user vectors, %d users",
             len(self.catalog),
@@ -294,14 +338,13 @@ class ServingState:
         user = self.user(ev.user_id)
         item = self.catalog.get(ev.item_id)
         code = self.code(ev.item_id)
+        duration = item.duration_ms if item else None
         user.session = advance_session(
-            user.session,
-            ev.session_id,
-            ev.client_ts.timestamp(),
-            ev.kind,
-            ev.watch_ms,
-            item.duration_ms if item else None,
+            user.session, ev.session_id, ev.client_ts.timestamp(), ev.kind, ev.watch_ms, duration
         )
+        if ev.kind in PLAY_KINDS and ev.watch_ms >= early_skip_ms(duration):
+            self.covisits.add(user.watched, code)  # watched: co-visited with the last ones
+            user.watched.append(code)
         if ev.kind == "impression":
             user.seen.add(code)
         elif ev.kind == "block":
@@ -537,9 +580,18 @@ class Feeder:
 
     def _apply_batch(self, batch: list[Message]) -> None:
         vectors = Vectors()
+        failed = 0
         for msg in batch:
-            if msg.error() is None:
+            if msg.error() is not None:
+                continue
+            try:
                 self._apply(msg.topic() or "", msg.key(), msg.value(), vectors)
+            except Exception:  # one message that trips a bug costs itself, not its batch
+                if not failed:
+                    log.exception("the feeder failed to apply a message from %s", msg.topic())
+                failed += 1
+        if failed > 1:
+            log.error("the feeder failed to apply %d messages of a batch of %d", failed, len(batch))
         if vectors.items or vectors.removed_items:
             self._state.apply_vectors(vectors.items, vectors.removed_items)
         if vectors.users or vectors.removed_users:

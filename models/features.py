@@ -299,6 +299,7 @@ FEATURE_NAMES: tuple[str, ...] = (
     "from_ann",
     "from_trending",
     "from_fresh",
+    "covisit",  # co-visited with the user's last watched videos (models.covisit), 0-1
 )
 
 
@@ -310,6 +311,7 @@ def ranking_matrix(
     ann_score: Floats,
     source: npt.NDArray[np.str_],
     now_s: float | Floats,
+    covisit: Floats | None = None,
 ) -> Floats:
     """The ranker's input rows, one per candidate (columns: `FEATURE_NAMES`); logged with each
     impression exactly as served. Arrays are per candidate; `counts` as in `trending_scores`;
@@ -334,6 +336,7 @@ def ranking_matrix(
             source == "ann",
             source == "trending",
             source == "fresh",
+            np.zeros(len(counts)) if covisit is None else covisit,
         ]
     )
 
@@ -344,6 +347,7 @@ def ranking_features(
     ann_score: float,
     source: str,
     now: datetime,
+    covisit: float = 0.0,
 ) -> list[float]:
     """One candidate's `ranking_matrix` row."""
     row = ranking_matrix(
@@ -354,6 +358,7 @@ def ranking_features(
         np.array([ann_score]),
         np.array([source]),
         now.timestamp(),
+        np.array([covisit]),
     )
     out: list[float] = row[0].tolist()
     return out

@@ -10,7 +10,7 @@ compare     a feature is off when it differs by more than `RTOL` (relative) and 
 Checked: every feature the events and the catalogue determine (the engagement windows, the
 item's age and length). Not checked: what only the request knew: its ANN score (the user's
 vector at that instant), the trending score (decayed by when the flow last published the
-item) and the retrieval source flags.
+item), the retrieval source flags and the co-visitation score.
 """
 
 from __future__ import annotations
@@ -27,7 +27,9 @@ from models.windows import WINDOWS
 from swipeloop import ROOT
 
 SKEW_SQL = ROOT / "sql" / "training" / "skew_sample.sql"
-REQUEST_TIME = frozenset({"ann_score", "trending", "from_ann", "from_trending", "from_fresh"})
+REQUEST_TIME = frozenset(
+    {"ann_score", "trending", "from_ann", "from_trending", "from_fresh", "covisit"}
+)
 CHECKED: tuple[int, ...] = tuple(
     i for i, name in enumerate(FEATURE_NAMES) if name not in REQUEST_TIME
 )
@@ -82,6 +84,7 @@ def recompute(table: pa.Table) -> tuple[Matrix, Matrix]:
         ann_score=logged[:, FEATURE_NAMES.index("ann_score")],
         source=np.full(n, ""),
         now_s=served_s,
+        covisit=logged[:, FEATURE_NAMES.index("covisit")],
     )
     return logged, recomputed
 

@@ -274,3 +274,39 @@ def test_promotions_and_a_rollback_reach_every_replica_without_a_failed_feed(
         assert order[-4:] == [*versions, back], (user, order)
         assert len(feeds) > 10
     assert max(reached) < 10
+
+
+def test_what_others_watched_next_is_in_the_feed_within_seconds(stack: Stack) -> None:
+    """Five people watched x, then y; a sixth watches x: y is in their next page, found by
+    co-visitation (the pairs counted as the swipes arrive)."""
+    api = httpx.Client(base_url=stack.url, timeout=30)
+    x, y = (i["item_id"] for i in page(api, "covisit-picker", n=2)["items"])
+    now = datetime.now(UTC).isoformat()
+
+    def watched(user: str, items: list[str]) -> list[dict[str, Any]]:
+        return [
+            {
+                "event_id": str(uuid.uuid4()),
+                "user_id": user,
+                "item_id": item,
+                "kind": "watch",
+                "watch_ms": 15_000,
+                "client_ts": now,
+                "session_id": f"s-{user}",
+                "seq": k,
+            }
+            for k, item in enumerate(items)
+        ]
+
+    events = [e for u in range(5) for e in watched(f"covisit-{u}", [x, y])]
+    events += watched("covisit-new", [x])
+    assert api.post("/v1/events", json={"events": events}).status_code == 202
+    state = serving(stack)
+    wait_until(
+        lambda: list(state.user("covisit-new").watched) == [state.items.get(x)],
+        30,
+        "the new user's watch in the API",
+    )
+    items = page(api, "covisit-new", n=10, explain="true")["items"]
+    found = {i["item_id"]: i["source"] for i in items}
+    assert found.get(y) == "covisit", found

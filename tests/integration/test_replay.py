@@ -4,6 +4,7 @@ into ClickHouse, and feeds that leave out what each user rated."""
 import numpy as np
 import pytest
 
+from api.state import ServingState
 from models.replay import Ratings
 from swipeloop.clickhouse import connect
 from swipeloop.replay import replay
@@ -38,3 +39,11 @@ def test_a_replay_lands_every_swipe_and_scores_feeds_without_rated_items(
     assert figures["swipeloop"] == {"hr_at_10": 1.0, "ndcg_at_10": figures["ndcg_at_10"]}
     assert 0 < figures["ndcg_at_10"] <= 1
     assert set(figures["item_knn"]) == {"hr_at_10", "ndcg_at_10"}
+    # a replica starting now knows from ClickHouse alone what each phone showed its user
+    # (their `impression` events; the scoring feeds were served on top of those)
+    restarted = ServingState(settings, connect(settings))
+    restarted.bootstrap()
+    for u in range(USERS):
+        rated = restarted.items.known([f"ml-i{items[k]}" for k in replayed if users[k] == u])
+        assert len(rated) == RATED - 1
+        assert set(rated.tolist()) <= restarted.user(f"ml-u{u}").seen
