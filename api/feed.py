@@ -24,6 +24,7 @@ import uuid
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
+import msgspec
 import numpy as np
 import numpy.typing as npt
 
@@ -174,9 +175,30 @@ def build_feed(
         )
         for slot in slots
     ]
+    feed, impressions = page(state, user_id, picked, rows, version, now, len(codes))
+    if explain:
+        item_ids = [i.item_id for i in feed.items]
+        feed = msgspec.structs.replace(
+            feed, explain=_explain(ranker, rows, picked, item_ids, retrieved, timer)
+        )
+    return feed, impressions, timer.stages
+
+
+def page(
+    state: ServingState,
+    user_id: str,
+    picked: list[Picked],
+    rows: npt.NDArray[np.float32],
+    version: str,
+    now: datetime,
+    candidates: int,
+) -> tuple[Feed, list[Impression]]:
+    """The response for the picked items, and one impression each with its feature row;
+    they are now seen by this user."""
+    user = state.user(user_id)
     at = np.array([p.code for p in picked], dtype=np.int64)
     item_ids = state.items.names(at)
-    creator_ids = state.creators.names(columns.creator[at])
+    creator_ids = state.creators.names(state.columns.creator[at])
     request_id = uuid.uuid4().hex
     items, impressions = [], []
     for position, (p, item_id, creator_id) in enumerate(
@@ -212,11 +234,10 @@ def build_feed(
         request_id=request_id,
         user_id=user_id,
         model_version=version,
-        candidates=len(codes),
+        candidates=candidates,
         items=items,
-        explain=_explain(ranker, rows, picked, item_ids, retrieved, timer) if explain else None,
     )
-    return feed, impressions, timer.stages
+    return feed, impressions
 
 
 def diversify(

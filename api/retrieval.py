@@ -254,3 +254,21 @@ def _retrieve(
         dropped=Counter({REASONS[k]: int(n) for k, n in enumerate(dropped) if k and n}),
         filter_s=filter_s,
     )
+
+
+def eligible(state: ServingState, user: UserState, proposals: Codes, n: int) -> Codes:
+    """The first `n` of `proposals` (distinct codes) that pass the feed's filters, in order."""
+    columns = state.columns
+    SCRATCH.fit(len(columns))
+    out: list[Codes] = []
+    found = 0
+    with Filters(user, columns, SCRATCH.why) as filters:
+        for start in range(0, len(proposals), 4 * n + 64):
+            chunk = proposals[start : start + 4 * n + 64]
+            chunk = chunk[chunk < len(columns)]
+            ok = chunk[filters.reasons(chunk) == OK][: n - found]
+            out.append(ok)
+            found += len(ok)
+            if found == n:
+                break
+    return np.concatenate(out) if out else EMPTY

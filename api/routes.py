@@ -17,6 +17,7 @@ from litestar.status_codes import HTTP_202_ACCEPTED
 
 from api.errors import BrokerDown, InvalidInput, TooLarge
 from api.feed import build_feed
+from api.policies import Policy, baseline_feed
 from api.services import Services
 from swipeloop import topics
 from swipeloop.contracts import EventBatch, Feed, ItemBatch, Stamper, topic_for
@@ -121,20 +122,29 @@ class FeedController(Controller):
         user_id: Annotated[str, Parameter(min_length=1, max_length=128)],
         n: Annotated[int | None, Parameter(ge=1, le=100)] = None,
         explain: Annotated[bool, Parameter(description="what each stage did")] = False,
+        policy: Annotated[
+            Policy,
+            Parameter(description="for experiments: the real-time feed or a baseline to compare"),
+        ] = "realtime",
     ) -> Response[Feed]:
         """Up to n unseen items, ranked; every one is logged as an impression. With
-        `explain=true`, what each stage did and why each item is there."""
+        `explain=true`, what each stage did and why each item is there. `policy` serves a
+        baseline instead (api.policies): batch, popularity or random."""
         services = _services(state)
+        serving = services.feed
         started = time.perf_counter()
-        with services.feed.slots:
+        with serving.slots:
             waited_ms = (time.perf_counter() - started) * 1000
-            feed, impressions, stages = build_feed(
-                services.feed.state,
-                services.feed.models.current,
-                user_id,
-                n or services.settings.feed_default_n,
-                explain,
-            )
+            size = n or services.settings.feed_default_n
+            if policy == "realtime":
+                feed, impressions, stages = build_feed(
+                    serving.state, serving.models.current, user_id, size, explain
+                )
+            else:
+                feed, impressions = baseline_feed(
+                    serving.state, serving.baselines, serving.models.current, user_id, size, policy
+                )
+                stages = {}
         services.feed.impressions.produce_nowait(
             topics.IMPRESSIONS, user_id.encode(), [msgspec.json.encode(i) for i in impressions]
         )

@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 from confluent_kafka.admin import AdminClient
 
+from api.policies import Baselines
 from api.state import REFRESH_S, Feeder, ServingState
 from models.ranker import Ranker, load
 from models.registry import production
@@ -62,6 +63,7 @@ class Serving:
         self.state = ServingState(settings, connect(settings))
         self.feeder = Feeder(self.state, settings)
         self.models = ModelHolder(settings)
+        self.baselines = Baselines()  # what the experiment policies keep (api.policies)
         # its own producer: nothing waits on the impression log, so it may linger longer
         self.impressions = AsyncProducer(settings, linger_ms=settings.impression_linger_ms)
         # feeds built at once (the route waits for a slot, in its worker thread)

@@ -1,0 +1,153 @@
+"""What the real-time feed is compared against: `GET /v1/feed?policy=…` serves one of these
+to any user, so an experiment (the simulator's arms) compares them on one population and
+one catalogue.
+
+realtime    the full feed (api.feed.build_feed), the default
+batch       what a nightly system serves: the day's most played items and their features as
+            they stood at the last snapshot (taken when the production model changes, or
+            at the first batch request), ranked by the nightly model; no live feature, no
+            vector, no co-visitation, nothing uploaded since the snapshot
+popularity  the most played items of the last 24 h, live
+random      eligible items drawn uniformly
+
+Every policy filters like the feed (seen, blocked, not interested, deleted), logs its
+impressions the same way, with `source` set to its name and the feature row it ranked by
+(the live one for popularity and random), and marks what it served as seen.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from api.codes import Codes
+from api.feed import NO_MODEL, Picked, page
+from api.retrieval import eligible
+from api.state import ServingState
+from models.features import DAY, C, ranking_matrix
+from models.ranker import Ranker
+from swipeloop.contracts import Feed, Impression
+
+log = logging.getLogger(__name__)
+Policy = Literal["realtime", "batch", "popularity", "random"]
+POLICIES: tuple[Policy, ...] = ("realtime", "batch", "popularity", "random")
+BATCH_CANDIDATES = 2_000  # the day's most played items a batch feed ranks
+POPULAR_S = 1.0  # how long the popularity order is reused
+Floats = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The catalogue as a nightly job saw it: features frozen, the model of that night."""
+
+    taken_s: float
+    version: str
+    codes: Codes  # the day's most played items at the snapshot, in the nightly model's order
+    rows: npt.NDArray[np.float32]  # their ranking rows as of the snapshot, in that order
+
+
+class Baselines:
+    """What the baseline policies keep between requests: the batch arm's snapshot (retaken
+    when the production model changes) and the popularity order (recomputed each second)."""
+
+    def __init__(self) -> None:
+        self._snapshot: Snapshot | None = None
+        self._popular: tuple[float, Codes] = (-np.inf, np.zeros(0, dtype=np.int64))
+        self._lock = threading.Lock()
+
+    def snapshot(self, state: ServingState, ranker: Ranker | None) -> Snapshot:
+        """The current snapshot; a new one if the model changed since."""
+        version = ranker.version if ranker else NO_MODEL
+        snapshot = self._snapshot
+        if snapshot is None or snapshot.version != version:
+            top = self.popular(state)[:BATCH_CANDIDATES]
+            with self._lock:
+                snapshot = self._snapshot = take_snapshot(state, top, ranker)
+        return snapshot
+
+    def popular(self, state: ServingState) -> Codes:
+        """Items in the catalogue by plays in the last 24 h, most first."""
+        with self._lock:
+            at, codes = self._popular
+            if time.monotonic() - at > POPULAR_S:
+                columns = state.columns
+                alive = np.flatnonzero(columns.alive)
+                plays = columns.counts[alive, DAY, C["plays"]]
+                codes = alive[np.argsort(-plays, kind="stable")]
+                self._popular = (time.monotonic(), codes)
+            return codes
+
+
+def take_snapshot(state: ServingState, codes: Codes, ranker: Ranker | None) -> Snapshot:
+    """Rank these items once, on their features as they stand now."""
+    columns, now_s = state.columns, time.time()
+    rows = ranking_matrix(
+        columns.counts[codes],
+        columns.as_of_s[codes],
+        columns.created_s[codes],
+        columns.duration_ms[codes],
+        np.zeros(len(codes)),  # no vectors
+        np.full(len(codes), "trending"),
+        now_s,
+    ).astype(np.float32)
+    version = ranker.version if ranker else NO_MODEL
+    order = np.arange(len(codes))
+    if ranker is not None and len(codes):
+        try:
+            order = np.argsort(-ranker.predict(rows), kind="stable")
+        except Exception:  # a model that cannot score: the day's popularity order
+            log.exception("model %s failed to score the batch snapshot", version)
+    return Snapshot(now_s, version, codes[order], rows[order])
+
+
+def baseline_feed(
+    state: ServingState,
+    baselines: Baselines,
+    ranker: Ranker | None,
+    user_id: str,
+    n: int,
+    policy: Policy,
+    rng: random.Random | None = None,
+) -> tuple[Feed, list[Impression]]:
+    """A page of `n` items by one of the baseline policies (not `realtime`)."""
+    now = datetime.now(UTC)
+    user = state.user(user_id)
+    columns = state.columns
+    version = NO_MODEL
+    if policy == "batch":
+        snap = baselines.snapshot(state, ranker)
+        picked = eligible(state, user, snap.codes, n)
+        row_of = {int(c): k for k, c in enumerate(snap.codes.tolist())}
+        rows = snap.rows[[row_of[int(c)] for c in picked.tolist()]]
+        version = snap.version
+    else:
+        if policy == "popularity":
+            proposals = baselines.popular(state)
+        elif policy == "random":
+            seed = (rng or random).getrandbits(32)
+            proposals = np.random.default_rng(seed).permutation(np.flatnonzero(columns.alive))
+        else:
+            raise ValueError(f"unknown baseline policy {policy!r}")
+        picked = eligible(state, user, proposals, n)
+        rows = ranking_matrix(
+            columns.counts[picked],
+            columns.as_of_s[picked],
+            columns.created_s[picked],
+            columns.duration_ms[picked],
+            np.zeros(len(picked)),
+            np.full(len(picked), policy),
+            now.timestamp(),
+        ).astype(np.float32)
+    chosen = [
+        Picked(code=int(code), row=k, source=policy, propensity=1.0, score=0.0, prerank=0.0)
+        for k, code in enumerate(picked.tolist())
+    ]
+    return page(state, user_id, chosen, rows, version, now, len(picked))
