@@ -280,17 +280,36 @@ def trainer(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = True) ->
 @app.command()
 def simulate(
     url: Annotated[str, typer.Option(help="API base URL")] = "http://127.0.0.1:8000",
-    users: Annotated[int, typer.Option(help="simulated users")] = 1000,
-    items: Annotated[int, typer.Option(help="catalog size to post")] = 5000,
-    minutes: Annotated[float, typer.Option(help="how long to run")] = 2.0,
-    seed: Annotated[int, typer.Option(help="population seed")] = 0,
+    users: Annotated[int, typer.Option(help="simulated people")] = 1000,
+    items: Annotated[int, typer.Option(help="videos in the world at the start")] = 5000,
+    minutes: Annotated[float, typer.Option(help="measured minutes")] = 2.0,
+    warmup_minutes: Annotated[
+        float, typer.Option(help="minutes of real-time feeds before the one training run")
+    ] = 0.5,
+    seed: Annotated[int, typer.Option(help="the world's seed")] = 0,
+    views: Annotated[int, typer.Option(help="gem uploads are timed to this many views")] = 1000,
 ) -> None:
-    """Drive the running API the way phones would, so the loop has data."""
-    from swipeloop.simulator import simulate as run
+    """Simulated people use the running API, each served by one policy arm (realtime, batch,
+    popularity, random); a burst lifts one topic in the middle third. Prints JSON per arm."""
+    import httpx
 
-    with console.status(f"{users} users swiping for {minutes} min against {url}"):
-        summary = asyncio.run(run(url, users, items, minutes * 60, seed))
-    print(json.dumps(summary))
+    from swipeloop.simulator import simulate as run
+    from swipeloop.world import World, one_burst
+
+    warmup_s, seconds = warmup_minutes * 60, minutes * 60
+    world = World.create(
+        seed, users, items, bursts=one_burst(seed, warmup_s + seconds / 3, seconds / 3)
+    )
+
+    async def train() -> None:  # the nightly job, once, inside the running stack
+        async with httpx.AsyncClient(timeout=600) as client:
+            r = await client.post(f"{url}/admin/train")
+        if r.status_code != 200:
+            console.print(f"[yellow]not trained:[/] {r.text[:300]}")
+
+    with console.status(f"{users} people, {minutes} min (+{warmup_minutes} warm-up) at {url}"):
+        figures = asyncio.run(run(url, world, seconds, warmup_s, train, seed=seed, views=(views,)))
+    print(json.dumps(figures))
 
 
 @app.command()

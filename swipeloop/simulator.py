@@ -1,195 +1,322 @@
-"""Phones for the demo: users with hidden tastes request feeds and swipe through them."""
+"""`swipeloop simulate`: the simulated world's people use the live API, and what they do is
+measured per policy arm.
+
+catalog    the world's videos are POSTed to /v1/items (a video's topic is its one tag);
+           new uploads follow as the world makes them
+warm-up    everyone is served by the real-time feed for a while, so there is something to
+           learn from; then `train` runs once (the nightly job: it promotes the first model,
+           which the batch arm snapshots)
+run        `concurrency` sessions at a time: a person asks GET /v1/feed?policy=<their arm>,
+           reacts to each video (swipeline.world), POSTs the swipes (seq from 0 in each
+           session), and asks again until bored (early skips in a row); a pause, then another
+           person's session. Bursts lift a topic for everyone while they last.
+tally      per arm: watch seconds per session (and during bursts), like and early-skip
+           rates, catalogue coverage, creator exposure Gini, the burst topic's share of
+           impressions over time (adaptation lag), views of the gem uploads (minutes to N)
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
 import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from typing import Any
 
 import httpx
+import msgspec
 import numpy as np
 
-from swipeloop.catalog import TAGS, demo_catalog
-from swipeloop.contracts import Item
+from swipeloop.catalog import TAGS
+from swipeloop.contracts import Event, EventBatch, Item, ItemBatch
+from swipeloop.world import POLICIES, Burst, Person, Reaction, Video, World, gini
+
+BUCKET_S = 5.0  # the timeline's resolution
+PAGE = 10
+MAX_FEEDS = 5  # per session: even a person who never gets bored puts the phone down
+JSON = {"content-type": "application/json"}
+
+
+def item_of(video: Video, start: datetime) -> Item:
+    """The video as the system gets it (its quality stays in the world)."""
+    return Item(
+        item_id=video.item_id,
+        creator_id=video.creator_id,
+        duration_ms=video.duration_ms,
+        tags=[TAGS[video.topic]],
+        created_at=start + timedelta(seconds=video.created_s),
+    )
 
 
 @dataclass
-class SimUser:
-    """A user whose taste (one weight per tag) only shows through what they do."""
+class Tally:
+    """What one policy arm's people did."""
 
-    user_id: str
-    taste: np.ndarray
-    session: str = ""
-    seq: int = 0
-    skips_in_row: int = 0
-
-
-@dataclass
-class SimReport:
-    """What the run did and how the users liked it."""
-
-    feeds: int = 0
-    events: int = 0
-    errors: int = 0
-    watch_fraction: list[float] = field(default_factory=list)
+    sessions: list[float] = field(default_factory=list)  # watch seconds per session
+    burst_sessions: list[float] = field(default_factory=list)  # sessions during a burst
+    plays: int = 0
     likes: int = 0
+    early_skips: int = 0
+    shown: Counter[str] = field(default_factory=Counter)  # impressions per item
+    creators: Counter[str] = field(default_factory=Counter)  # impressions per creator
+    # per time bucket: [impressions, impressions of a topic that bursts (at some time),
+    # watch seconds]
+    timeline: dict[int, list[float]] = field(default_factory=dict)
+    gem_views: dict[str, list[float]] = field(default_factory=dict)  # seconds after upload
 
-    def summary(self, seconds: float) -> dict[str, float]:
-        """Figures for the run as a whole."""
+    def figures(self, catalog: int) -> dict[str, float | None]:
+        """The arm's summary."""
         return {
-            "feeds": self.feeds,
-            "events": self.events,
-            "errors": self.errors,
-            "events_per_s": round(self.events / seconds, 1) if seconds else 0.0,
-            "mean_watch_fraction": round(float(np.mean(self.watch_fraction)), 4)
-            if self.watch_fraction
-            else 0.0,
-            "like_rate": round(self.likes / max(len(self.watch_fraction), 1), 4),
+            "sessions": len(self.sessions),
+            "watch_s_per_session": _mean(self.sessions),
+            "burst_watch_s_per_session": _mean(self.burst_sessions),
+            "like_rate": self.likes / self.plays if self.plays else None,
+            "early_skip_rate": self.early_skips / self.plays if self.plays else None,
+            "coverage": len(self.shown) / catalog if catalog else None,
+            "creator_gini": gini(np.array(list(self.creators.values()), dtype=np.float64)),
         }
 
 
-def react(user: SimUser, item: Item, rng: np.random.Generator) -> tuple[float, bool, bool]:
-    """Watch fraction, loop and like, from the user's taste for the item's tags plus noise."""
-    affinity = float(np.mean([user.taste[TAGS.index(t)] for t in item.tags])) if item.tags else 0.0
-    fraction = float(1 / (1 + np.exp(-(6 * affinity - 1.5 + rng.normal(0, 0.7)))))
-    looped = fraction > 0.9 and rng.random() < 0.5
-    liked = fraction > 0.7 and rng.random() < affinity
-    return fraction, looped, liked
+@dataclass
+class Run:
+    """One simulation's shared state: the world, the clock, the tallies."""
 
+    world: World
+    start: datetime
+    began: float  # time.monotonic() at world time 0
+    by_id: dict[str, Video]
+    tallies: dict[str, Tally] = field(default_factory=lambda: {p: Tally() for p in POLICIES})
+    errors: int = 0
 
-def swipe_events(
-    user: SimUser, item: Item, request_id: str, rng: np.random.Generator
-) -> tuple[list[dict[str, object]], float, bool]:
-    """The events a phone sends for one video: watch or skip, maybe loop and like."""
-    fraction, looped, liked = react(user, item, rng)
-    watch_ms = int(fraction * item.duration_ms)
-    kinds = ["skip" if fraction < 0.15 else "watch"]
-    if looped:
-        kinds.append("loop")
-    if liked:
-        kinds.append("like")
-    events = []
-    for kind in kinds:  # seq runs 0, 1, 2, ... per session (a hole is a lost packet)
-        events.append(
-            {
-                "event_id": str(uuid.UUID(bytes=rng.bytes(16), version=4)),
-                "user_id": user.user_id,
-                "item_id": item.item_id,
-                "kind": kind,
-                "watch_ms": watch_ms,
-                "client_ts": datetime.now(UTC).isoformat(),
-                "session_id": user.session,
-                "seq": user.seq,
-                "request_id": request_id,
-            }
-        )
-        user.seq += 1
-    user.skips_in_row = user.skips_in_row + 1 if fraction < 0.15 else 0
-    return events, fraction, liked
+    def now(self) -> float:
+        """World time: seconds since the world began."""
+        return time.monotonic() - self.began
 
-
-def population(users: int, seed: int) -> list[SimUser]:
-    """Users who each love a few tags and dislike the rest."""
-    rng = np.random.default_rng(seed + 1)
-    out = []
-    for u in range(users):
-        taste = rng.normal(-0.3, 0.2, len(TAGS))
-        taste[rng.choice(len(TAGS), size=3, replace=False)] = rng.uniform(0.6, 1.0, 3)
-        out.append(SimUser(f"sim-u{u:05d}", taste, session=uuid.uuid4().hex))
-    return out
-
-
-async def _user_loop(
-    client: httpx.AsyncClient,
-    user: SimUser,
-    catalog: dict[str, Item],
-    deadline: float,
-    rng: np.random.Generator,
-    report: SimReport,
-    page: int,
-) -> None:
-    while time.monotonic() < deadline:
-        try:
-            r = await client.get("/v1/feed", params={"user_id": user.user_id, "n": page})
-            r.raise_for_status()
-            feed = r.json()
-            report.feeds += 1
-            batch: list[dict[str, object]] = []
-            for entry in feed["items"]:
-                item = catalog.get(entry["item_id"])
-                if item is None:
-                    continue
-                events, fraction, liked = swipe_events(user, item, feed["request_id"], rng)
-                batch.extend(events)
-                report.watch_fraction.append(fraction)
-                report.likes += int(liked)
-                if user.skips_in_row >= 3:  # bored: the session ends
-                    user.session, user.seq, user.skips_in_row = uuid.uuid4().hex, 0, 0
-                    break
-            if batch:
-                resp = await client.post("/v1/events", json={"events": batch})
-                resp.raise_for_status()
-                report.events += len(batch)
-        except httpx.HTTPError:
-            report.errors += 1
-            await asyncio.sleep(0.5)
-        await asyncio.sleep(float(rng.uniform(0.2, 1.0)))
+    def bursts(self, topic: int) -> bool:
+        """Whether a burst lifts this topic at some time."""
+        return any(b.topic == topic for b in self.world.bursts)
 
 
 async def simulate(
     api_url: str,
-    users: int,
-    items: int,
+    world: World,
     seconds: float,
+    warmup_s: float = 0.0,
+    train: Callable[[], Awaitable[object]] | None = None,
+    concurrency: int = 32,
     seed: int = 0,
-    concurrency: int = 64,
-    page: int = 10,
-) -> dict[str, float]:
-    """Post the catalog, then let `users` phones swipe for `seconds`; return a summary."""
-    catalog = {it.item_id: it for it in demo_catalog(items, seed)}
-    report = SimReport()
-    async with httpx.AsyncClient(base_url=api_url, timeout=10.0) as client:
-        values = list(catalog.values())
-        for start in range(0, len(values), 500):
-            chunk = [msgspec_item(it) for it in values[start : start + 500]]
-            (await client.post("/v1/items", json={"items": chunk})).raise_for_status()
-        people = population(users, seed)
-        rng = np.random.default_rng(seed + 2)
-        begin = time.monotonic()
-        deadline = begin + seconds
-        pending = list(people)
-        active: set[asyncio.Task[None]] = set()
-        while pending or active:
-            while pending and len(active) < concurrency and time.monotonic() < deadline:
-                user = pending.pop(int(rng.integers(len(pending))))
-                active.add(
-                    asyncio.create_task(
-                        _user_loop(
-                            client,
-                            user,
-                            catalog,
-                            min(deadline, time.monotonic() + 20),
-                            rng,
-                            report,
-                            page,
-                        )
+    views: tuple[int, ...] = (1000,),
+) -> dict[str, Any]:
+    """Warm up, train once, run for `seconds` of world time; the per-arm figures (gem
+    uploads timed to each number of `views`)."""
+    start = datetime.now(UTC)
+    run = Run(world, start, time.monotonic(), {v.item_id: v for v in world.videos})
+    rng = np.random.default_rng([seed, 3])
+    async with httpx.AsyncClient(base_url=api_url, timeout=30.0) as client:
+        for at in range(0, len(world.videos), 500):
+            chunk = [item_of(v, start) for v in world.videos[at : at + 500]]
+            await _post(client, "/v1/items", ItemBatch(chunk))
+        run.began = time.monotonic()
+        if warmup_s > 0:
+            await _sessions(client, run, warmup_s, concurrency, rng, warmup=True)
+        if train is not None:
+            await train()
+        measured_from = run.now()
+        await _sessions(client, run, measured_from + seconds, concurrency, rng)
+    return summary(run, measured_from, views)
+
+
+async def _sessions(
+    client: httpx.AsyncClient,
+    run: Run,
+    until: float,
+    concurrency: int,
+    rng: np.random.Generator,
+    warmup: bool = False,
+) -> None:
+    """Sessions of randomly picked people, `concurrency` at a time, until world time `until`;
+    uploads are posted as the world makes them."""
+    idle = list(run.world.people)
+    busy: set[asyncio.Task[None]] = set()
+    uploads = asyncio.create_task(_uploads(client, run, until))
+    while run.now() < until:
+        while idle and len(busy) < concurrency:
+            person = idle.pop(int(rng.integers(len(idle))))
+            task = asyncio.create_task(_session(client, run, person, until, rng, warmup))
+            task.add_done_callback(partial(_release, idle, person))
+            busy.add(task)
+        done, busy = await asyncio.wait(busy, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            task.result()
+    for task in busy:
+        await task
+    await uploads
+
+
+def _release(idle: list[Person], person: Person, _done: object) -> None:
+    idle.append(person)
+
+
+async def _uploads(client: httpx.AsyncClient, run: Run, until: float) -> None:
+    while run.now() < until:
+        new = run.world.uploads(run.now())
+        if new:
+            run.by_id.update((v.item_id, v) for v in new)
+            await _post(client, "/v1/items", ItemBatch([item_of(v, run.start) for v in new]))
+        await asyncio.sleep(0.5)
+
+
+async def _session(
+    client: httpx.AsyncClient,
+    run: Run,
+    person: Person,
+    until: float,
+    rng: np.random.Generator,
+    warmup: bool,
+) -> None:
+    """One session of one person: feeds until bored, then a pause."""
+    world = run.world
+    person.session += 1
+    person.seq = 0
+    person.skips_in_row = 0
+    policy = "realtime" if warmup else person.policy
+    tally = run.tallies[policy]
+    watched_s, in_burst = 0.0, False
+    for _ in range(MAX_FEEDS):
+        if run.now() >= until or world.bored(person):
+            break
+        try:
+            r = await client.get(
+                "/v1/feed", params={"user_id": person.user_id, "n": PAGE, "policy": policy}
+            )
+            r.raise_for_status()
+        except httpx.HTTPError:
+            run.errors += 1
+            await asyncio.sleep(0.5)
+            continue
+        feed = r.json()
+        events: list[Event] = []
+        for entry in feed["items"]:
+            video = run.by_id.get(entry["item_id"])
+            if video is None:
+                continue  # (an item the world does not know: not this simulation's)
+            t = run.now()
+            world.drift(person, 1.0, rng)
+            reaction = world.react(person, video, t, rng)
+            in_burst |= any(b.during(t) for b in world.bursts)
+            watched_s += reaction.watched_ms / 1000
+            if not warmup:
+                _count(tally, video, reaction, run.bursts(video.topic), t)
+            at = run.start + timedelta(seconds=t)
+            for kind, watch_ms in reaction.kinds():
+                events.append(
+                    Event(
+                        event_id=uuid.UUID(bytes=rng.bytes(16), version=4),
+                        user_id=person.user_id,
+                        item_id=video.item_id,
+                        kind=kind,  # type: ignore[arg-type]
+                        client_ts=at,
+                        session_id=f"{person.user_id}-s{person.session}",
+                        seq=person.seq,
+                        watch_ms=watch_ms,
+                        request_id=feed["request_id"],
                     )
                 )
-            if not active:
+                person.seq += 1
+            if world.bored(person):
                 break
-            done, active = await asyncio.wait(active, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                task.result()
-            if time.monotonic() >= deadline:
-                pending.clear()
-        return report.summary(time.monotonic() - begin)
+        if events:
+            await _post(client, "/v1/events", EventBatch(events))
+        await asyncio.sleep(float(rng.uniform(0.2, 0.6)))  # swiping through the page
+    if not warmup:
+        tally.sessions.append(watched_s)
+        if in_burst:
+            tally.burst_sessions.append(watched_s)
+    await asyncio.sleep(float(rng.uniform(0.5, 2.0)))  # between sessions
+
+
+def _count(tally: Tally, video: Video, reaction: Reaction, topical: bool, t: float) -> None:
+    tally.plays += 1
+    tally.likes += int(reaction.liked)
+    tally.early_skips += int(reaction.early_skip)
+    tally.shown[video.item_id] += 1
+    tally.creators[video.creator_id] += 1
+    bucket = tally.timeline.setdefault(int(t // BUCKET_S), [0.0, 0.0, 0.0])
+    bucket[0] += 1
+    bucket[1] += topical
+    bucket[2] += reaction.watched_ms / 1000
+    if video.gem:
+        tally.gem_views.setdefault(video.item_id, []).append(t - video.created_s)
+
+
+def summary(run: Run, measured_from: float, views: tuple[int, ...] = (1000,)) -> dict[str, Any]:
+    """Per-arm figures, the lift of real time over batch during bursts, adaptation lags and
+    how fast the gems were seen."""
+    catalog = len(run.by_id)
+    arms = {p: t.figures(catalog) for p, t in run.tallies.items()}
+    out: dict[str, Any] = {"arms": arms, "errors": run.errors, "catalog": catalog}
+    for p, figures in arms.items():
+        out[f"{p}_watch_s_per_session"] = figures["watch_s_per_session"]
+    rt, batch = (
+        arms["realtime"]["burst_watch_s_per_session"],
+        arms["batch"]["burst_watch_s_per_session"],
+    )
+    out["lift_vs_batch"] = rt / batch - 1 if rt is not None and batch else None
+    out["adaptation_lag_s"] = {
+        p: adaptation_lag(t.timeline, run.world.bursts) for p, t in run.tallies.items()
+    }
+    for n in views:
+        out[f"new_upload_minutes_to_{n}_views"] = {
+            p: minutes_to(t.gem_views, n) for p, t in run.tallies.items()
+        }
+    out["measured_s"] = round(run.now() - measured_from, 1)
+    return out
+
+
+def adaptation_lag(timeline: dict[int, list[float]], bursts: list[Burst]) -> float | None:
+    """Seconds from the first burst's start until the arm's share of impressions on the
+    bursting topic first rises half way from its share before the burst to its highest
+    share during it (None: no burst, or the arm's share never rose)."""
+    if not bursts:
+        return None
+    burst = bursts[0]
+    first, last = int(burst.start_s // BUCKET_S), int(burst.end_s // BUCKET_S)
+
+    def share(rows: list[list[float]]) -> float:
+        shown = sum(r[0] for r in rows)
+        return sum(r[1] for r in rows) / shown if shown else 0.0
+
+    before = share([r for b, r in timeline.items() if b < first])
+    during = {b: share([r]) for b, r in timeline.items() if first <= b < last and r[0] > 0}
+    if not during or max(during.values()) <= before:
+        return None
+    half = before + (max(during.values()) - before) / 2
+    reached = min(b for b, value in during.items() if value >= half)
+    return (reached - first) * BUCKET_S
+
+
+def minutes_to(views: dict[str, list[float]], threshold: int) -> float | None:
+    """The median, over gem uploads that got there, of minutes from upload to `threshold`
+    views (None: none did)."""
+    times = [sorted(ts)[threshold - 1] / 60 for ts in views.values() if len(ts) >= threshold]
+    return float(np.median(times)) if times else None
+
+
+def _mean(values: list[float]) -> float | None:
+    return float(np.mean(values)) if values else None
+
+
+async def _post(client: httpx.AsyncClient, path: str, body: object) -> None:
+    r = await client.post(path, content=msgspec.json.encode(body), headers=JSON)
+    if r.status_code != 202:
+        raise RuntimeError(f"POST {path} answered {r.status_code}: {r.text[:300]}")
 
 
 def msgspec_item(item: Item) -> dict[str, object]:
     """An item as the JSON the API expects."""
-    import msgspec
-
     result: dict[str, object] = msgspec.to_builtins(item)
     return result

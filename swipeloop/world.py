@@ -214,6 +214,12 @@ class World:
         person.taste = person.taste + rng.normal(0.0, step, len(person.taste))
 
 
+def one_burst(seed: int, start_s: float, length_s: float, lift: float = 1.5) -> list[Burst]:
+    """A burst of a topic drawn from the seed."""
+    topic = int(np.random.default_rng([seed, 4]).integers(len(TAGS)))
+    return [Burst(topic, start_s, start_s + length_s, lift)]
+
+
 def _sigmoid(x: float) -> float:
     return 1.0 / (1.0 + math.exp(-x))
 

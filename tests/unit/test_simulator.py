@@ -1,19 +1,32 @@
-"""The demo simulator's phones number their events as the contract says."""
+"""The simulator's measures on timelines whose answers are known."""
 
-import numpy as np
-
-from swipeloop.catalog import demo_catalog
-from swipeloop.simulator import population, swipe_events
+from swipeloop.simulator import BUCKET_S, Tally, adaptation_lag, minutes_to
+from swipeloop.world import Burst
 
 
-def test_a_session_numbers_its_events_from_zero_without_holes() -> None:
-    """seq runs 0, 1, 2, ... per session: a hole is what `session_gaps` reads as a lost packet
-    (and the training set leaves that session's impressions out)."""
-    user = population(1, seed=3)[0]
-    rng = np.random.default_rng(4)
-    seqs = []
-    for item in demo_catalog(40, seed=3):
-        events, _, _ = swipe_events(user, item, "r1", rng)
-        seqs += [e["seq"] for e in events]
-    assert seqs == list(range(len(seqs)))
-    assert len(seqs) > 40  # some videos were looped or liked as well
+def test_adaptation_lag_is_the_time_to_half_the_highest_burst_share() -> None:
+    burst = Burst(topic=1, start_s=100, end_s=200, lift=1.5)
+    first = int(100 // BUCKET_S)
+    # bucket: [impressions, impressions of the bursting topic, watch s]
+    timeline = {first - 1: [10, 0, 0], first: [10, 1, 0], first + 1: [10, 2, 0]}
+    timeline |= {first + 2: [10, 5, 0], first + 3: [10, 8, 0], first + 4: [10, 7, 0]}
+    assert adaptation_lag(timeline, [burst]) == 2 * BUCKET_S  # 5 of 10 >= half of 8 of 10
+    assert adaptation_lag({first: [10, 0, 0]}, [burst]) is None  # never moved
+    assert adaptation_lag(timeline, []) is None
+
+
+def test_minutes_to_views_is_the_median_over_gems_that_got_there() -> None:
+    views = {"a": [60.0 * k for k in range(1, 4)], "b": [30.0, 30.0, 90.0], "c": [1.0]}
+    assert minutes_to(views, 3) == (3.0 + 1.5) / 2  # c never got 3 views
+    assert minutes_to(views, 5) is None
+
+
+def test_an_arms_figures() -> None:
+    t = Tally(sessions=[10.0, 30.0], burst_sessions=[30.0], plays=10, likes=2, early_skips=5)
+    t.shown.update({"v1": 3, "v2": 1})
+    t.creators.update({"c1": 2, "c2": 2})
+    figures = t.figures(catalog=8)
+    assert figures["watch_s_per_session"] == 20.0
+    assert figures["burst_watch_s_per_session"] == 30.0
+    assert figures["like_rate"] == 0.2 and figures["early_skip_rate"] == 0.5
+    assert figures["coverage"] == 0.25 and figures["creator_gini"] == 0.0

@@ -1,0 +1,88 @@
+"""Policy comparison benchmark: the simulated world against a fresh embedded stack, four
+policy arms on one population (realtime, batch, popularity, random).
+
+    python bench/simulate.py --quick    # < 60 s: 400 people, 2,000 videos, 10 s warm-up, 30 s
+    python bench/simulate.py            # 2,000 people, 10,000 videos, 1 min warm-up, 5 min
+
+One process: broker, chdb, the three flows and the API (`swipeloop.stack.Stack`), and the
+simulator's people (`swipeloop.simulator`) on the same two cores. After the warm-up (every
+arm on the real-time feed) the nightly training runs once in-process and the API loads the
+model it promotes, which the batch arm snapshots. One burst lifts a topic (drawn from the
+seed) for the middle third of the measured time. Prints one JSON object: per arm and the
+issue's keys (`*_watch_s_per_session`, `lift_vs_batch` during the burst,
+`new_upload_minutes_to_1000_views` for the real-time arm, and the same at `--views`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from models.ranker import NotEnoughData, train
+from swipeloop.broker import free_port
+from swipeloop.clickhouse import connect
+from swipeloop.settings import Settings
+from swipeloop.simulator import simulate
+from swipeloop.stack import Stack
+from swipeloop.world import World, one_burst
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--views", type=int, help="gem uploads also timed to this many views")
+    args = parser.parse_args()
+    users, videos = (400, 2_000) if args.quick else (2_000, 10_000)
+    warmup_s, seconds = (10.0, 30.0) if args.quick else (60.0, 300.0)
+    views = args.views or (20 if args.quick else 100)
+    began = time.perf_counter()
+    world = World.create(
+        args.seed, users, videos, bursts=one_burst(args.seed, warmup_s + seconds / 3, seconds / 3)
+    )
+    with tempfile.TemporaryDirectory(prefix="swipeloop-simulate-") as tmp:
+        settings = Settings(data_dir=Path(tmp), api_port=free_port(), metrics_port=0, seed_items=0)
+        with Stack(settings, schedule_training=False) as stack:
+            stack.serve_in_thread()
+            trained: dict[str, Any] = {}
+
+            async def nightly() -> None:
+                started = time.perf_counter()
+                try:
+                    report = await asyncio.to_thread(train, connect(settings), settings, print)
+                    trained.update(version=report["version"], rows=report["rows"])
+                except NotEnoughData as exc:
+                    trained["skipped"] = str(exc)
+                stack.services.feed.models.refresh()  # (rather than wait for its poll)
+                trained["train_s"] = round(time.perf_counter() - started, 1)
+
+            out = asyncio.run(
+                simulate(
+                    stack.url,
+                    world,
+                    seconds,
+                    warmup_s,
+                    nightly,
+                    seed=args.seed,
+                    views=(1000, views),
+                )
+            )
+    out["by_arm_new_upload_minutes_to_1000_views"] = out["new_upload_minutes_to_1000_views"]
+    out["new_upload_minutes_to_1000_views"] = out["new_upload_minutes_to_1000_views"]["realtime"]
+    out["training"] = trained
+    out["total_s"] = round(time.perf_counter() - began, 1)
+    out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
