@@ -62,7 +62,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, chdb_path: Any) -> Iterator[
         wait_until(lambda: api.get("/health/ready").status_code == 200, 60, "API ready")
         # the API follows the catalog topic; its shared lists (the catalog order is the last
         # resort of retrieval) are refreshed once a second from what it holds
-        state = running.server.config.app.state.services.feed.state
+        state = running.services.feed.state
         wait_until(lambda: len(state.catalog_order()) == ITEMS, 60, "the API's whole catalog")
         yield running
 
@@ -151,7 +151,7 @@ def heard_by(state: ServingState, items: list[str], what: str) -> None:
 
 def serving(stack: Stack) -> ServingState:
     """Replica A's caches (the stack's API)."""
-    state: ServingState = stack.server.config.app.state.services.feed.state
+    state: ServingState = stack.services.feed.state
     return state
 
 

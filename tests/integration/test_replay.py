@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from api.state import ServingState
+from models.covisit import CoVisits
 from models.replay import Ratings
 from swipeloop.clickhouse import connect
 from swipeloop.replay import replay
@@ -15,7 +16,7 @@ ITEMS, USERS, RATED = 14, 12, 5
 
 
 def test_a_replay_lands_every_swipe_and_scores_feeds_without_rated_items(
-    settings: Settings,
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Each user rated 5 of 14 items: 4 are replayed, so exactly 10 are unseen, the held-out
     one among them; a feed of 10 that leaves out what was rated must hold it (HR@10 = 1)."""
@@ -40,9 +41,23 @@ def test_a_replay_lands_every_swipe_and_scores_feeds_without_rated_items(
     assert 0 < figures["ndcg_at_10"] <= 1
     assert set(figures["item_knn"]) == {"hr_at_10", "ndcg_at_10"}
     # a replica starting now knows from ClickHouse alone what each phone showed its user
-    # (their `impression` events; the scoring feeds were served on top of those)
+    # (their `impression` events; the scoring feeds were served on top of those), and what
+    # was watched after what (here all of it: its topic replay would start now)
+    monkeypatch.setattr("api.state.REPLAY_S", 0)
     restarted = ServingState(settings, connect(settings))
     restarted.bootstrap()
+    expected = CoVisits()
+    for u in range(USERS):  # a rating of 2 or more is watched past the early-skip mark
+        watched: list[int] = []
+        for k in replayed:
+            if users[k] == u and values[k] >= 2:
+                code = restarted.items.get(f"ml-i{items[k]}")
+                assert code is not None
+                expected.add(watched, code)
+                watched.append(code)
+    assert len(restarted.covisits) == len(expected) > 0
+    for code in range(len(restarted.columns)):
+        assert restarted.covisits.neighbours(code) == expected.neighbours(code)
     for u in range(USERS):
         rated = restarted.items.known([f"ml-i{items[k]}" for k in replayed if users[k] == u])
         assert len(rated) == RATED - 1
