@@ -41,6 +41,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--views", type=int, help="gem uploads also timed to this many views")
+    parser.add_argument("--out", type=Path, help="also write the JSON here (swipeloop report)")
     args = parser.parse_args()
     users, videos = (400, 2_000) if args.quick else (2_000, 10_000)
     warmup_s, seconds = (10.0, 30.0) if args.quick else (60.0, 300.0)
@@ -81,6 +82,8 @@ def main() -> None:
     out["training"] = trained
     out["total_s"] = round(time.perf_counter() - began, 1)
     out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    if args.out:
+        args.out.write_text(json.dumps(out))
     print(json.dumps(out))
 
 

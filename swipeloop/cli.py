@@ -288,6 +288,9 @@ def simulate(
     ] = 0.5,
     seed: Annotated[int, typer.Option(help="the world's seed")] = 0,
     views: Annotated[int, typer.Option(help="gem uploads are timed to this many views")] = 1000,
+    out: Annotated[
+        Path | None, typer.Option(help="also write the figures here (for `swipeloop report`)")
+    ] = None,
 ) -> None:
     """Simulated people use the running API, each served by one policy arm (realtime, batch,
     popularity, random); a burst lifts one topic in the middle third. Prints JSON per arm."""
@@ -309,7 +312,30 @@ def simulate(
 
     with console.status(f"{users} people, {minutes} min (+{warmup_minutes} warm-up) at {url}"):
         figures = asyncio.run(run(url, world, seconds, warmup_s, train, seed=seed, views=(views,)))
+    if out is not None:
+        out.write_text(json.dumps(figures))
     print(json.dumps(figures))
+
+
+@app.command()
+def report(
+    simulation: Annotated[Path, typer.Argument(help="a `simulate --out` file")],
+    replay: Annotated[Path | None, typer.Option(help="a `replay` output to add")] = None,
+    out: Annotated[Path, typer.Option(help="where the PNGs and report.md go")] = Path(
+        "bench/report"
+    ),
+) -> None:
+    """Render a simulation (and a replay) as PNG plots and a Markdown summary."""
+    from swipeloop.report import render
+
+    try:
+        figures = json.loads(simulation.read_text())
+        replayed = json.loads(replay.read_text()) if replay else None
+    except (OSError, json.JSONDecodeError) as exc:
+        console.print(f"[red]cannot read:[/] {exc}")
+        raise typer.Exit(2) from exc
+    for path in render(figures, out, replayed):
+        console.print(f"wrote {path}")
 
 
 @app.command()

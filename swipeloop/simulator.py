@@ -274,7 +274,26 @@ def summary(run: Run, measured_from: float, views: tuple[int, ...] = (1000,)) ->
             p: minutes_to(t.gem_views, n) for p, t in run.tallies.items()
         }
     out["measured_s"] = round(run.now() - measured_from, 1)
+    # what `swipeloop report` plots
+    out["bursts"] = [
+        {"topic": TAGS[b.topic], "start_s": b.start_s, "end_s": b.end_s, "lift": b.lift}
+        for b in run.world.bursts
+    ]
+    out["timeline"] = {  # per arm: [bucket start s, impressions, of the burst topic, watch s]
+        p: [[k * BUCKET_S, *row] for k, row in sorted(t.timeline.items())]
+        for p, t in run.tallies.items()
+    }
+    out["gem_views_by_minute"] = {p: by_minute(t.gem_views) for p, t in run.tallies.items()}
     return out
+
+
+def by_minute(views: dict[str, list[float]]) -> list[int]:
+    """Views of all gems by minute after their upload (index: minutes since upload)."""
+    seconds = [s for ts in views.values() for s in ts]
+    if not seconds:
+        return []
+    counts: list[int] = np.bincount((np.array(seconds) // 60).astype(np.int64)).tolist()
+    return counts
 
 
 def adaptation_lag(timeline: dict[int, list[float]], bursts: list[Burst]) -> float | None:

@@ -1,7 +1,12 @@
 """The simulator's measures on timelines whose answers are known."""
 
-from swipeloop.simulator import BUCKET_S, Tally, adaptation_lag, minutes_to
-from swipeloop.world import Burst
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+from swipeloop.report import render
+from swipeloop.simulator import BUCKET_S, Run, Tally, adaptation_lag, minutes_to, summary
+from swipeloop.world import POLICIES, Burst, World
 
 
 def test_adaptation_lag_is_the_time_to_half_the_highest_burst_share() -> None:
@@ -30,3 +35,35 @@ def test_an_arms_figures() -> None:
     assert figures["burst_watch_s_per_session"] == 30.0
     assert figures["like_rate"] == 0.2 and figures["early_skip_rate"] == 0.5
     assert figures["coverage"] == 0.25 and figures["creator_gini"] == 0.0
+
+
+def test_a_report_renders_plots_and_a_summary(tmp_path: Path) -> None:
+    world = World.create(2, users=4, videos=10, bursts=[Burst(1, 10, 20, 1.5)])
+    run = Run(world, datetime.now(UTC), 0.0, {v.item_id: v for v in world.videos})
+    for k, arm in enumerate(POLICIES):
+        tally = run.tallies[arm]
+        tally.sessions = [10.0 * (k + 1)]
+        tally.burst_sessions = [12.0 * (k + 1)]
+        tally.plays, tally.likes = 10, k
+        tally.timeline = {b: [10, b % 3, 40 + k] for b in range(6)}
+        tally.gem_views = {"g": [30.0, 90.0, 100.0]}
+    figures = json.loads(json.dumps(summary(run, 0.0, (2,))))  # as `simulate --out` writes it
+    assert figures["lift_vs_batch"] == 12 / 24 - 1
+    assert figures["gem_views_by_minute"]["realtime"] == [1, 2]
+    assert figures["new_upload_minutes_to_2_views"]["realtime"] == 1.5
+    replay = {"ratings": 9, "users": 3}
+    replay |= {
+        r: {"hr_at_10": 0.1, "ndcg_at_10": 0.05} for r in ("swipeloop", "item_knn", "popularity")
+    }
+    written = render(figures, tmp_path / "report", replay)
+    assert [p.name for p in written] == [
+        "engagement.png",
+        "adaptation.png",
+        "new_uploads.png",
+        "report.md",
+    ]
+    assert all(p.stat().st_size > 1000 for p in written[:3])
+    text = written[3].read_text()
+    assert "| realtime | 1 | 10.0 | 12.0 | 0.000 |" in text
+    assert "Real time over batch during bursts: -50%." in text
+    assert "| item_knn | 0.100 | 0.050 |" in text

@@ -1,0 +1,151 @@
+"""`swipeloop report`: a simulation's (and optionally a replay's) figures as PNG plots and a
+Markdown summary.
+
+engagement.png   watch seconds per impression over time, per policy arm, the burst shaded
+adaptation.png   the burst topic's share of each arm's impressions over time
+new_uploads.png  cumulative views of the gem uploads by minutes since upload, per arm
+report.md        the per-arm table, the lift over batch, the replay's HR@10 / NDCG@10
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt
+import numpy as np
+
+ARMS = ("realtime", "batch", "popularity", "random")
+
+
+def render(
+    simulation: dict[str, Any], out: Path, replay: dict[str, Any] | None = None
+) -> list[Path]:
+    """Write the plots and report.md to `out`; the paths written."""
+    out.mkdir(parents=True, exist_ok=True)
+    written = [
+        _engagement(simulation, out / "engagement.png"),
+        _adaptation(simulation, out / "adaptation.png"),
+        _new_uploads(simulation, out / "new_uploads.png"),
+    ]
+    report = out / "report.md"
+    report.write_text(markdown(simulation, replay))
+    return [*written, report]
+
+
+def _timeline(simulation: dict[str, Any], arm: str) -> np.ndarray[Any, Any]:
+    rows = simulation["timeline"].get(arm, [])
+    return np.array(rows, dtype=np.float64).reshape(-1, 4)
+
+
+def _shade_bursts(ax: Any, simulation: dict[str, Any]) -> None:
+    for b in simulation.get("bursts", []):
+        ax.axvspan(
+            b["start_s"], b["end_s"], color="orange", alpha=0.15, label=f"burst: {b['topic']}"
+        )
+
+
+def _engagement(simulation: dict[str, Any], path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for arm in ARMS:
+        t = _timeline(simulation, arm)
+        if len(t):
+            ax.plot(t[:, 0], t[:, 3] / np.maximum(t[:, 1], 1), label=arm)
+    _shade_bursts(ax, simulation)
+    ax.set(xlabel="seconds", ylabel="watch seconds per impression", title="Engagement over time")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _adaptation(simulation: dict[str, Any], path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for arm in ARMS:
+        t = _timeline(simulation, arm)
+        if len(t):
+            ax.plot(t[:, 0], t[:, 2] / np.maximum(t[:, 1], 1), label=arm)
+    _shade_bursts(ax, simulation)
+    ax.set(
+        xlabel="seconds",
+        ylabel="share of impressions",
+        title="Adaptation: the burst topic's share of each arm's feed",
+    )
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _new_uploads(simulation: dict[str, Any], path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for arm in ARMS:
+        counts = simulation["gem_views_by_minute"].get(arm, [])
+        if counts:
+            ax.step(np.arange(1, len(counts) + 1), np.cumsum(counts), where="post", label=arm)
+        else:
+            ax.plot([], [], label=f"{arm} (none)")
+    ax.set(
+        xlabel="minutes since upload",
+        ylabel="views of gem uploads (all gems)",
+        title="Exposure of new uploads",
+    )
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _fmt(x: Any, digits: int = 3) -> str:
+    return "-" if x is None else f"{x:.{digits}f}" if isinstance(x, float) else str(x)
+
+
+def markdown(simulation: dict[str, Any], replay: dict[str, Any] | None = None) -> str:
+    """The summary as Markdown."""
+    lines = [
+        "# swipeloop: policy comparison",
+        "",
+        f"Measured {simulation.get('measured_s')} s on one simulated population, one policy arm "
+        f"per person; catalogue {simulation.get('catalog')} videos; errors "
+        f"{simulation.get('errors')}.",
+        "",
+        "| arm | sessions | watch s / session | during bursts | like rate | early-skip rate "
+        "| coverage | creator Gini | adaptation lag s |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    lags = simulation.get("adaptation_lag_s", {})
+    for arm in ARMS:
+        f = simulation["arms"][arm]
+        lines.append(
+            f"| {arm} | {f['sessions']} | {_fmt(f['watch_s_per_session'], 1)} "
+            f"| {_fmt(f['burst_watch_s_per_session'], 1)} | {_fmt(f['like_rate'])} "
+            f"| {_fmt(f['early_skip_rate'])} | {_fmt(f['coverage'])} "
+            f"| {_fmt(f['creator_gini'])} | {_fmt(lags.get(arm), 0)} |"
+        )
+    lift = simulation.get("lift_vs_batch")
+    lines += [
+        "",
+        f"Real time over batch during bursts: {'-' if lift is None else f'{lift:+.0%}'}.",
+        "",
+        "![engagement](engagement.png)",
+        "![adaptation](adaptation.png)",
+        "![new uploads](new_uploads.png)",
+    ]
+    if replay is not None:
+        lines += [
+            "",
+            f"## Replay ({replay['ratings']} ratings, {replay['users']} users, leave-last-out)",
+            "",
+            "| ranker | HR@10 | NDCG@10 |",
+            "| --- | --- | --- |",
+        ]
+        for name in ("swipeloop", "item_knn", "popularity"):
+            r = replay[name]
+            lines.append(f"| {name} | {r['hr_at_10']:.3f} | {r['ndcg_at_10']:.3f} |")
+    return "\n".join(lines) + "\n"
