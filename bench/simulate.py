@@ -2,7 +2,12 @@
 policy arms on one population (realtime, batch, popularity, random).
 
     python bench/simulate.py --quick    # < 60 s: 400 people, 2,000 videos, 10 s warm-up, 30 s
-    python bench/simulate.py            # 2,000 people, 10,000 videos, 1 min warm-up, 5 min
+    python bench/simulate.py            # 200 people, 10,000 videos, 1 min warm-up, 5 min
+    python bench/simulate.py --out F    # also keep the figures for `swipeloop report F`
+
+The default population is small on purpose: ~650 sessions fit in the 5 minutes, so 200
+people come back about three times each, which is what real-time personalisation needs
+(`--users 2000`: most never come back; bench/RESULTS.md has both).
 
 One process: broker, chdb, the three flows and the API (`swipeloop.stack.Stack`), and the
 simulator's people (`swipeloop.simulator`) on the same two cores. After the warm-up (every
@@ -40,10 +45,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--users", type=int, default=200, help="people (not with --quick)")
     parser.add_argument("--views", type=int, help="gem uploads also timed to this many views")
     parser.add_argument("--out", type=Path, help="also write the JSON here (swipeloop report)")
     args = parser.parse_args()
-    users, videos = (400, 2_000) if args.quick else (2_000, 10_000)
+    users, videos = (400, 2_000) if args.quick else (args.users, 10_000)
     warmup_s, seconds = (10.0, 30.0) if args.quick else (60.0, 300.0)
     views = args.views or (20 if args.quick else 100)
     began = time.perf_counter()

@@ -280,7 +280,7 @@ def trainer(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = True) ->
 @app.command()
 def simulate(
     url: Annotated[str, typer.Option(help="API base URL")] = "http://127.0.0.1:8000",
-    users: Annotated[int, typer.Option(help="simulated people")] = 1000,
+    users: Annotated[int, typer.Option(help="simulated people (they come back)")] = 200,
     items: Annotated[int, typer.Option(help="videos in the world at the start")] = 5000,
     minutes: Annotated[float, typer.Option(help="measured minutes")] = 2.0,
     warmup_minutes: Annotated[
