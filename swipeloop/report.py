@@ -48,33 +48,30 @@ def _shade_bursts(ax: Any, simulation: dict[str, Any]) -> None:
         )
 
 
-def _engagement(simulation: dict[str, Any], path: Path) -> Path:
+def _over_time(
+    simulation: dict[str, Any], path: Path, column: int, ylabel: str, title: str
+) -> Path:
+    """A timeline column per impression, one line per arm, the bursts shaded."""
     fig, ax = plt.subplots(figsize=(8, 4))
     for arm in ARMS:
         t = _timeline(simulation, arm)
         if len(t):
-            ax.plot(t[:, 0], t[:, 3] / np.maximum(t[:, 1], 1), label=arm)
+            ax.plot(t[:, 0], t[:, column] / np.maximum(t[:, 1], 1), label=arm)
     _shade_bursts(ax, simulation)
-    ax.set(xlabel="seconds", ylabel="watch seconds per impression", title="Engagement over time")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    ax.set(xlabel="seconds", ylabel=ylabel, title=title)
+    return _save(fig, ax, path)
+
+
+def _engagement(simulation: dict[str, Any], path: Path) -> Path:
+    return _over_time(simulation, path, 3, "watch seconds per impression", "Engagement over time")
 
 
 def _adaptation(simulation: dict[str, Any], path: Path) -> Path:
-    fig, ax = plt.subplots(figsize=(8, 4))
-    for arm in ARMS:
-        t = _timeline(simulation, arm)
-        if len(t):
-            ax.plot(t[:, 0], t[:, 2] / np.maximum(t[:, 1], 1), label=arm)
-    _shade_bursts(ax, simulation)
-    ax.set(
-        xlabel="seconds",
-        ylabel="share of impressions",
-        title="Adaptation: the burst topic's share of each arm's feed",
-    )
+    title = "Adaptation: the burst topic's share of each arm's feed"
+    return _over_time(simulation, path, 2, "share of impressions", title)
+
+
+def _save(fig: Any, ax: Any, path: Path) -> Path:
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -95,11 +92,7 @@ def _new_uploads(simulation: dict[str, Any], path: Path) -> Path:
         ylabel="views of gem uploads (all gems)",
         title="Exposure of new uploads",
     )
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, ax, path)
 
 
 def _fmt(x: Any, digits: int = 3) -> str:
