@@ -36,6 +36,7 @@ from swipeloop.contracts import Event, EventBatch, Item, ItemBatch
 from swipeloop.world import POLICIES, Burst, Person, Reaction, Video, World, gini
 
 BUCKET_S = 5.0  # the timeline's resolution
+SUSTAINED = 2  # buckets in a row that make a rise (adaptation_lag)
 PAGE = 10
 MAX_FEEDS = 5  # per session: even a person who never gets bored puts the phone down
 JSON = {"content-type": "application/json"}
@@ -298,24 +299,22 @@ def by_minute(views: dict[str, list[float]]) -> list[int]:
 
 def adaptation_lag(timeline: dict[int, list[float]], bursts: list[Burst]) -> float | None:
     """Seconds from the first burst's start until the arm's share of impressions on the
-    bursting topic first rises half way from its share before the burst to its highest
-    share during it (None: no burst, or the arm's share never rose)."""
+    bursting topic has clearly risen: above twice its share before the burst and 5 points
+    more, in `SUSTAINED` buckets in a row (None: no burst, or the arm never followed it)."""
     if not bursts:
         return None
     burst = bursts[0]
     first, last = int(burst.start_s // BUCKET_S), int(burst.end_s // BUCKET_S)
-
-    def share(rows: list[list[float]]) -> float:
-        shown = sum(r[0] for r in rows)
-        return sum(r[1] for r in rows) / shown if shown else 0.0
-
-    before = share([r for b, r in timeline.items() if b < first])
-    during = {b: share([r]) for b, r in timeline.items() if first <= b < last and r[0] > 0}
-    if not during or max(during.values()) <= before:
-        return None
-    half = before + (max(during.values()) - before) / 2
-    reached = min(b for b, value in during.items() if value >= half)
-    return (reached - first) * BUCKET_S
+    shown = sum(r[0] for b, r in timeline.items() if b < first)
+    before = sum(r[1] for b, r in timeline.items() if b < first) / shown if shown else 0.0
+    risen = max(2 * before, before + 0.05)
+    run = 0
+    for b in range(first, last):
+        row = timeline.get(b)
+        run = run + 1 if row and row[0] and row[1] / row[0] > risen else 0
+        if run == SUSTAINED:
+            return (b - SUSTAINED + 1 - first) * BUCKET_S
+    return None
 
 
 def minutes_to(views: dict[str, list[float]], threshold: int) -> float | None:

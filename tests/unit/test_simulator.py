@@ -9,14 +9,17 @@ from swipeloop.simulator import BUCKET_S, Run, Tally, adaptation_lag, minutes_to
 from swipeloop.world import POLICIES, Burst, World
 
 
-def test_adaptation_lag_is_the_time_to_half_the_highest_burst_share() -> None:
+def test_adaptation_lag_is_the_time_to_a_sustained_rise_of_the_burst_topic() -> None:
     burst = Burst(topic=1, start_s=100, end_s=200, lift=1.5)
     first = int(100 // BUCKET_S)
-    # bucket: [impressions, impressions of the bursting topic, watch s]
-    timeline = {first - 1: [10, 0, 0], first: [10, 1, 0], first + 1: [10, 2, 0]}
-    timeline |= {first + 2: [10, 5, 0], first + 3: [10, 8, 0], first + 4: [10, 7, 0]}
-    assert adaptation_lag(timeline, [burst]) == 2 * BUCKET_S  # 5 of 10 >= half of 8 of 10
-    assert adaptation_lag({first: [10, 0, 0]}, [burst]) is None  # never moved
+    # bucket: [impressions, impressions of the burst topic, watch s]; 5 % before the burst,
+    # so a rise is above 10 %: a lone spike (bucket 1) does not count, buckets 3 and 4 do
+    timeline = {first - 2: [20, 1, 0], first - 1: [20, 1, 0], first: [10, 1, 0]}
+    timeline |= {first + 1: [10, 3, 0], first + 2: [10, 1, 0], first + 3: [10, 2, 0]}
+    timeline |= {first + 4: [10, 4, 0], first + 5: [10, 3, 0]}
+    assert adaptation_lag(timeline, [burst]) == 3 * BUCKET_S
+    flat = {b: [10, 1, 0] for b in range(first - 2, first + 20)}  # never followed it
+    assert adaptation_lag(flat, [burst]) is None
     assert adaptation_lag(timeline, []) is None
 
 
