@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import random
-import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -32,7 +31,7 @@ from api.codes import Codes
 from api.feed import NO_MODEL, Picked, page
 from api.retrieval import eligible
 from api.state import ServingState
-from models.features import DAY, C, ranking_matrix
+from models.features import ranking_matrix
 from models.ranker import Ranker
 from swipeloop.contracts import Feed, Impression
 
@@ -40,7 +39,6 @@ log = logging.getLogger(__name__)
 Policy = Literal["realtime", "batch", "popularity", "random"]
 POLICIES: tuple[Policy, ...] = ("realtime", "batch", "popularity", "random")
 BATCH_CANDIDATES = 2_000  # the day's most played items a batch feed ranks
-POPULAR_S = 1.0  # how long the popularity order is reused
 Floats = npt.NDArray[np.float64]
 
 
@@ -52,38 +50,25 @@ class Snapshot:
     version: str
     codes: Codes  # the day's most played items at the snapshot, in the nightly model's order
     rows: npt.NDArray[np.float32]  # their ranking rows as of the snapshot, in that order
+    row_of: dict[int, int]  # each code's row
 
 
 class Baselines:
-    """What the baseline policies keep between requests: the batch arm's snapshot (retaken
-    when the production model changes) and the popularity order (recomputed each second)."""
+    """What the baseline policies keep between requests: the batch arm's snapshot, retaken
+    when the production model changes."""
 
     def __init__(self) -> None:
         self._snapshot: Snapshot | None = None
-        self._popular: tuple[float, Codes] = (-np.inf, np.zeros(0, dtype=np.int64))
-        self._lock = threading.Lock()
 
     def snapshot(self, state: ServingState, ranker: Ranker | None) -> Snapshot:
         """The current snapshot; a new one if the model changed since."""
         version = ranker.version if ranker else NO_MODEL
         snapshot = self._snapshot
         if snapshot is None or snapshot.version != version:
-            top = self.popular(state)[:BATCH_CANDIDATES]
-            with self._lock:
-                snapshot = self._snapshot = take_snapshot(state, top, ranker)
+            snapshot = self._snapshot = take_snapshot(
+                state, state.popular()[:BATCH_CANDIDATES], ranker
+            )
         return snapshot
-
-    def popular(self, state: ServingState) -> Codes:
-        """Items in the catalogue by plays in the last 24 h, most first."""
-        with self._lock:
-            at, codes = self._popular
-            if time.monotonic() - at > POPULAR_S:
-                columns = state.columns
-                alive = np.flatnonzero(columns.alive)
-                plays = columns.counts[alive, DAY, C["plays"]]
-                codes = alive[np.argsort(-plays, kind="stable")]
-                self._popular = (time.monotonic(), codes)
-            return codes
 
 
 def take_snapshot(state: ServingState, codes: Codes, ranker: Ranker | None) -> Snapshot:
@@ -105,7 +90,8 @@ def take_snapshot(state: ServingState, codes: Codes, ranker: Ranker | None) -> S
             order = np.argsort(-ranker.predict(rows), kind="stable")
         except Exception:  # a model that cannot score: the day's popularity order
             log.exception("model %s failed to score the batch snapshot", version)
-    return Snapshot(now_s, version, codes[order], rows[order])
+    ranked = codes[order]
+    return Snapshot(now_s, version, ranked, rows[order], {int(c): k for k, c in enumerate(ranked)})
 
 
 def baseline_feed(
@@ -125,12 +111,11 @@ def baseline_feed(
     if policy == "batch":
         snap = baselines.snapshot(state, ranker)
         picked = eligible(state, user, snap.codes, n)
-        row_of = {int(c): k for k, c in enumerate(snap.codes.tolist())}
-        rows = snap.rows[[row_of[int(c)] for c in picked.tolist()]]
+        rows = snap.rows[[snap.row_of[c] for c in picked.tolist()]]
         version = snap.version
     else:
         if policy == "popularity":
-            proposals = baselines.popular(state)
+            proposals = state.popular()
         elif policy == "random":
             seed = (rng or random).getrandbits(32)
             proposals = np.random.default_rng(seed).permutation(np.flatnonzero(columns.alive))

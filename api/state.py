@@ -418,6 +418,11 @@ class ServingState:
         """Every item in the catalog: trending first, then the rest (the last resort)."""
         return self._cached("catalog_order")
 
+    def popular(self) -> Codes:
+        """Every item in the catalog by plays in the last 24 h, most first (for the
+        popularity and batch policies: computed when asked, not by the refresher)."""
+        return self._cached("popular")
+
     def by_creators(self, creators: set[int]) -> Codes:
         """The items of these creators in the catalog, newest uploads first."""
         lists = [self.creator_items.get(c, [])[::-1] for c in list(creators)]
@@ -482,6 +487,11 @@ class ServingState:
         marks = np.zeros(len(self.columns), dtype=np.bool_)
         marks[self.fresh_pool()] = True
         return marks
+
+    def _popular(self) -> Codes:
+        alive = np.flatnonzero(self.columns.alive)
+        plays = self.columns.counts[alive, DAY, COUNTERS.index("plays")]
+        return alive[np.argsort(-plays, kind="stable")]
 
     def _catalog_order(self) -> Codes:
         trending, rest = self.trending(), self.columns.alive.copy()

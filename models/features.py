@@ -15,6 +15,7 @@ from typing import TypeVar, get_args
 
 import numpy as np
 import numpy.typing as npt
+import pyarrow as pa
 
 from swipeloop.contracts import Engagement, EventKind, Item, ItemFeatures
 
@@ -339,6 +340,18 @@ def ranking_matrix(
             np.zeros(len(counts)) if covisit is None else covisit,
         ]
     )
+
+
+def logged_rows(column: pa.ChunkedArray) -> npt.NDArray[np.float32]:
+    """A column of logged feature rows (ClickHouse `Array(Float32)`, as Arrow) as a matrix
+    with a row each."""
+    if not len(column):
+        return np.zeros((0, len(FEATURE_NAMES)), np.float32)
+    rows = column.combine_chunks()
+    assert isinstance(rows, pa.ListArray)
+    flat = rows.flatten().to_numpy(zero_copy_only=False).astype(np.float32)
+    matrix: npt.NDArray[np.float32] = flat.reshape(len(rows), len(FEATURE_NAMES))
+    return matrix
 
 
 def ranking_features(

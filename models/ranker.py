@@ -29,9 +29,9 @@ import pyarrow as pa
 from clickhouse_connect.driver.client import Client
 
 from models import registry
+from models.columns import run_starts
 from models.evaluation import auc, ndcg_at_k, watch_at_k
-from models.features import FEATURE_NAMES
-from models.registry import ModelInfo
+from models.features import FEATURE_NAMES, logged_rows
 from models.skew import skew_check
 from swipeloop import ROOT
 from swipeloop.settings import Settings
@@ -117,20 +117,12 @@ def training_set(client: Client, settings: Settings) -> Impressions:
 
 def from_arrow(table: pa.Table) -> Impressions:
     """The training query's result as arrays."""
-    n = table.num_rows
-    if n == 0:
-        features = np.zeros((0, len(FEATURE_NAMES)), np.float32)
-    else:
-        column = table.column("features").combine_chunks()
-        assert isinstance(column, pa.ListArray)
-        flat = column.flatten().to_numpy(zero_copy_only=False).astype(np.float32)
-        features = flat.reshape(n, len(FEATURE_NAMES))
     requests = table.column("request_id").to_numpy(zero_copy_only=False)
-    starts = np.flatnonzero(np.r_[True, requests[1:] != requests[:-1]]) if n else np.zeros(0, int)
-    groups = np.diff(np.r_[starts, n]).astype(np.int64)
+    starts = run_starts(requests) if len(requests) else np.zeros(0, np.int64)
+    groups = np.diff(np.r_[starts, len(requests)]).astype(np.int64)
     served = table.column("served_at").to_pylist()
     return Impressions(
-        features,
+        logged_rows(table.column("features")),
         table.column("relevance").to_numpy().astype(np.int32),
         table.column("label").to_numpy().astype(np.int8),
         table.column("watch_s").to_numpy().astype(np.float64),
@@ -242,7 +234,7 @@ def train(client: Client, settings: Settings, say: Callable[[str], None] = print
         "skew_s": round(skew_s, 3),
     }
     (settings.models_dir / info.version / "report.json").write_text(json.dumps(report, indent=2))
-    _record(client, report, info, metrics)
+    _record(client, report)
     if promoted:
         registry.promote(settings.models_dir, info.version, reason)
     registry.prune(settings.models_dir)  # rejected candidates count against the limit too
@@ -259,29 +251,24 @@ def _scores(booster: lgb.Booster, features: Matrix) -> Floats:
     return np.asarray(booster.predict(features, num_threads=2), dtype=np.float64)
 
 
-def _record(
-    client: Client,
-    report: dict[str, Any],
-    info: ModelInfo,
-    metrics: dict[str, dict[str, float | None] | None],
-) -> None:
-    """A `model_runs` row."""
+def _record(client: Client, report: dict[str, Any]) -> None:
+    """A `model_runs` row of a run's report."""
 
     def metric(who: str, name: str) -> float | None:
-        values = metrics[who]
-        return None if values is None else values[name]
+        values = report["metrics"][who]
+        return None if values is None else float(values[name])
 
     row = {
         "run_at": datetime.now(UTC),
-        "version": info.version,
+        "version": report["version"],
         "promoted": int(report["promoted"]),
         "reason": report["reason"],
         "production_version": report["production_version"],
-        "rows": info.rows,
+        "rows": report["rows"],
         "holdout_rows": report["holdout_rows"],
         "query_s": report["query_s"],
-        "data_from": datetime.fromisoformat(info.data_from),
-        "data_to": datetime.fromisoformat(info.data_to),
+        "data_from": datetime.fromisoformat(report["data_from"]),
+        "data_to": datetime.fromisoformat(report["data_to"]),
         "train_s": report["train_s"],
         "eval_s": report["eval_s"],
         "skew_sampled": report["skew"]["sampled"],

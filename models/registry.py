@@ -113,9 +113,7 @@ def production(models_dir: Path) -> str | None:
 
 def promote(models_dir: Path, version: str, reason: str) -> None:
     """Make `version` the one every API serves (within their poll interval)."""
-    record = info(models_dir, version)  # refuses a version that does not exist
-    if tuple(record.feature_names) != FEATURE_NAMES:
-        raise RegistryError(f"model {version} was trained on other features; not promoted")
+    _same_features(info(models_dir, version))  # (info refuses a version that does not exist)
     _switch(models_dir, version, "promote", reason)
 
 
@@ -136,12 +134,8 @@ def rollback(models_dir: Path, reason: str = "rollback") -> str:
 def history(models_dir: Path) -> list[dict[str, Any]]:
     """Promotions and rollbacks, oldest first; a rollback's target is removed from the
     path back (rolling back twice goes two versions back, not forth)."""
-    path = models_dir / HISTORY
-    if not path.is_file():
-        return []
     served: list[dict[str, Any]] = []
-    for line in path.read_text().splitlines():
-        entry = json.loads(line)
+    for entry in log(models_dir):
         if entry["action"] == "rollback":
             while served and served[-1]["version"] != entry["version"]:
                 served.pop()  # the versions rolled back from
@@ -158,11 +152,7 @@ def log(models_dir: Path) -> list[dict[str, Any]]:
 
 def load(models_dir: Path, version: str) -> lgb.Booster:
     """One version's booster, refusing an artefact whose features or checksum differ."""
-    record = info(models_dir, version)
-    if tuple(record.feature_names) != FEATURE_NAMES:
-        raise RegistryError(
-            f"model {version} was trained on other features: {record.feature_names}"
-        )
+    record = _same_features(info(models_dir, version))
     text = (models_dir / version / "model.txt").read_text()
     if hashlib.sha256(text.encode()).hexdigest() != record.sha256:
         raise RegistryError(f"model {version}: model.txt does not match its checksum")
@@ -176,6 +166,15 @@ def prune(models_dir: Path, keep: int = KEEP) -> None:
     for version in old:
         if version not in served:
             shutil.rmtree(models_dir / version, ignore_errors=True)
+
+
+def _same_features(record: ModelInfo) -> ModelInfo:
+    """The record, if its model reads the features the code computes now."""
+    if tuple(record.feature_names) != FEATURE_NAMES:
+        raise RegistryError(
+            f"model {record.version} was trained on other features: {record.feature_names}"
+        )
+    return record
 
 
 def _switch(models_dir: Path, version: str, action: str, reason: str) -> None:

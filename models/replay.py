@@ -24,6 +24,8 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 from scipy import sparse
 
+from models.columns import run_starts
+
 Ints = npt.NDArray[np.int64]
 COLUMNS = ("userId", "movieId", "rating", "timestamp")
 REPLAY_DURATION_MS = 60_000  # every replayed item is a 60 s video
@@ -108,10 +110,9 @@ def leave_last_out(r: Ratings) -> tuple[Ratings, dict[int, int]]:
     """The ratings to replay, and each scored user's held-out item: their last by time, the
     larger item id first among ties."""
     order = np.lexsort((r.items, r.ts, r.users))  # per user, oldest first
-    users = r.users[order]
-    last = np.r_[users[1:] != users[:-1], True]
-    first = np.r_[True, users[1:] != users[:-1]]
-    held = order[last & ~first]  # users with a single rating keep it
+    firsts = run_starts(r.users[order])
+    lasts = np.r_[firsts[1:], len(order)] - 1
+    held = order[lasts[lasts > firsts]]  # users with a single rating keep it
     keep = np.ones(len(r), dtype=np.bool_)
     keep[held] = False
     return r.take(keep), {int(r.users[i]): int(r.items[i]) for i in held}

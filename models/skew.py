@@ -22,7 +22,7 @@ import numpy.typing as npt
 import pyarrow as pa
 from clickhouse_connect.driver.client import Client
 
-from models.features import COUNTERS, FEATURE_NAMES, RANK_WINDOWS, ranking_matrix
+from models.features import COUNTERS, FEATURE_NAMES, RANK_WINDOWS, logged_rows, ranking_matrix
 from models.windows import WINDOWS
 from swipeloop import ROOT
 
@@ -72,10 +72,7 @@ def recompute(table: pa.Table) -> tuple[Matrix, Matrix]:
     ).reshape(n, windows, len(COUNTERS))
     first = slice(0, None, windows)  # each impression's first row carries its facts
     served_s = _seconds(table.column("served_at"))[first]
-    column = table.column("features").combine_chunks()
-    assert isinstance(column, pa.ListArray)
-    logged = column.flatten().to_numpy(zero_copy_only=False).astype(np.float64)
-    logged = logged.reshape(-1, len(FEATURE_NAMES))[first]
+    logged = logged_rows(table.column("features"))[first].astype(np.float64)
     recomputed = ranking_matrix(
         counts,
         as_of_s=served_s,

@@ -38,7 +38,7 @@ from models.replay import (
 from swipeloop.clickhouse import connect
 from swipeloop.contracts import Event, EventBatch, Item, ItemBatch
 from swipeloop.settings import Settings
-from swipeloop.stack import Stack
+from swipeloop.stack import Stack, wait_for
 
 K = 10
 CATALOG_AGE = timedelta(days=30)
@@ -164,12 +164,9 @@ def _fingerprint(state: ServingState) -> tuple[int, float]:
     return len(vectors), float(sum(float(v[0]) for v in vectors))
 
 
-def _wait(check: Callable[[], bool], what: str, timeout_s: float = CATCH_UP_S) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"waited {timeout_s:.0f} s for {what}")
-        time.sleep(0.5)
+def _wait(check: Callable[[], bool], what: str) -> None:
+    if not wait_for(check, CATCH_UP_S, every_s=0.5):
+        raise TimeoutError(f"waited {CATCH_UP_S:.0f} s for {what}")
 
 
 def _settled(probe: Callable[[], object], timeout_s: float = CATCH_UP_S) -> None:

@@ -135,7 +135,7 @@ class Stack:
         server = self._server()
         self._server_thread = threading.Thread(target=server.run, name="api", daemon=True)
         self._server_thread.start()
-        if not _wait(lambda: server.started, timeout_s):
+        if not wait_for(lambda: server.started, timeout_s):
             raise RuntimeError(f"the API did not start on {self.url} in {timeout_s} s")
 
     def stop(self) -> None:
@@ -164,12 +164,13 @@ class Stack:
         self.stop()
 
 
-def _wait(condition: Callable[[], bool], timeout_s: float) -> bool:
+def wait_for(condition: Callable[[], bool], timeout_s: float, every_s: float = 0.05) -> bool:
+    """Poll `condition` until it holds (True) or `timeout_s` passes (False)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if condition():
             return True
-        time.sleep(0.05)
+        time.sleep(every_s)
     return False
 
 
