@@ -1,16 +1,17 @@
 """Admin routes of the one-process mode: chdb opens a data path from one process only, so
-`swipeloop train` run beside `swipeloop up` asks the running process to train."""
+`swipeloop train` and `swipeloop sql` run beside `swipeloop up` ask the running process."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from litestar import Controller, post
+from litestar import Controller, Request, get, post
 from litestar.datastructures import State
 
 from api.errors import Conflict
 from api.services import Services
 from models.ranker import NotEnoughData, train
+from swipeloop import analysis
 from swipeloop.clickhouse import connect
 
 
@@ -32,3 +33,14 @@ class AdminController(Controller):
             raise Conflict(str(exc)) from exc
         services.feed.models.refresh()
         return report
+
+    @get("/sql/{name:str}", sync_to_thread=True)
+    def named_query(
+        self, state: State, request: Request[Any, Any, Any], name: str
+    ) -> dict[str, Any]:
+        """Run a named query of `sql/analysis/` with the query string as its parameters:
+        {"columns": [...], "rows": [[...], ...]} (400 for an unknown name or a bad value)."""
+        services: Services = state.services
+        query = analysis.load(name)
+        columns, rows = analysis.run(connect(services.settings), query, dict(request.query_params))
+        return {"columns": columns, "rows": rows}

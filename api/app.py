@@ -10,6 +10,7 @@ from typing import Literal
 from litestar import Litestar
 from litestar.logging import LoggingConfig
 from litestar.openapi import OpenAPIConfig
+from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 
 from api.admin import AdminController
 from api.errors import HANDLERS
@@ -47,16 +48,25 @@ def create_app(
         finally:
             services.stop()
 
+    # requests and their latency per route (the path template, not the path), and at
+    # /metrics everything this process's default registry holds: the feed's stage latencies,
+    # candidates per source, drops per reason, the model serving (swipeloop.metrics)
+    prometheus = PrometheusConfig(
+        app_name="swipeloop", prefix="swipeloop_api", group_path=True, exclude=["/metrics"]
+    )
     return Litestar(
         route_handlers=[
             *([EventsController] if role != "feed" else []),
             *([FeedController] if role != "ingest" else []),
             HealthController,
             *([AdminController] if admin and role != "ingest" else []),
+            PrometheusController,
         ],
+        middleware=[prometheus.middleware],
         lifespan=[lifespan],
         exception_handlers=HANDLERS,
-        logging_config=LoggingConfig(log_exceptions="always"),
+        # (the litestar logger only: a host process keeps its own root logger and levels)
+        logging_config=LoggingConfig(log_exceptions="always", configure_root_logger=False),
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(title="swipeloop", version="0.1.0", path="/schema"),
     )

@@ -5,8 +5,10 @@
 - Genres shuffled: the next item avoids the previous item's first tag when one of the next
   `lookahead` ranked items would do.
 - Every `explore_every`-th slot (1 in 10 by default) is an exploration slot: an item drawn
-  uniformly from the fresh pool (new uploads still under their exposure cap), logged with its
-  propensity (1 / the number it was drawn from), so off-policy evaluation can reweigh it.
+  uniformly from the first `explore_top` of the fresh pool (new uploads still under their
+  exposure cap, in the order of this second's Thompson draws of their reaction), logged with
+  its propensity (1 / the number it was drawn from, given that order), so off-policy
+  evaluation can reweigh it.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ def arrange(
     *,
     pool: Sequence[int] = (),
     explore_every: int = 10,
+    explore_top: int = 5,
     max_per_creator: int = 2,
     span: int = 10,
     lookahead: int = 5,
@@ -42,9 +45,9 @@ def arrange(
 ) -> list[Slot]:
     """Up to n slots from ranked items (their creators and first tags, best first).
 
-    `pool` indexes the ranked items that may fill an exploration slot (the fresh pool's);
-    a drawn item leaves the ranked order. Slots that no item can fill under the creator rule
-    stay empty: a page may be shorter than n, never less diverse.
+    `pool` indexes the ranked items that may fill an exploration slot (the fresh pool's, in
+    its order); a drawn item leaves the ranked order. Slots that no item can fill under the
+    creator rule stay empty: a page may be shorter than n, never less diverse.
     """
     rng = rng or random.Random()
     placed: list[Slot] = []
@@ -53,7 +56,7 @@ def arrange(
         recent = Counter(creators[s.index] for s in placed[max(0, len(placed) - span + 1) :])
         allowed = partial(_allowed, used, recent, creators, max_per_creator)
         if explore_every and len(placed) % explore_every == explore_every - 1:
-            choices = [i for i in pool if allowed(i)]
+            choices = list(islice((i for i in pool if allowed(i)), explore_top))
             if choices:
                 pick = rng.choice(choices)
                 placed.append(Slot(pick, explore=True, propensity=1.0 / len(choices)))

@@ -7,6 +7,8 @@ from typing import Any
 from litestar import Request, Response
 from litestar.types import ExceptionHandlersMap
 
+from swipeloop.analysis import QueryError
+
 
 class InvalidInput(ValueError):
     """The request body does not match the contract (422, says the field and its index)."""
@@ -44,9 +46,14 @@ def conflict(_request: Request[Any, Any, Any], exc: Conflict) -> Response[Any]:
     return _json(409, str(exc))
 
 
+def bad_query(_request: Request[Any, Any, Any], exc: QueryError) -> Response[Any]:
+    return _json(400, str(exc))
+
+
 HANDLERS: ExceptionHandlersMap = {
     InvalidInput: invalid_input,
     TooLarge: too_large,
     BrokerDown: broker_down,
     Conflict: conflict,
+    QueryError: bad_query,
 }

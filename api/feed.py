@@ -248,19 +248,19 @@ def diversify(
     rng: random.Random | None,
 ) -> list[Slot]:
     """`api.diversity.arrange` over the head of the ranked list (`DIVERSIFY_HEAD` per slot)
-    and every fresh-pool item in it (exploration draws from all of them); the whole list
-    only when the head cannot fill the page under the creator rule, so the result is the
-    same. Slot indices are into `ranked`."""
-    fresh = state.in_fresh_pool(ranked)
-    pool = np.flatnonzero(fresh)
+    and every fresh-pool item in it (exploration draws from the best placed of them); the
+    whole list only when the head cannot fill the page under the creator rule, so the result
+    is the same. Slot indices are into `ranked`."""
+    ranks = state.fresh_ranks(ranked)
     head = min(len(ranked), DIVERSIFY_HEAD * n)
-    for keep in (np.union1d(np.arange(head), pool), None):
-        rows = ranked if keep is None else ranked[keep]
+    for keep in (np.union1d(np.arange(head), np.flatnonzero(ranks >= 0)), None):
+        rows, placed = (ranked, ranks) if keep is None else (ranked[keep], ranks[keep])
+        fresh = np.flatnonzero(placed >= 0)
         slots = arrange(
             columns.creator[rows].tolist(),
             [tag if tag >= 0 else None for tag in columns.tag[rows].tolist()],
             n,
-            pool=np.flatnonzero(fresh if keep is None else fresh[keep]).tolist(),
+            pool=fresh[np.argsort(placed[fresh], kind="stable")].tolist(),
             explore_every=state.settings.explore_every,
             rng=rng,
         )

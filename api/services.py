@@ -12,9 +12,11 @@ from confluent_kafka.admin import AdminClient
 from api.policies import Baselines
 from api.state import REFRESH_S, Feeder, ServingState
 from models.ranker import Ranker, load
+from models.registry import log as registry_log
 from models.registry import production
 from swipeloop.clickhouse import connect
 from swipeloop.kafka import AsyncProducer, client_config
+from swipeloop.metrics import MODEL_CHANGES, MODEL_SERVING
 from swipeloop.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -36,10 +38,16 @@ class ModelHolder:
         if newest is None or (self.current and self.current.version == newest):
             return
         try:
-            self.current = load(self._settings.models_dir, newest)
+            previous, self.current = self.current, load(self._settings.models_dir, newest)
             log.info("serving model %s", newest)
         except Exception:
             log.exception("cannot load model %s; keeping the current one", newest)
+            return
+        if previous is not None:
+            MODEL_SERVING.labels(previous.version).set(0)
+        MODEL_SERVING.labels(newest).set(1)
+        changes = [e for e in registry_log(self._settings.models_dir) if e["version"] == newest]
+        MODEL_CHANGES.labels(changes[-1]["action"] if changes else "unknown").inc()
 
     def start(self) -> None:
         """Load what exists now and keep watching."""

@@ -41,6 +41,11 @@ from swipeloop.stack import Stack
 from swipeloop.world import World, one_burst
 
 
+def say(line: str) -> None:
+    """The training's progress, on stderr (stdout is the JSON)."""
+    print(line, file=sys.stderr)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
@@ -51,7 +56,7 @@ def main() -> None:
     args = parser.parse_args()
     users, videos = (400, 2_000) if args.quick else (args.users, 10_000)
     warmup_s, seconds = (10.0, 30.0) if args.quick else (60.0, 300.0)
-    views = args.views or (20 if args.quick else 100)
+    views = args.views or (10 if args.quick else 25)
     began = time.perf_counter()
     world = World.create(
         args.seed, users, videos, bursts=one_burst(args.seed, warmup_s + seconds / 3, seconds / 3)
@@ -64,8 +69,21 @@ def main() -> None:
 
             async def nightly() -> None:
                 started = time.perf_counter()
+                # the night comes after the day is in ClickHouse: wait for the ingest flow
+                # to stop adding events (on two busy cores it can trail by tens of seconds)
+                client = connect(settings)
+                counts = [-1]
+                while time.perf_counter() - started < 120:
+                    counts.append(int(client.command("SELECT count() FROM events")))
+                    if counts[-1] == counts[-2]:
+                        break
+                    await asyncio.sleep(2.0)
+                trained["events"], trained["caught_up_s"] = (
+                    counts[-1],
+                    round(time.perf_counter() - started, 1),
+                )
                 try:
-                    report = await asyncio.to_thread(train, connect(settings), settings, print)
+                    report = await asyncio.to_thread(train, connect(settings), settings, say)
                     trained.update(version=report["version"], rows=report["rows"])
                 except NotEnoughData as exc:
                     trained["skipped"] = str(exc)

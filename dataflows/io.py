@@ -28,7 +28,7 @@ from confluent_kafka.admin import AdminClient
 
 from swipeloop.clickhouse import connect, insert_lines, insert_rows
 from swipeloop.kafka import RDKAFKA_LOG_LEVEL, client_config, durable_producer
-from swipeloop.metrics import INGESTED_ROWS
+from swipeloop.metrics import CONSUMER_LAG, INGESTED_ROWS
 from swipeloop.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -297,6 +297,7 @@ class _PollPartition(StatefulSourcePartition[Polled, int]):
     def __init__(
         self,
         settings: Settings,
+        step: str,
         topic: str,
         partition: int,
         offset: int,
@@ -328,6 +329,7 @@ class _PollPartition(StatefulSourcePartition[Polled, int]):
         self._heartbeat_s = heartbeat_s
         self._beat_at = 0.0
         self._quiet_since: float | None = None
+        self._lag = CONSUMER_LAG.labels(step, topic, str(partition))
 
     def _caught_up(self) -> bool:
         """Whether everything the broker holds has been read (its high watermark as the last
@@ -376,6 +378,11 @@ class _PollPartition(StatefulSourcePartition[Polled, int]):
             return self._heartbeat()
         self._awake = None
         self._next = records[-1][0] + 1
+        _, high = self._consumer.get_watermark_offsets(
+            TopicPartition(self._topic, self._partition), cached=True
+        )
+        if high >= 0:  # (as the last fetch response told the client: no round trip)
+            self._lag.set(max(high - self._next, 0))
         self._quiet_since = time.time() if self._at_end else None  # drained: quiet from now
         return [Polled(self._topic, self._partition, records, self._epoch, self._quiet_since)]
 
@@ -435,6 +442,7 @@ class KafkaPollSource(FixedPartitionedSource[Polled, int]):
         offset = OFFSET_BEGINNING if resume_state is None else resume_state
         return _PollPartition(
             self._settings,
+            step_id,
             topic,
             int(partition),
             offset,

@@ -410,6 +410,19 @@ def exposure_stage(features: ItemFeatures | None) -> int:
     return int(exposure_stages(window_counts(features)[None, DAY])[0])
 
 
+def reaction_draws(day: npt.NDArray[np.float32], rng: np.random.Generator) -> Floats:
+    """One Thompson draw per new video of how well its audience takes to it: from
+    Beta(1 + completed, 1 + plays - completed), its plays' completion (loops included,
+    capped at one per play) out of its plays, from its last day's counters (rows of
+    `COUNTERS`). An untested video is drawn anywhere in [0, 1], one its first viewers
+    finished mostly high, one they skipped mostly low: the fresh pool's order, so that
+    exploration spends its slots where a new video is proving itself."""
+    plays = day[:, C["plays"]].astype(np.float64)
+    completed = np.clip(day[:, C["completion"]].astype(np.float64), 0.0, plays)
+    draws: Floats = rng.beta(1.0 + completed, 1.0 + plays - completed)
+    return draws
+
+
 def exposure_room(features: ItemFeatures | None) -> float:
     """One video's `exposure_rooms`."""
     return float(exposure_rooms(window_counts(features)[None, DAY])[0])

@@ -7,6 +7,8 @@ import contextlib
 import json
 import logging
 import threading
+from collections.abc import Callable
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,6 +23,14 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 console = Console(stderr=True)
+
+
+class Format(StrEnum):
+    """How `swipeloop sql` and `flows status` print rows."""
+
+    table = "table"
+    csv = "csv"
+    json = "json"
 
 
 def _settings() -> Settings:
@@ -100,6 +110,10 @@ def api(
             "one process only: set SWIPELOOP_CLICKHOUSE_URL to a server, or use --workers 1"
         )
     os.environ["SWIPELOOP_API_ROLE"] = role  # read by each worker's app factory
+    if workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        import tempfile  # every worker's metrics in one /metrics, whichever worker answers
+
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="swipeloop-metrics-")
     uvicorn.run(
         "api.app:app_from_env",
         factory=True,
@@ -111,9 +125,44 @@ def api(
     )
 
 
-@app.command()
-def flow(
-    name: Annotated[str, typer.Argument(help="ingest, features or embeddings")],
+flows = typer.Typer(help="The dataflows: list them, run one, see where each stands.")
+app.add_typer(flows, name="flows")
+
+
+def _flow_names() -> list[str]:
+    from dataflows.runner import FLOWS
+
+    return list(FLOWS)
+
+
+@flows.command("list")
+def flows_list() -> None:
+    """The dataflows there are, what each does and where it keeps its recovery store."""
+    from rich.table import Table
+
+    from dataflows.runner import FLOWS, describe, recovery_dir
+
+    settings = _settings()
+    table = Table("flow", "what it does", "recovery store")
+    for name, (_, recover) in FLOWS.items():
+        store = str(recovery_dir(settings, name)) if recover else "-"
+        table.add_row(name, describe(name), store)
+    Console().print(table)
+
+
+@flows.command("run")
+def flows_run(
+    name: Annotated[
+        str, typer.Argument(help="ingest, features or embeddings", autocompletion=_flow_names)
+    ],
+    workers: Annotated[int, typer.Option(min=1, help="worker threads in this process")] = 1,
+    recovery: Annotated[
+        Path | None,
+        typer.Option(
+            help="recovery store (default: SWIPELOOP_DATA_DIR/recovery/NAME-EPOCH); created "
+            "on the first run with one partition per worker"
+        ),
+    ] = None,
     drain: Annotated[
         bool,
         typer.Option(
@@ -125,8 +174,9 @@ def flow(
 ) -> None:
     """Run one dataflow in this process (production: one container per flow).
 
-    Every flow resumes from its last snapshot under SWIPELOOP_DATA_DIR/recovery;
-    SIGTERM or Ctrl-C stops a flow after the current batch.
+    It resumes from its last snapshot in its recovery store; SIGTERM or Ctrl-C stops it
+    after the current batch. SWIPELOOP_FLOW_API_PORT turns on Bytewax's dataflow API server
+    (/dataflow, /metrics with consumer lag) on that port.
     """
     from dataflows.runner import FLOWS, run_process
 
@@ -136,20 +186,86 @@ def flow(
     settings = _settings()
     if settings.embedded_broker:
         raise typer.BadParameter("set SWIPELOOP_KAFKA_BOOTSTRAP (or use `swipeloop up`)")
-    run_process(name, settings, **({"drain": True} if drain else {}))
+    options: dict[str, Any] = {"workers": workers, "recovery": recovery}
+    run_process(name, settings, **options, **({"drain": True} if drain else {}))
+
+
+@flows.command("status")
+def flows_status(
+    fmt: Annotated[Format, typer.Option("--format", "-f", help="how to print it")] = Format.table,
+) -> None:
+    """Each flow's recovery store: partitions, runs, last committed epoch and snapshot, and
+    how far its snapshotted offsets trail the broker (when the broker can be reached)."""
+    import time
+
+    from dataflows.runner import FLOWS, status
+    from swipeloop.kafka import end_offsets
+
+    settings = _settings()
+    columns = ["flow", "partitions", "runs", "epoch", "snapshot_s_ago", "read", "lag", "store"]
+    rows = []
+    for name, (_, recover) in FLOWS.items():
+        if not recover:
+            continue
+        st = status(settings, name)
+        ends = end_offsets(settings, list(st.offsets)) if st.offsets else {}
+        lag = sum(max(ends[k] - v, 0) for k, v in st.offsets.items() if k in ends)
+        ago = None if st.snapshot_at is None else round(time.time() - st.snapshot_at)
+        read = sum(st.offsets.values())
+        rows.append(
+            [
+                name,
+                st.partitions,
+                st.executions,
+                st.committed_epoch,
+                ago,
+                read,
+                lag if ends else None,
+                str(st.store),
+            ]
+        )
+    _print_rows(columns, rows, fmt)
+    if fmt is Format.table:
+        console.print("partitions 0: never ran here; lag: messages on the broker past the snapshot")
 
 
 @app.command()
-def migrate() -> None:
-    """Apply pending ClickHouse migrations (idempotent)."""
-    from swipeloop.clickhouse import connect
-    from swipeloop.migrations import migrate as run
+def migrate(
+    to: Annotated[
+        int | None, typer.Option(help="migrate up or down to this version (default: the newest)")
+    ] = None,
+    down: Annotated[
+        int | None, typer.Option(min=1, help="reverse the newest N applied migrations")
+    ] = None,
+) -> None:
+    """Apply pending ClickHouse migrations (idempotent), or reverse some (`--down N`, `--to N`).
 
-    applied = run(connect(_settings()))
-    console.print(
-        f"applied {len(applied)} migration(s): "
-        + (", ".join(f"{m.version:04d}_{m.name}" for m in applied) or "none pending")
-    )
+    Each file of sql/migrations/ holds its statements forward, then after a `-- down` line
+    those that undo them.
+    """
+    from swipeloop.clickhouse import connect
+    from swipeloop.migrations import Migration, applied, reverse
+    from swipeloop.migrations import migrate as forward
+
+    if to is not None and down is not None:
+        raise typer.BadParameter("--to and --down do not go together")
+    client = connect(_settings())
+
+    def say(verb: str) -> Callable[[Migration], None]:
+        return lambda m: console.print(f"{verb} {m.version:04d}_{m.name}")
+
+    done = sorted(applied(client))
+    if down is not None:
+        verb, changed = (
+            "reversed",
+            reverse(client, done[-down - 1] if down < len(done) else 0, each=say("reversing")),
+        )
+    elif to is not None and done and to < done[-1]:
+        verb, changed = "reversed", reverse(client, to, each=say("reversing"))
+    else:
+        verb, changed = "applied", forward(client, to=to, each=say("applying"))
+    now = sorted(applied(client))
+    console.print(f"{len(changed)} migration(s) {verb}; at version {now[-1] if now else 0}")
 
 
 @app.command()
@@ -385,15 +501,107 @@ def replay(
     print(json.dumps(figures))
 
 
-@app.command("sql")
-def sql(query: Annotated[str, typer.Argument(help="a ClickHouse SQL query")]) -> None:
-    """Run one query on the analytics store and print the rows."""
-    from swipeloop.clickhouse import connect
+def _query_names() -> list[str]:
+    from swipeloop.analysis import catalogue
 
-    result = connect(_settings()).query(query)
-    print("\t".join(result.column_names))
-    for row in result.result_rows:
-        print("\t".join(str(v) for v in row))
+    return list(catalogue())
+
+
+@app.command("sql")
+def sql(
+    name: Annotated[
+        str | None,
+        typer.Argument(
+            help="a query of sql/analysis/ (--list shows them)", autocompletion=_query_names
+        ),
+    ] = None,
+    param: Annotated[
+        list[str] | None, typer.Option("--param", "-p", help="NAME=VALUE, repeatable")
+    ] = None,
+    fmt: Annotated[
+        Format, typer.Option("--format", "-f", help="how to print the rows")
+    ] = Format.table,
+    list_: Annotated[
+        bool, typer.Option("--list", help="the named queries, their parameters")
+    ] = False,
+    query: Annotated[
+        str | None, typer.Option("--query", "-q", help="run this SQL instead (no parameters)")
+    ] = None,
+) -> None:
+    """Run a named analysis query (or --query SQL) on the analytics store and print its rows.
+
+    Examples: `swipeloop sql daily_engagement -p days=14`, `swipeloop sql dlq_reasons -f csv`.
+    """
+    from swipeloop import analysis
+    from swipeloop.clickhouse import connect
+    from swipeloop.stack import running_url
+
+    if list_:
+        _list_queries(analysis.catalogue())
+        return
+    if (name is None) == (query is None):
+        raise typer.BadParameter("give a query NAME or --query SQL (--list shows the names)")
+    given = dict(p.partition("=")[::2] for p in param or [])
+    if any("=" not in p for p in param or []):
+        raise typer.BadParameter("--param takes NAME=VALUE")
+    settings = _settings()
+    url = running_url(settings)
+    try:
+        if query is not None:
+            if url is not None:
+                raise typer.BadParameter(
+                    f"`swipeloop up` at {url} holds the embedded ClickHouse: run a named query "
+                    "(it asks the running stack), or stop it first"
+                )
+            result = connect(settings).query(query)
+            columns, rows = list(result.column_names), [list(r) for r in result.result_rows]
+        elif url is not None:  # the running `up` owns the embedded ClickHouse: ask it
+            import httpx
+
+            r = httpx.get(f"{url}/admin/sql/{name}", params=given, timeout=600)
+            if r.status_code != 200:
+                raise analysis.QueryError(r.json().get("detail", r.text))
+            columns, rows = r.json()["columns"], r.json()["rows"]
+        else:
+            assert name is not None
+            columns, rows = analysis.run(connect(settings), analysis.load(name), given)
+    except analysis.QueryError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from exc
+    _print_rows(columns, rows, fmt)
+
+
+def _list_queries(queries: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    table = Table("query", "what it answers", "parameters (default)")
+    for q in queries.values():
+        params = "\n".join(
+            f"{p.name} {p.type}" + (f" = {p.default}" if p.default is not None else "")
+            for p in q.params.values()
+        )
+        table.add_row(q.name, q.about, params)
+    Console().print(table)
+
+
+def _print_rows(columns: list[str], rows: list[list[Any]], fmt: Format) -> None:
+    import csv
+    import sys
+
+    if fmt is Format.json:
+        print(json.dumps([dict(zip(columns, row, strict=True)) for row in rows], default=str))
+    elif fmt is Format.csv:
+        writer = csv.writer(sys.stdout)
+        writer.writerow(columns)
+        writer.writerows(rows)
+    else:
+        from rich.table import Table
+
+        table = Table(*columns)
+        for row in rows:
+            table.add_row(*("" if v is None else str(v) for v in row))
+        Console().print(table)
+        console.print(f"{len(rows)} row(s)")
 
 
 def main() -> None:

@@ -7,7 +7,14 @@ import logging
 import threading
 from typing import Any
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import (
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 
 from swipeloop.settings import Settings
 
@@ -157,3 +164,25 @@ def _settle(future: asyncio.Future[None], err: KafkaError | None) -> None:
         future.set_result(None)
     else:
         future.set_exception(BrokerUnavailable(str(err)))
+
+
+def end_offsets(
+    settings: Settings, partitions: list[str], timeout_s: float = 2.0
+) -> dict[str, int]:
+    """The broker's high watermark of each "topic:partition" ({} if it cannot be reached)."""
+    if not settings.kafka_bootstrap:
+        return {}
+    consumer = Consumer(client_config(settings.kafka_bootstrap, **{"group.id": "swipeloop-status"}))
+    try:
+        out = {}
+        for key in partitions:
+            topic, partition = key.rsplit(":", 1)
+            _, high = consumer.get_watermark_offsets(
+                TopicPartition(topic, int(partition)), timeout=timeout_s
+            )
+            out[key] = int(high)
+        return out
+    except KafkaException:
+        return {}
+    finally:
+        consumer.close()

@@ -64,6 +64,31 @@ FEED_STAGE_SECONDS = Histogram(
     ["stage"],
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0),
 )
+FRESHNESS_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0)
+FEATURE_LAG = Histogram(
+    "swipeloop_feature_lag_seconds",
+    "Event time an item's features count up to, to their arrival in this API's cache",
+    buckets=FRESHNESS_BUCKETS,
+)
+VECTOR_LAG = Histogram(
+    "swipeloop_vector_lag_seconds",
+    "A vector's publication by the embeddings flow to its arrival in this API's index",
+    ["kind"],
+    buckets=FRESHNESS_BUCKETS,
+)
+CONSUMER_LAG = Gauge(
+    "swipeloop_consumer_lag",
+    "Messages a flow's source has yet to read, per topic partition (as of its last poll)",
+    ["step", "topic", "partition"],
+)
+MODEL_SERVING = Gauge(
+    "swipeloop_model_serving", "1 for the model version this API process ranks with", ["version"]
+)
+MODEL_CHANGES = Counter(
+    "swipeloop_model_changes",
+    "Model versions this API process switched to, by the registry action that made them serve",
+    ["action"],
+)
 SESSION_GAP_EVENTS = Gauge(
     "swipeloop_session_gap_events",
     "Events missing (seq gaps) in sessions active in the last hour",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,11 +68,21 @@ def applied(client: Client) -> set[int]:
     }
 
 
-def migrate(client: Client, directory: Path = MIGRATIONS_DIR) -> list[Migration]:
-    """Apply the pending migrations in order; return those applied now."""
+def migrate(
+    client: Client,
+    directory: Path = MIGRATIONS_DIR,
+    to: int | None = None,
+    each: Callable[[Migration], None] | None = None,
+) -> list[Migration]:
+    """Apply the pending migrations in order, up to version `to` (all by default); return
+    those applied now. `each` is told of each one before it runs."""
     done = applied(client)
-    pending = [m for m in load(directory) if m.version not in done]
+    pending = [
+        m for m in load(directory) if m.version not in done and (to is None or m.version <= to)
+    ]
     for migration in pending:
+        if each is not None:
+            each(migration)
         for statement in migration.up:
             client.command(statement)
         client.insert(
@@ -82,14 +93,23 @@ def migrate(client: Client, directory: Path = MIGRATIONS_DIR) -> list[Migration]
     return pending
 
 
-def rollback(client: Client, directory: Path = MIGRATIONS_DIR) -> Migration | None:
-    """Reverse the newest applied migration."""
+def reverse(
+    client: Client,
+    to: int,
+    directory: Path = MIGRATIONS_DIR,
+    each: Callable[[Migration], None] | None = None,
+) -> list[Migration]:
+    """Reverse the applied migrations newer than version `to`, newest first (their `-- down`
+    statements); return those reversed."""
     done = applied(client)
-    latest = [m for m in load(directory) if m.version in done]
-    if not latest:
-        return None
-    migration = latest[-1]
-    for statement in migration.down:
-        client.command(statement)
-    client.command(f"DELETE FROM schema_migrations WHERE version = {migration.version}")
-    return migration
+    newer = [m for m in reversed(load(directory)) if m.version in done and m.version > to]
+    for migration in newer:
+        if each is not None:
+            each(migration)
+        for statement in migration.down:
+            client.command(statement)
+        client.command(
+            "DELETE FROM schema_migrations WHERE version = {v:UInt32}",
+            parameters={"v": migration.version},
+        )
+    return newer

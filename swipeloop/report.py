@@ -95,6 +95,34 @@ def _new_uploads(simulation: dict[str, Any], path: Path) -> Path:
     return _save(fig, ax, path)
 
 
+def _new_upload_table(simulation: dict[str, Any]) -> list[str]:
+    """Views per new upload (gems against the others) and the gems' minutes to N views."""
+    shares = simulation.get("views_per_upload")
+    if not shares:
+        return []
+    marks = sorted(
+        int(k.removeprefix("gems_reaching_").removesuffix("_views"))
+        for k in simulation
+        if k.startswith("gems_reaching_")
+    )
+    lines = [
+        f"New uploads: {simulation.get('gem_uploads')} gems; each arm has "
+        f"{simulation.get('people_per_arm')} people, and nobody is shown a video twice.",
+        "",
+        "| arm | views per gem | per other upload "
+        + "".join(f"| gems to {n} views (median min) " for n in marks)
+        + "|",
+        "| --- | --- | --- " + "| --- " * len(marks) + "|",
+    ]
+    for arm in ARMS:
+        cells = [_fmt(shares[arm]["gem"], 1), _fmt(shares[arm]["other"], 1)]
+        for n in marks:
+            minutes = simulation[f"new_upload_minutes_to_{n}_views"][arm]
+            cells.append(f"{simulation[f'gems_reaching_{n}_views'][arm]} ({_fmt(minutes, 1)})")
+        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
 def _fmt(x: Any, digits: int = 3) -> str:
     return "-" if x is None else f"{x:.{digits}f}" if isinstance(x, float) else str(x)
 
@@ -126,6 +154,7 @@ def markdown(simulation: dict[str, Any], replay: dict[str, Any] | None = None) -
         "",
         f"Real time over batch during bursts: {'-' if lift is None else f'{lift:+.0%}'}.",
         "",
+        *_new_upload_table(simulation),
         "![engagement](engagement.png)",
         "![adaptation](adaptation.png)",
         "![new uploads](new_uploads.png)",

@@ -60,7 +60,8 @@ class Settings:
     dedup_window_s: float = 600.0  # a retried event_id within this window is stored once
     dedup_max_ids: int = 200_000  # per source partition
     gap_metric_interval_s: float = 15.0  # how often the session-gap gauges are refreshed
-    metrics_port: int = 9464  # Prometheus /metrics of `swipeloop up` and `swipeloop flow` (0: off)
+    metrics_port: int = 9464  # Prometheus /metrics of `swipeloop up` and `flows run` (0: off)
+    flow_api_port: int = 0  # `flows run`: Bytewax's dataflow API server (/dataflow, /metrics)
     feature_lateness_s: int = 10  # an event older than its partition's newest minus this is late
     feature_emit_s: float = 0.5  # how often live windows that changed are published
     feature_shards: int = 8  # phase-two shards (spread over the workers)

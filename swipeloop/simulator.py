@@ -121,7 +121,8 @@ async def simulate(
         for at in range(0, len(world.videos), 500):
             chunk = [item_of(v, start) for v in world.videos[at : at + 500]]
             await _post(client, "/v1/items", ItemBatch(chunk))
-        run.began = time.monotonic()
+        # world time 0 is now: the swipes' client_ts (start + world time) is the wall clock
+        run.start, run.began = datetime.now(UTC), time.monotonic()
         if warmup_s > 0:
             await _sessions(client, run, warmup_s, concurrency, rng, warmup=True)
         if train is not None:
@@ -231,7 +232,10 @@ async def _session(
             if world.bored(person):
                 break
         if events:
-            await _post(client, "/v1/events", EventBatch(events))
+            try:
+                await _post(client, "/v1/events", EventBatch(events))
+            except httpx.TransportError:
+                run.errors += 1  # (lost: the phone gave up)
         await asyncio.sleep(float(rng.uniform(0.2, 0.6)))  # swiping through the page
     if not warmup:
         tally.sessions.append(watched_s)
@@ -270,10 +274,23 @@ def summary(run: Run, measured_from: float, views: tuple[int, ...] = (1000,)) ->
     out["adaptation_lag_s"] = {
         p: adaptation_lag(t.timeline, run.world.bursts) for p, t in run.tallies.items()
     }
-    for n in views:
+    uploads = [v for v in run.by_id.values() if v.created_s >= 0]
+    out["gem_uploads"] = sum(v.gem for v in uploads)
+    for n in views:  # (a video is never shown twice to a person: at most people_per_arm)
         out[f"new_upload_minutes_to_{n}_views"] = {
             p: minutes_to(t.gem_views, n) for p, t in run.tallies.items()
         }
+        out[f"gems_reaching_{n}_views"] = {
+            p: sum(len(ts) >= n for ts in t.gem_views.values()) for p, t in run.tallies.items()
+        }
+    out["people_per_arm"] = len(run.world.people) // len(POLICIES)
+    out["views_per_upload"] = {  # does exploration find the gems?
+        p: {
+            kind: _mean([float(t.shown[v.item_id]) for v in uploads if v.gem == gem])
+            for kind, gem in (("gem", True), ("other", False))
+        }
+        for p, t in run.tallies.items()
+    }
     out["measured_s"] = round(run.now() - measured_from, 1)
     # what `swipeloop report` plots
     out["bursts"] = [
@@ -328,8 +345,18 @@ def _mean(values: list[float]) -> float | None:
     return float(np.mean(values)) if values else None
 
 
-async def _post(client: httpx.AsyncClient, path: str, body: object) -> None:
-    r = await client.post(path, content=msgspec.json.encode(body), headers=JSON)
+async def _post(client: httpx.AsyncClient, path: str, body: object, tries: int = 3) -> None:
+    """POST a batch as a phone does: again after a broken connection (the ids make a repeat
+    harmless); httpx.TransportError after `tries`, RuntimeError if it is refused."""
+    content = msgspec.json.encode(body)
+    for attempt in range(tries):
+        try:
+            r = await client.post(path, content=content, headers=JSON)
+            break
+        except httpx.TransportError:
+            if attempt == tries - 1:
+                raise
+            await asyncio.sleep(0.2)
     if r.status_code != 202:
         raise RuntimeError(f"POST {path} answered {r.status_code}: {r.text[:300]}")
 

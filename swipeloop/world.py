@@ -4,7 +4,8 @@ people     a latent taste per topic (three loved, the rest mildly disliked) that
            a random walk, a patience (early skips in a row before the session ends), and
            the policy arm they are served by (`POLICIES`, round robin)
 creators   a quality each; most of their videos share one topic
-videos     a topic, a length (5-60 s) and a quality (their creator's, give or take)
+videos     a topic, a length (5-60 s) and a quality (their creator's, give or take); the
+           catalogue is days old, the uploads are new
 uploads    new videos keep arriving (`upload_every_s`); one in five is a gem (quality +1.5)
 bursts     a topic's appeal jumps by `lift` for everyone, for a while (a meme, a news story)
 
@@ -127,14 +128,16 @@ class World:
         upload_every_s: float = 2.0,
         now_s: float = 0.0,
     ) -> World:
-        """A world of `users` people and `videos` videos uploaded over the last day."""
+        """A world of `users` people and a catalogue of `videos` videos uploaded 3 to 30
+        days before (older than the feed's fresh window: the new uploads are the world's)."""
         rng = np.random.default_rng(seed)
         creators = creators or max(videos // 20, 1)
         quality = {f"wc{c:05d}": float(rng.normal(0.0, 0.5)) for c in range(creators)}
         homes = {c: int(rng.integers(len(TAGS))) for c in quality}
         world = cls(seed, [], [], bursts or [], quality, homes, upload_every_s)
         for _ in range(videos):
-            world.videos.append(world._video(rng, now_s - float(rng.uniform(0, 86_400))))
+            age_s = float(rng.uniform(3 * 86_400, 30 * 86_400))
+            world.videos.append(world._video(rng, now_s - age_s))
         for u in range(users):
             taste = rng.normal(-0.3, 0.3, len(TAGS))
             taste[rng.choice(len(TAGS), size=3, replace=False)] = rng.uniform(0.8, 1.5, 3)

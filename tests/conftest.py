@@ -72,8 +72,8 @@ def produce(settings: Settings, items: list[Item], events: list[ReceivedEvent]) 
 
 
 def drain(flow: str, env: dict[str, str]) -> None:
-    """`swipeloop flow FLOW --drain` in its own process, to the end of every partition."""
-    done = swipeloop_process("flow", flow, "--drain", env=env)
+    """`swipeloop flows run FLOW --drain` in its own process, to the end of every partition."""
+    done = swipeloop_process("flows", "run", flow, "--drain", env=env)
     _, err = done.communicate(timeout=180)
     assert done.returncode == 0, err.decode()[-2000:]
 

@@ -3,6 +3,8 @@
 -- windows of {window_s} seconds sliding by {hop_s}. The weight follows
 -- models/features.affinity_weights: a play counts its watched fraction (an early skip -0.5),
 -- an action its kind's weight. Late events are left out.
+-- param: window_s UInt32  the windows' length in seconds (e.g. 3600)
+-- param: hop_s UInt32  how far they slide in seconds (e.g. 60)
 SELECT
     kind,
     user_id,

@@ -5,6 +5,8 @@
 -- models/features.py: a play is a watch or skip event; completion is min(watch/duration, 1)
 -- per play plus one per loop; an early skip is a play shorter than min(2 s, 10 % of the
 -- duration), or 2 s when the duration is unknown.
+-- param: window_s UInt32  the windows' length in seconds (e.g. 3600)
+-- param: hop_s UInt32  how far they slide in seconds (e.g. 60)
 SELECT
     level,
     entity,

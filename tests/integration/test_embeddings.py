@@ -201,7 +201,7 @@ def test_kill_9_mid_stream_resumes_learning_and_loses_no_vector(
         assert swipeloop_process("migrate", env=env).wait(60) == 0
     had: set[str] = set()
     for chunk in chunks[1:5]:
-        flow = swipeloop_process("flow", "embeddings", env=killed)
+        flow = swipeloop_process("flows", "run", "embeddings", env=killed)
         time.sleep(3.0)  # start-up
         produce(live, [], chunk)
         time.sleep(rng.uniform(0.5, 1.5))

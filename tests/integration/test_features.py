@@ -204,7 +204,7 @@ def test_kill_9_mid_stream_ends_with_the_features_of_an_uninterrupted_run(
     # Killed five times while events keep coming, with recovery snapshots every 0.3 s: each
     # restart resumes from its last snapshot, mid-stream.
     for chunk in chunks[1:6]:
-        flow = swipeloop_process("flow", "features", env=killed)
+        flow = swipeloop_process("flows", "run", "features", env=killed)
         time.sleep(2.5)  # start-up
         produce(live, [], chunk)
         time.sleep(rng.uniform(0.3, 1.5))

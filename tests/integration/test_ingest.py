@@ -336,7 +336,7 @@ def test_kill_9_the_flow_ten_times_loses_and_repeats_nothing(
     skipped = 0  # replays the sink found already in ClickHouse (a kill between insert and snapshot)
     try:
         for _ in range(10):
-            flow = swipeloop_process("flow", "ingest", env=env)
+            flow = swipeloop_process("flows", "run", "ingest", env=env)
             time.sleep(rng.uniform(2.0, 4.5))  # the process needs ~1.5 s to start
             flow.send_signal(signal.SIGKILL)
             _, err = flow.communicate(timeout=10)
@@ -346,7 +346,7 @@ def test_kill_9_the_flow_ten_times_loses_and_repeats_nothing(
         producer_thread.join(timeout=60)
     assert not failed
 
-    drain = swipeloop_process("flow", "ingest", "--drain", env=env)
+    drain = swipeloop_process("flows", "run", "ingest", "--drain", env=env)
     _, err = drain.communicate(timeout=180)
     assert drain.returncode == 0, err.decode()[-2000:]
 

@@ -8,7 +8,13 @@ from datetime import UTC, datetime
 import numpy as np
 
 from api.diversity import arrange
-from models.features import COUNTERS, EXPOSURE_STAGES, exposure_room, exposure_stage
+from models.features import (
+    COUNTERS,
+    EXPOSURE_STAGES,
+    exposure_room,
+    exposure_stage,
+    reaction_draws,
+)
 from swipeloop.contracts import ItemFeatures
 
 
@@ -41,9 +47,27 @@ def test_exploration_slots_come_from_the_pool_with_their_propensity() -> None:
     slots = arrange(creators, [None] * 100, 30, pool=pool, rng=random.Random(1))
     explored = [s for s in slots if s.explore]
     assert [slots.index(s) for s in explored] == [9, 19, 29]
-    assert all(s.index in pool for s in explored)
-    assert [s.propensity for s in explored] == [1 / 20, 1 / 19, 1 / 18]
+    # each drawn from the first 5 of the pool's order that are still free
+    assert explored[0].index in pool[:5] and all(s.index in pool[:7] for s in explored)
+    assert [s.propensity for s in explored] == [1 / 5] * 3
     assert all(s.propensity == 1.0 for s in slots if not s.explore)
+
+
+def test_exploration_follows_the_pool_order_not_the_ranking() -> None:
+    creators = [f"c{i}" for i in range(100)]
+    slots = arrange(creators, [None] * 100, 10, pool=[99, 98], explore_top=1)
+    assert [s.index for s in slots if s.explore] == [99]
+
+
+def test_thompson_draws_favour_the_new_video_its_audience_finished() -> None:
+    day = np.zeros((3, len(COUNTERS)), np.float32)
+    day[:, COUNTERS.index("plays")] = [20, 20, 0]
+    day[:, COUNTERS.index("completion")] = [19, 1, 0]  # a gem, a flop, untested
+    rng = np.random.default_rng(0)
+    draws = np.stack([reaction_draws(day, rng) for _ in range(2_000)])
+    assert (draws[:, 0] > draws[:, 1]).mean() > 0.99
+    assert 0.85 < draws[:, 0].mean() < 0.95 and 0.05 < draws[:, 1].mean() < 0.15
+    assert 0.45 < draws[:, 2].mean() < 0.55 and draws[:, 2].std() > 0.25  # anywhere
 
 
 def test_genres_are_shuffled_when_an_alternative_is_near() -> None:

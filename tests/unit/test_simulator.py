@@ -42,6 +42,7 @@ def test_an_arms_figures() -> None:
 
 def test_a_report_renders_plots_and_a_summary(tmp_path: Path) -> None:
     world = World.create(2, users=4, videos=10, bursts=[Burst(1, 10, 20, 1.5)])
+    (gem,) = world.uploads(2.0)
     run = Run(world, datetime.now(UTC), 0.0, {v.item_id: v for v in world.videos})
     for k, arm in enumerate(POLICIES):
         tally = run.tallies[arm]
@@ -49,11 +50,13 @@ def test_a_report_renders_plots_and_a_summary(tmp_path: Path) -> None:
         tally.burst_sessions = [12.0 * (k + 1)]
         tally.plays, tally.likes = 10, k
         tally.timeline = {b: [10, b % 3, 40 + k] for b in range(6)}
-        tally.gem_views = {"g": [30.0, 90.0, 100.0]}
+        tally.gem_views = {gem.item_id: [30.0, 90.0, 100.0]}
+        tally.shown[gem.item_id] = 3
     figures = json.loads(json.dumps(summary(run, 0.0, (2,))))  # as `simulate --out` writes it
     assert figures["lift_vs_batch"] == 12 / 24 - 1
     assert figures["gem_views_by_minute"]["realtime"] == [1, 2]
     assert figures["new_upload_minutes_to_2_views"]["realtime"] == 1.5
+    assert figures["gems_reaching_2_views"]["realtime"] == 1
     replay = {"ratings": 9, "users": 3}
     replay |= {
         r: {"hr_at_10": 0.1, "ndcg_at_10": 0.05} for r in ("swipeloop", "item_knn", "popularity")
@@ -70,3 +73,4 @@ def test_a_report_renders_plots_and_a_summary(tmp_path: Path) -> None:
     assert "| realtime | 1 | 10.0 | 12.0 | 0.000 |" in text
     assert "Real time over batch during bursts: -50%." in text
     assert "| item_knn | 0.100 | 0.050 |" in text
+    assert "| realtime | 3.0 | - | 1 (1.5) |" in text  # (no other upload)

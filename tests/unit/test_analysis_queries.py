@@ -1,0 +1,24 @@
+"""Named analysis queries: their parameter lines, and values checked before ClickHouse sees them."""
+
+import pytest
+
+from swipeloop import analysis
+
+
+def test_a_query_file_must_declare_what_it_binds() -> None:
+    with pytest.raises(analysis.QueryError, match=r"binds \{days:UInt32\}"):
+        analysis.parse("q", "-- about\nSELECT {days:UInt32}")
+    query = analysis.parse("q", "-- about it\n-- param: n UInt8 = 3  a number\nSELECT {n:UInt8}")
+    assert query.about == "about it" and query.bind({}) == {"n": "3"}
+    with pytest.raises(analysis.QueryError, match="n='300' is not a UInt8"):
+        query.bind({"n": "300"})
+    with pytest.raises(analysis.QueryError, match="no parameter m"):
+        query.bind({"m": "1"})
+
+
+def test_every_query_file_parses_and_declares_its_parameters() -> None:
+    queries = analysis.catalogue()
+    assert len(queries) >= 8
+    assert all(q.about for q in queries.values())
+    with pytest.raises(analysis.QueryError, match=r"there are: .*daily_engagement"):
+        analysis.load("../migrations/0001_events")
