@@ -6,11 +6,10 @@
 
 An embedded ClickHouse engine in a temporary directory gets two days of feeds and what the
 users did with them, generated inside ClickHouse as `bench/train.py` does (50,000 items,
-20,000 users, ~1.3 events per impression), 5 % of the items re-uploaded in the last two days
+20,000 users, ~1.26 events per impression), 5 % of the items re-uploaded in the last two days
 (for the new-video funnel), and 1,000 refused messages in the DLQ. Then each query runs the
-way `swipeloop sql NAME` runs it (`swipeloop.analysis.run`, its default parameters; the two
-window recomputations over 1-hour windows sliding by 5 minutes). Prints `queries` (seconds
-and rows per query), `max_query_s`, the data's size and the peak RSS.
+way `swipeloop sql NAME` runs it (`swipeloop.analysis.run`, its default parameters). Prints
+`queries` (seconds and rows per query), `max_query_s`, the data's size and the peak RSS.
 """
 
 from __future__ import annotations
@@ -32,11 +31,7 @@ from swipeloop.clickhouse import connect
 from swipeloop.migrations import migrate
 from swipeloop.settings import Settings
 
-EVENTS_PER_IMPRESSION = 1.3  # what bench/train.py's engagement makes, about
-GIVEN = {  # parameters without a default
-    "engagement_windows": {"window_s": "3600", "hop_s": "300"},
-    "affinity_windows": {"window_s": "3600", "hop_s": "300"},
-}
+EVENTS_PER_IMPRESSION = 1.25  # what bench/train.py's engagement makes, about
 
 REUPLOADS_SQL = """
 INSERT INTO items (item_id, creator_id, duration_ms, created_at)
@@ -85,7 +80,7 @@ def main() -> None:
             times, rows = [], 0
             for _ in range(runs):
                 started = time.perf_counter()
-                _, result = analysis.run(client, query, GIVEN.get(name, {}))
+                _, result = analysis.run(client, query, {})
                 times.append(time.perf_counter() - started)
                 rows = len(result)
             figures[name] = {

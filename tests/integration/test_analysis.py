@@ -30,12 +30,8 @@ from swipeloop.simulator import simulate
 from swipeloop.stack import RUNNING, Stack, wait_for
 from swipeloop.world import World, one_burst
 
-# the parameters a query needs that have no default, or a default too wide for a short run
-GIVEN = {
-    "engagement_windows": {"window_s": "300", "hop_s": "60"},
-    "affinity_windows": {"window_s": "300", "hop_s": "60"},
-    "top_rising_creators": {"min_plays": "1"},
-}
+# parameters whose defaults are too wide for a short run
+GIVEN = {"top_rising_creators": {"min_plays": "1"}}
 
 
 @pytest.fixture(scope="module")

@@ -30,7 +30,7 @@ from swipeloop.settings import Settings
 from tests.conftest import drain, json_of, produce, role_env, swipeloop_process
 
 pytestmark = pytest.mark.integration
-ANALYSIS = Path(__file__).parents[2] / "sql" / "analysis"
+CHECKS = Path(__file__).parents[2] / "sql" / "checks"
 KINDS = ["impression"] * 6 + ["watch"] * 4 + ["skip"] * 3 + ["loop", "like", "share"]
 KINDS += ["comment", "follow", "not_interested", "block"]
 START = datetime(2026, 11, 27, 12, tzinfo=UTC)
@@ -106,8 +106,8 @@ def test_every_window_equals_sql_over_the_raw_events(live: Settings) -> None:
     late = int(client.command("SELECT count() FROM late_events"))
     assert made_late * 0.5 < late <= made_late * 1.5, (late, made_late)
 
-    engagement_sql = (ANALYSIS / "engagement_windows.sql").read_text()
-    affinity_sql = (ANALYSIS / "affinity_windows.sql").read_text()
+    engagement_sql = (CHECKS / "engagement_windows.sql").read_text()
+    affinity_sql = (CHECKS / "affinity_windows.sql").read_text()
     counters = ", ".join(COUNTERS)
     checked = 0
     for spec in WINDOWS:

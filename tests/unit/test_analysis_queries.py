@@ -18,7 +18,7 @@ def test_a_query_file_must_declare_what_it_binds() -> None:
 
 def test_every_query_file_parses_and_declares_its_parameters() -> None:
     queries = analysis.catalogue()
-    assert len(queries) >= 8
+    assert len(queries) >= 6
     assert all(q.about for q in queries.values())
     with pytest.raises(analysis.QueryError, match=r"there are: .*daily_engagement"):
         analysis.load("../migrations/0001_events")
