@@ -34,6 +34,7 @@ from api.diversity import Slot, arrange
 from api.index import VectorIndex, best
 from api.retrieval import RANKER_SOURCE, SOURCES, Retrieved, retrieve
 from api.state import ServingState, as_codes
+from models.affinity import prior as affinity_prior
 from models.covisit import lookup
 from models.embeddings import Vector
 from models.features import FEATURE_NAMES, ranking_matrix
@@ -46,6 +47,7 @@ NO_MODEL = "none"
 NOT_INTERESTED_PUSH = 1.0  # pre-rank penalty for a creator the user hid an item of
 TRENDING_PRIOR = 0.1  # weight of the trending score in the pre-rank
 COVISIT_WEIGHT = 3.0  # weight of the co-visitation score (0-1) in the pre-rank (RESULTS)
+AFFINITY_WEIGHT = 1.0  # weight of the tag and creator affinity (-1 to 1) in the pre-rank
 TOP_CONTRIBUTIONS = 5
 DIVERSIFY_HEAD = 5  # ranked items per slot the diversity rules choose from
 STAGES = ("retrieve", "filter", "prerank", "rank", "diversify")
@@ -100,14 +102,16 @@ def prerank(
     codes: Codes,
     ann: Floats,
     covisit: Floats,
+    affinity: Floats,
     pushed_down: Codes,
 ) -> Floats:
-    """A cheap score over every candidate: vector score + co-visitation + trending prior,
-    minus a push-down for creators the user hid an item of."""
+    """A cheap score over every candidate: vector score + co-visitation + the user's tag and
+    creator affinity (`models.affinity.prior`) + trending prior, minus a push-down for
+    creators the user hid an item of."""
     prior = np.zeros(len(codes), dtype=np.float64)
     known = codes < len(trending)  # items newer than the last trending table score 0
     prior[known] = trending[codes[known]]
-    scores = ann + COVISIT_WEIGHT * covisit + TRENDING_PRIOR * prior
+    scores = ann + COVISIT_WEIGHT * covisit + AFFINITY_WEIGHT * affinity + TRENDING_PRIOR * prior
     if len(pushed_down):
         scores -= NOT_INTERESTED_PUSH * np.isin(columns.creator[codes], pushed_down)
     return scores
@@ -141,7 +145,10 @@ def build_feed(
     hidden = as_codes(user.hidden_items)
     pushed_down = np.unique(columns.creator[hidden[hidden < len(columns)]])
     covisit = lookup(codes, *retrieved.covisited)
-    scores = prerank(columns, state.trending_scores(), codes, ann, covisit, pushed_down)
+    tags = user.tag_affinity.lookup(columns.tag[codes], now.timestamp())
+    creators = user.creator_affinity.lookup(columns.creator[codes], now.timestamp())
+    liked = affinity_prior(tags, creators)
+    scores = prerank(columns, state.trending_scores(), codes, ann, covisit, liked, pushed_down)
     short = best(scores, state.settings.rank_slice)  # positions in `retrieved`
     timer.lap("prerank")
 
@@ -155,6 +162,8 @@ def build_feed(
         RANKER_SOURCE[retrieved.sources[short]],
         now.timestamp(),
         covisit[short],
+        tags[short],
+        creators[short],
     ).astype(np.float32)
     model, version = _rank(ranker, rows, scores[short])
     order = np.argsort(-model, kind="stable")  # rows, best first

@@ -32,6 +32,7 @@ from confluent_kafka import (
 from api.codes import Codes, Interner
 from api.columns import NO_CODE, ItemColumns
 from api.index import ByName, VectorIndex
+from models.affinity import Affinity
 from models.covisit import PAIR_WINDOW, CoVisits
 from models.embeddings import Vector, normalized, normalized_rows
 from models.features import (
@@ -45,6 +46,7 @@ from models.features import (
     POSITIVE_WATCH_MS,
     Session,
     advance_session,
+    affinity_weight,
     early_skip_ms,
     engagement_weight,
     exposure_rooms,
@@ -140,6 +142,8 @@ class UserState:
     hidden_items: set[int] = field(default_factory=set)
     session: Session = field(default_factory=Session)
     watched: deque[int] = field(default_factory=lambda: deque(maxlen=PAIR_WINDOW))
+    tag_affinity: Affinity = field(default_factory=Affinity)  # what they like now (tag codes)
+    creator_affinity: Affinity = field(default_factory=Affinity)  # (creator codes)
 
 
 def as_codes(values: set[int] | deque[int]) -> Codes:
@@ -345,6 +349,13 @@ class ServingState:
         user.session = advance_session(
             user.session, ev.session_id, ev.client_ts.timestamp(), ev.kind, ev.watch_ms, duration
         )
+        if item is not None and ev.kind != "impression":
+            weight = affinity_weight(ev.kind, ev.watch_ms, duration)
+            if weight:
+                at = ev.client_ts.timestamp()
+                user.creator_affinity.add(self.creators.code(item.creator_id), weight, at)
+                for tag in item.tags:
+                    user.tag_affinity.add(self.tags.code(tag), weight, at)
         if ev.kind in PLAY_KINDS and ev.watch_ms >= early_skip_ms(duration):
             self.covisits.add(user.watched, code)  # watched: co-visited with the last ones
             user.watched.append(code)

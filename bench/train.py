@@ -93,7 +93,9 @@ SELECT
         toFloat32(draw < 0.6),
         toFloat32(draw >= 0.6 AND draw < 0.85),
         toFloat32(draw >= 0.85),
-        toFloat32(if(u(15) < 0.3, u(16), 0))                            -- covisit
+        toFloat32(if(u(15) < 0.3, u(16), 0)),                           -- covisit
+        toFloat32(if(u(17) < 0.6, 6 * u(18) - 1, 0)),                   -- tag_affinity
+        toFloat32(if(u(19) < 0.2, 3 * u(20), 0))                        -- creator_affinity
     ],
     now64(3) - toIntervalMillisecond(
         toUInt64({span_s:UInt32} * 1000 * (1 - request / {requests:UInt32})))
@@ -108,6 +110,7 @@ WITH
     (k) -> (cityHash64(request_id, item_id, k) % 1000000) / 1e6 AS u,
     1.5 * features[1] + 1.5 * (features[6] - 0.5) - 1.5 * features[7] + 20 * features[12]
         + 0.15 * log1p(features[11]) - 0.01 * features[13] + features[18]
+        + 0.3 * features[19] + 0.2 * features[20]
         + 2.0 * (u(1) - 0.5) AS appeal,
     1 / (1 + exp(-appeal)) AS fraction,
     toUInt32(fraction * features[14] * 1000) AS watched_ms,

@@ -301,6 +301,8 @@ FEATURE_NAMES: tuple[str, ...] = (
     "from_trending",
     "from_fresh",
     "covisit",  # co-visited with the user's last watched videos (models.covisit), 0-1
+    "tag_affinity",  # the user's decayed affinity for the video's tag (models.affinity)
+    "creator_affinity",  # ... and for its creator
 )
 
 
@@ -313,10 +315,14 @@ def ranking_matrix(
     source: npt.NDArray[np.str_],
     now_s: float | Floats,
     covisit: Floats | None = None,
+    tag_affinity: Floats | None = None,
+    creator_affinity: Floats | None = None,
 ) -> Floats:
     """The ranker's input rows, one per candidate (columns: `FEATURE_NAMES`); logged with each
     impression exactly as served. Arrays are per candidate; `counts` as in `trending_scores`;
-    `now_s` the request's time (or each row's, recomputing rows of many requests)."""
+    `now_s` the request's time (or each row's, recomputing rows of many requests); the
+    request-time signals of the user (co-visitation, affinities) are 0 when not given."""
+    none = np.zeros(len(counts))
     hour, recent, day = counts[:, HOUR], counts[:, RECENT], counts[:, DAY]
     return np.column_stack(
         [
@@ -337,7 +343,9 @@ def ranking_matrix(
             source == "ann",
             source == "trending",
             source == "fresh",
-            np.zeros(len(counts)) if covisit is None else covisit,
+            none if covisit is None else covisit,
+            none if tag_affinity is None else tag_affinity,
+            none if creator_affinity is None else creator_affinity,
         ]
     )
 

@@ -28,7 +28,16 @@ from swipeloop import ROOT
 
 SKEW_SQL = ROOT / "sql" / "training" / "skew_sample.sql"
 REQUEST_TIME = frozenset(
-    {"ann_score", "trending", "from_ann", "from_trending", "from_fresh", "covisit"}
+    {
+        "ann_score",
+        "trending",
+        "from_ann",
+        "from_trending",
+        "from_fresh",
+        "covisit",
+        "tag_affinity",
+        "creator_affinity",
+    }
 )
 CHECKED: tuple[int, ...] = tuple(
     i for i, name in enumerate(FEATURE_NAMES) if name not in REQUEST_TIME

@@ -10,12 +10,15 @@ import threading
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 
 from swipeloop.settings import Settings
+
+if TYPE_CHECKING:
+    from swipeloop.analysis import NamedQuery
 
 app = typer.Typer(
     help="Real-time short-video recommendations.",
@@ -186,8 +189,8 @@ def flows_run(
     settings = _settings()
     if settings.embedded_broker:
         raise typer.BadParameter("set SWIPELOOP_KAFKA_BOOTSTRAP (or use `swipeloop up`)")
-    options: dict[str, Any] = {"workers": workers, "recovery": recovery}
-    run_process(name, settings, **options, **({"drain": True} if drain else {}))
+    drained: dict[str, Any] = {"drain": True} if drain else {}
+    run_process(name, settings, workers=workers, recovery=recovery, **drained)
 
 
 @flows.command("status")
@@ -255,12 +258,9 @@ def migrate(
         return lambda m: console.print(f"{verb} {m.version:04d}_{m.name}")
 
     done = sorted(applied(client))
-    if down is not None:
-        verb, changed = (
-            "reversed",
-            reverse(client, done[-down - 1] if down < len(done) else 0, each=say("reversing")),
-        )
-    elif to is not None and done and to < done[-1]:
+    if down is not None:  # down N: to the version below the newest N
+        to = done[-down - 1] if down < len(done) else 0
+    if to is not None and done and to < done[-1]:
         verb, changed = "reversed", reverse(client, to, each=say("reversing"))
     else:
         verb, changed = "applied", forward(client, to=to, each=say("applying"))
@@ -541,9 +541,9 @@ def sql(
         return
     if (name is None) == (query is None):
         raise typer.BadParameter("give a query NAME or --query SQL (--list shows the names)")
-    given = dict(p.partition("=")[::2] for p in param or [])
     if any("=" not in p for p in param or []):
         raise typer.BadParameter("--param takes NAME=VALUE")
+    given = dict(p.partition("=")[::2] for p in param or [])
     settings = _settings()
     url = running_url(settings)
     try:
@@ -571,7 +571,7 @@ def sql(
     _print_rows(columns, rows, fmt)
 
 
-def _list_queries(queries: dict[str, Any]) -> None:
+def _list_queries(queries: dict[str, NamedQuery]) -> None:
     from rich.table import Table
 
     table = Table("query", "what it answers", "parameters (default)")

@@ -330,3 +330,47 @@ def test_baseline_policies_serve_unseen_items_under_their_name(stack: Stack) -> 
             assert body["model_version"] == models.current.version
     r = api.get("/v1/feed", params={"user_id": "arm-x", "policy": "best"})
     assert r.status_code == 400 and "policy" in r.text
+
+
+def test_a_topic_someone_just_finished_fills_their_next_page(stack: Stack) -> None:
+    """Six videos of one tag watched to the end, six of another skipped at once: within
+    seconds the API's affinity for the first is up, the second's down, and the next page
+    leans on the first (models.affinity: a pre-rank term and two ranker features)."""
+    api = httpx.Client(base_url=stack.url, timeout=30)
+    state = serving(stack)
+    by_tag: dict[str, list[Any]] = {}
+    for item in state.catalog.values():
+        if item.tags:
+            by_tag.setdefault(item.tags[0], []).append(item)
+    loved, skipped = sorted(by_tag, key=lambda t: -len(by_tag[t]))[:2]
+    now = datetime.now(UTC).isoformat()
+    events = [
+        {
+            "event_id": str(uuid.uuid4()),
+            "user_id": "affinity-fan",
+            "item_id": item.item_id,
+            "kind": "watch",
+            "watch_ms": item.duration_ms if tag == loved else 300,
+            "client_ts": now,
+            "session_id": "s-affinity",
+            "seq": k,
+        }
+        for k, (tag, item) in enumerate(
+            [(loved, it) for it in by_tag[loved][:6]]
+            + [(skipped, it) for it in by_tag[skipped][:6]]
+        )
+    ]
+    assert api.post("/v1/events", json={"events": events}).status_code == 202
+    user = state.user("affinity-fan")
+    codes = np.array([state.tags.code(loved), state.tags.code(skipped)])
+
+    def scores() -> Any:
+        return user.tag_affinity.lookup(codes, datetime.now(UTC).timestamp())
+
+    # each full watch adds 1 to its tags, each early skip -0.5 (videos may carry both tags)
+    wait_until(lambda: scores()[0] > 4 and scores()[1] < -1.5, 30, "the swipes in the affinity")
+    items = page(api, "affinity-fan", n=20)["items"]
+    tags = [state.catalog[i["item_id"]].tags[:1] for i in items]
+    share = len(by_tag[loved]) / len(state.catalog)
+    assert tags.count([loved]) >= 5 > 20 * share, (tags, share)  # 1 in 4, not 1 in 20
+    assert tags.count([skipped]) <= 1
