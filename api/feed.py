@@ -48,6 +48,7 @@ NOT_INTERESTED_PUSH = 1.0  # pre-rank penalty for a creator the user hid an item
 TRENDING_PRIOR = 0.1  # weight of the trending score in the pre-rank
 COVISIT_WEIGHT = 3.0  # weight of the co-visitation score (0-1) in the pre-rank (RESULTS)
 AFFINITY_WEIGHT = 1.0  # weight of the tag and creator affinity (-1 to 1) in the pre-rank
+MOMENTUM_WEIGHT = 2.0  # weight of the tag's momentum (mean swipe weight now less usual)
 TOP_CONTRIBUTIONS = 5
 DIVERSIFY_HEAD = 5  # ranked items per slot the diversity rules choose from
 STAGES = ("retrieve", "filter", "prerank", "rank", "diversify")
@@ -103,15 +104,17 @@ def prerank(
     ann: Floats,
     covisit: Floats,
     affinity: Floats,
+    momentum: Floats,
     pushed_down: Codes,
 ) -> Floats:
     """A cheap score over every candidate: vector score + co-visitation + the user's tag and
-    creator affinity (`models.affinity.prior`) + trending prior, minus a push-down for
-    creators the user hid an item of."""
+    creator affinity (`models.affinity.prior`) + its tag's momentum + trending prior, minus
+    a push-down for creators the user hid an item of."""
     prior = np.zeros(len(codes), dtype=np.float64)
     known = codes < len(trending)  # items newer than the last trending table score 0
     prior[known] = trending[codes[known]]
     scores = ann + COVISIT_WEIGHT * covisit + AFFINITY_WEIGHT * affinity + TRENDING_PRIOR * prior
+    scores += MOMENTUM_WEIGHT * momentum
     if len(pushed_down):
         scores -= NOT_INTERESTED_PUSH * np.isin(columns.creator[codes], pushed_down)
     return scores
@@ -148,7 +151,10 @@ def build_feed(
     tags = user.tag_affinity.lookup(columns.tag[codes], now.timestamp())
     creators = user.creator_affinity.lookup(columns.creator[codes], now.timestamp())
     liked = affinity_prior(tags, creators)
-    scores = prerank(columns, state.trending_scores(), codes, ann, covisit, liked, pushed_down)
+    momentum = state.momentum.lookup(columns.tag[codes], now.timestamp())
+    scores = prerank(
+        columns, state.trending_scores(), codes, ann, covisit, liked, momentum, pushed_down
+    )
     short = best(scores, state.settings.rank_slice)  # positions in `retrieved`
     timer.lap("prerank")
 
@@ -164,6 +170,7 @@ def build_feed(
         covisit[short],
         tags[short],
         creators[short],
+        momentum[short],
     ).astype(np.float32)
     model, version = _rank(ranker, rows, scores[short])
     order = np.argsort(-model, kind="stable")  # rows, best first

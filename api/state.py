@@ -32,7 +32,7 @@ from confluent_kafka import (
 from api.codes import Codes, Interner
 from api.columns import NO_CODE, ItemColumns
 from api.index import ByName, VectorIndex
-from models.affinity import Affinity
+from models.affinity import Affinity, Momentum
 from models.covisit import PAIR_WINDOW, CoVisits
 from models.embeddings import Vector, normalized, normalized_rows
 from models.features import (
@@ -169,6 +169,7 @@ class ServingState:
         self.vectors = ByName(self.index)  # items, unit length
         self.user_vectors: dict[str, Vector] = {}  # learned online (own or cold), unit length
         self.covisits = CoVisits()  # videos watched one after the other, by anyone
+        self.momentum = Momentum()  # how everyone takes each tag now against usually
         self.users: dict[str, UserState] = {}
         self.replay_from_ms = int((time.time() - REPLAY_S) * 1000)
         self._client = client
@@ -356,6 +357,7 @@ class ServingState:
                 user.creator_affinity.add(self.creators.code(item.creator_id), weight, at)
                 for tag in item.tags:
                     user.tag_affinity.add(self.tags.code(tag), weight, at)
+                    self.momentum.add(self.tags.code(tag), weight, at)
         if ev.kind in PLAY_KINDS and ev.watch_ms >= early_skip_ms(duration):
             self.covisits.add(user.watched, code)  # watched: co-visited with the last ones
             user.watched.append(code)

@@ -60,9 +60,11 @@ def main() -> None:
     warmup_s, seconds = (10.0, 28.0) if args.quick else (60.0, 300.0)
     views = args.views or (10 if args.quick else 25)
     began = time.perf_counter()
-    world = World.create(
-        args.seed, users, videos, bursts=one_burst(args.seed, warmup_s + seconds / 3, seconds / 3)
-    )
+    # the measured burst in the middle third, and one in the warm-up: days have bursts, so
+    # the night's model has seen how a topic everyone suddenly wants is taken
+    bursts = one_burst(args.seed, warmup_s + seconds / 3, seconds / 3)
+    bursts += one_burst(args.seed, warmup_s / 4, warmup_s / 2, draw=5)
+    world = World.create(args.seed, users, videos, bursts=bursts)
     with tempfile.TemporaryDirectory(prefix="swipeloop-simulate-") as tmp:
         settings = Settings(data_dir=Path(tmp), api_port=free_port(), metrics_port=0, seed_items=0)
         with Stack(settings, schedule_training=False) as stack:

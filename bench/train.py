@@ -95,7 +95,8 @@ SELECT
         toFloat32(draw >= 0.85),
         toFloat32(if(u(15) < 0.3, u(16), 0)),                           -- covisit
         toFloat32(if(u(17) < 0.6, 6 * u(18) - 1, 0)),                   -- tag_affinity
-        toFloat32(if(u(19) < 0.2, 3 * u(20), 0))                        -- creator_affinity
+        toFloat32(if(u(19) < 0.2, 3 * u(20), 0)),                       -- creator_affinity
+        toFloat32(if(u(21) < 0.1, u(22) - 0.3, 0))                      -- tag_momentum
     ],
     now64(3) - toIntervalMillisecond(
         toUInt64({span_s:UInt32} * 1000 * (1 - request / {requests:UInt32})))

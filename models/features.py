@@ -303,6 +303,7 @@ FEATURE_NAMES: tuple[str, ...] = (
     "covisit",  # co-visited with the user's last watched videos (models.covisit), 0-1
     "tag_affinity",  # the user's decayed affinity for the video's tag (models.affinity)
     "creator_affinity",  # ... and for its creator
+    "tag_momentum",  # how everyone takes the video's tag now against usually (a burst)
 )
 
 
@@ -317,6 +318,7 @@ def ranking_matrix(
     covisit: Floats | None = None,
     tag_affinity: Floats | None = None,
     creator_affinity: Floats | None = None,
+    tag_momentum: Floats | None = None,
 ) -> Floats:
     """The ranker's input rows, one per candidate (columns: `FEATURE_NAMES`); logged with each
     impression exactly as served. Arrays are per candidate; `counts` as in `trending_scores`;
@@ -346,6 +348,7 @@ def ranking_matrix(
             none if covisit is None else covisit,
             none if tag_affinity is None else tag_affinity,
             none if creator_affinity is None else creator_affinity,
+            none if tag_momentum is None else tag_momentum,
         ]
     )
 

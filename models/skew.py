@@ -37,6 +37,7 @@ REQUEST_TIME = frozenset(
         "covisit",
         "tag_affinity",
         "creator_affinity",
+        "tag_momentum",
     }
 )
 CHECKED: tuple[int, ...] = tuple(

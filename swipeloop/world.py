@@ -217,9 +217,11 @@ class World:
         person.taste = person.taste + rng.normal(0.0, step, len(person.taste))
 
 
-def one_burst(seed: int, start_s: float, length_s: float, lift: float = 1.5) -> list[Burst]:
-    """A burst of a topic drawn from the seed."""
-    topic = int(np.random.default_rng([seed, 4]).integers(len(TAGS)))
+def one_burst(
+    seed: int, start_s: float, length_s: float, lift: float = 1.5, draw: int = 4
+) -> list[Burst]:
+    """A burst of a topic drawn from the seed (another `draw`: most likely another topic)."""
+    topic = int(np.random.default_rng([seed, draw]).integers(len(TAGS)))
     return [Burst(topic, start_s, start_s + length_s, lift)]
 
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from models.affinity import HALF_LIFE_S, MAX_KEYS, Affinity, prior
+from models.affinity import HALF_LIFE_S, MAX_KEYS, Affinity, Momentum, prior
 
 
 def test_scores_add_up_and_halve_every_half_life() -> None:
@@ -37,3 +37,19 @@ def test_only_the_strongest_keys_are_kept() -> None:
 def test_the_prior_is_bounded_and_signed() -> None:
     got = prior(np.array([0.0, 5.0, -5.0, 1e6]), np.array([0.0, 0.0, 0.0, 1e6]))
     assert got[0] == 0 and 0.8 < got[1] < 1 and -1 < got[2] < -0.8 and got[3] <= 1
+
+
+def test_momentum_is_how_a_tag_is_taken_now_against_usually() -> None:
+    m = Momentum()
+    t = 10_000.0
+    for k in range(200):  # an hour of lukewarm swipes on tags 1 and 2
+        m.add(1, 0.2, at_s=t - 3600 + 18 * k)
+        m.add(2, 0.2, at_s=t - 3600 + 18 * k)
+    for k in range(20):  # then, in the last minute, everyone finishes tag 1's videos
+        m.add(1, 1.0, at_s=t - 60 + 3 * k)
+    now, usual, unknown = m.lookup(np.array([1, 2, 3]), now_s=t)
+    assert now > 0.4  # a burst: well above its usual 0.2-0.3
+    assert usual == pytest.approx(0.0)  # tag 2 is taken as it usually is
+    assert unknown == 0.0
+    later = m.lookup(np.array([1]), now_s=t + 1800)[0]
+    assert later == 0.0  # the burst's swipes have faded below MIN_SWIPES
