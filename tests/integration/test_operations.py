@@ -4,20 +4,22 @@ list | run | status` on the embedded broker and ClickHouse engine."""
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from datetime import UTC, datetime
 
+import httpx
 import pytest
 from typer.testing import CliRunner
 
 from swipeloop import topics
-from swipeloop.broker import EmbeddedBroker
+from swipeloop.broker import EmbeddedBroker, free_port
 from swipeloop.cli import app
 from swipeloop.clickhouse import connect
 from swipeloop.contracts import Item, ReceivedEvent
 from swipeloop.migrations import applied, load
 from swipeloop.settings import Settings
-from tests.conftest import produce
+from tests.conftest import produce, swipeloop_process, wait_until
 
 
 def env_of(settings: Settings) -> dict[str, str]:
@@ -112,3 +114,25 @@ def test_flows_list_run_and_status(live: Settings) -> None:
     assert ingest["read"] > 0 and ingest["read"] + ingest["lag"] == 301
     unknown = runner.invoke(app, ["flows", "run", "nope"], env=env)
     assert unknown.exit_code != 0 and "unknown flow" in unknown.output
+
+
+def test_a_flow_serves_its_metrics_on_bytewaxs_api_server(live: Settings) -> None:
+    port = free_port()
+    env = {**os.environ, **env_of(live), "SWIPELOOP_FLOW_API_PORT": str(port)}
+    assert CliRunner().invoke(app, ["migrate"], env=env_of(live)).exit_code == 0
+    flow = swipeloop_process("flows", "run", "ingest", env=env)
+    try:
+
+        def metrics() -> str:
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+            except httpx.HTTPError:
+                return ""
+
+        wait_until(lambda: "swipeloop_consumer_lag{" in metrics(), 60, "the flow's /metrics")
+        text = metrics()
+        assert 'step="ingest.read",topic="events.actions"' in text  # ours, per partition
+        assert httpx.get(f"http://127.0.0.1:{port}/dataflow", timeout=2).status_code == 200
+    finally:
+        flow.terminate()
+        assert flow.wait(30) == 0
