@@ -355,9 +355,9 @@ class ServingState:
             if weight:
                 at = ev.client_ts.timestamp()
                 user.creator_affinity.add(self.creators.code(item.creator_id), weight, at)
-                for tag in item.tags:
-                    user.tag_affinity.add(self.tags.code(tag), weight, at)
-                    self.momentum.add(self.tags.code(tag), weight, at)
+                for tag in self.tags.codes(item.tags).tolist():
+                    user.tag_affinity.add(tag, weight, at)
+                    self.momentum.add(tag, weight, at)
         if ev.kind in PLAY_KINDS and ev.watch_ms >= early_skip_ms(duration):
             self.covisits.add(user.watched, code)  # watched: co-visited with the last ones
             user.watched.append(code)
