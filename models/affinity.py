@@ -42,6 +42,10 @@ class Affinity:
     def __len__(self) -> int:
         return len(self._scores)
 
+    def keys(self) -> Codes:
+        """The keys with a score (a copy)."""
+        return np.fromiter(self._scores.copy(), np.int64)
+
     def add(self, key: int, weight: float, at_s: float) -> None:
         """A swipe of `weight` at event time `at_s` on something of `key`."""
         score, since = self._scores.get(key, (0.0, at_s))
@@ -93,13 +97,17 @@ class Momentum:
     def lookup(self, keys: Codes, now_s: float) -> Floats:
         """Each key's mean weight now less its usual mean (0: too few recent swipes)."""
         (now_w, now_n), (usual_w, usual_n) = self._now, self._usual
-        tags, back = np.unique(keys, return_inverse=True)  # (candidates share a few tags)
+        tags = now_n.keys()  # the tags swiped lately (few), computed once, then gathered
+        if not len(tags) or not len(keys):
+            return np.zeros(len(keys), dtype=np.float64)
         recent = now_n.lookup(tags, now_s)
         usual = usual_n.lookup(tags, now_s)
         enough = recent >= MIN_SWIPES
         mean_now = now_w.lookup(tags, now_s) / np.where(enough, recent, 1.0)
         mean_usual = usual_w.lookup(tags, now_s) / np.maximum(usual, 1.0)
-        result: Floats = np.where(enough, mean_now - mean_usual, 0.0)[back]
+        by_tag = np.zeros(max(int(tags.max()), int(keys.max())) + 1, dtype=np.float64)
+        by_tag[tags] = np.where(enough, mean_now - mean_usual, 0.0)
+        result: Floats = np.where(keys >= 0, by_tag[np.maximum(keys, 0)], 0.0)
         return result
 
 

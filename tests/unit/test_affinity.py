@@ -47,9 +47,9 @@ def test_momentum_is_how_a_tag_is_taken_now_against_usually() -> None:
         m.add(2, 0.2, at_s=t - 3600 + 18 * k)
     for k in range(20):  # then, in the last minute, everyone finishes tag 1's videos
         m.add(1, 1.0, at_s=t - 60 + 3 * k)
-    now, usual, unknown = m.lookup(np.array([1, 2, 3]), now_s=t)
+    now, usual, unknown, untagged = m.lookup(np.array([1, 2, 3, -1]), now_s=t)
     assert now > 0.4  # a burst: well above its usual 0.2-0.3
     assert usual == pytest.approx(0.0)  # tag 2 is taken as it usually is
-    assert unknown == 0.0
+    assert unknown == 0.0 and untagged == 0.0
     later = m.lookup(np.array([1]), now_s=t + 1800)[0]
     assert later == 0.0  # the burst's swipes have faded below MIN_SWIPES
