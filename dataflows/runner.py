@@ -156,6 +156,11 @@ def run_process(name: str, settings: Settings, **options: Any) -> None:
     if settings.flow_api_port:
         os.environ["BYTEWAX_DATAFLOW_API_ENABLED"] = "true"
         os.environ["BYTEWAX_DATAFLOW_API_PORT"] = str(settings.flow_api_port)
+        # the server writes the graph it serves to dataflow.json in this directory (by
+        # default the working directory): keep it with the flow's data
+        cache = settings.data_dir / "dataflow" / name
+        cache.mkdir(parents=True, exist_ok=True)
+        os.environ.setdefault("BYTEWAX_DATAFLOW_API_CACHE_PATH", str(cache))
     serve_metrics(settings, session_gaps=name == "ingest")
     try:
         run(name, settings, stop, **options)

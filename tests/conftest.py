@@ -35,19 +35,25 @@ def broker() -> Iterator[EmbeddedBroker]:
         yield running
 
 
-@pytest.fixture
-def settings(tmp_path: Path, chdb_path: Path) -> Settings:
-    """Settings of an isolated test: own database, own data dir, free API port."""
+def isolated(chdb_path: Path, data_dir: Path, **changes: Any) -> Settings:
+    """Settings of an isolated test: own database on the process's chdb path, own data dir,
+    free API port, quick lateness and publication; `changes` on top."""
     return Settings(
         clickhouse_url=f"chdb://{chdb_path}",
         clickhouse_database=f"t_{uuid.uuid4().hex[:10]}",
-        data_dir=tmp_path,
+        data_dir=data_dir,
         api_port=free_port(),
         seed_items=0,
         feature_lateness_s=2,
         publish_interval_s=0.5,
         model_poll_s=0.5,
-    )
+    ).with_(**changes)
+
+
+@pytest.fixture
+def settings(tmp_path: Path, chdb_path: Path) -> Settings:
+    """Settings of an isolated test (`isolated`)."""
+    return isolated(chdb_path, tmp_path)
 
 
 def swipeloop_process(*args: str, env: dict[str, str]) -> subprocess.Popen[bytes]:

@@ -9,7 +9,6 @@ import asyncio
 import json
 import os
 import re
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,13 +21,13 @@ from typer.testing import CliRunner
 
 from models.ranker import train
 from swipeloop import ROOT, analysis, topics
-from swipeloop.broker import free_port
 from swipeloop.cli import app
 from swipeloop.clickhouse import connect
 from swipeloop.settings import Settings
 from swipeloop.simulator import simulate
 from swipeloop.stack import RUNNING, Stack, wait_for
 from swipeloop.world import World, one_burst
+from tests.conftest import isolated
 
 # parameters whose defaults are too wide for a short run
 GIVEN = {"top_rising_creators": {"min_plays": "1"}}
@@ -38,16 +37,7 @@ GIVEN = {"top_rising_creators": {"min_plays": "1"}}
 def simulated(chdb_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     """An embedded stack after 20 s of simulated people on every policy arm, with two
     poison messages in the DLQ; yields its settings while its API still runs."""
-    settings = Settings(
-        clickhouse_url=f"chdb://{chdb_path}",
-        clickhouse_database=f"t_{uuid.uuid4().hex[:10]}",
-        data_dir=tmp_path_factory.mktemp("analysis"),
-        api_port=free_port(),
-        metrics_port=0,
-        seed_items=0,
-        feature_lateness_s=2,
-        publish_interval_s=0.5,
-    )
+    settings = isolated(chdb_path, tmp_path_factory.mktemp("analysis"), metrics_port=0)
     world = World.create(3, users=40, videos=300, bursts=one_burst(3, 10, 5))
     with Stack(settings, schedule_training=False) as stack:
         stack.serve_in_thread()

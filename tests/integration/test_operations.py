@@ -133,6 +133,9 @@ def test_a_flow_serves_its_metrics_on_bytewaxs_api_server(live: Settings) -> Non
         text = metrics()
         assert 'step="ingest.read",topic="events.actions"' in text  # ours, per partition
         assert httpx.get(f"http://127.0.0.1:{port}/dataflow", timeout=2).status_code == 200
+        assert (
+            live.data_dir / "dataflow" / "ingest" / "dataflow.json"
+        ).is_file()  # not in the working dir
     finally:
         flow.terminate()
         assert flow.wait(30) == 0
