@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from litestar import Controller, Request, get, post
 from litestar.datastructures import State
+from litestar.params import PathParameter
 
 from api.errors import Conflict
+from api.security import admin_key
 from api.services import Services
 from models.ranker import NotEnoughData, train
 from swipeloop import analysis
@@ -16,10 +18,11 @@ from swipeloop.clickhouse import connect
 
 
 class AdminController(Controller):
-    """Operations on the running stack (bound to loopback by `swipeloop up`)."""
+    """Operations on the running stack (admin keys; loopback callers when none is set)."""
 
     path = "/admin"
     tags = ["admin"]
+    guards = [admin_key]
     include_in_schema = False
 
     @post("/train", sync_to_thread=True, status_code=200)
@@ -36,7 +39,7 @@ class AdminController(Controller):
 
     @get("/sql/{name:str}", sync_to_thread=True)
     def named_query(
-        self, state: State, request: Request[Any, Any, Any], name: str
+        self, state: State, request: Request[Any, Any, Any], name: Annotated[str, PathParameter()]
     ) -> dict[str, Any]:
         """Run a named query of `sql/analysis/` with the query string as its parameters:
         {"columns": [...], "rows": [[...], ...]} (400 for an unknown name or a bad value)."""

@@ -8,18 +8,28 @@ from contextlib import asynccontextmanager
 from typing import Literal
 
 from litestar import Litestar
+from litestar.datastructures import State
 from litestar.logging import LoggingConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 
 from api.admin import AdminController
-from api.errors import HANDLERS
-from api.routes import EventsController, FeedController, HealthController
+from api.errors import HANDLERS, QUIET
+from api.openapi import StrictStructs
+from api.routes import EventsController, FeedController, HealthController, ModerationController
+from api.security import COMPONENTS, Keys, admin_key, cors, rate_limit
 from api.services import Services
 from swipeloop.settings import Settings
 
 Role = Literal["all", "ingest", "feed"]
 ROLES: tuple[Role, ...] = ("all", "ingest", "feed")
+
+
+class MetricsController(PrometheusController):
+    """/metrics, for admin keys (or loopback callers when none is configured)."""
+
+    guards = [admin_key]
+    include_in_schema = False
 
 
 def create_app(
@@ -54,21 +64,30 @@ def create_app(
     prometheus = PrometheusConfig(
         app_name="swipeloop", prefix="swipeloop_api", group_path=True, exclude=["/metrics"]
     )
+    limits = rate_limit(settings)
     return Litestar(
         route_handlers=[
             *([EventsController] if role != "feed" else []),
-            *([FeedController] if role != "ingest" else []),
+            *([FeedController, ModerationController] if role != "ingest" else []),
             HealthController,
             *([AdminController] if admin and role != "ingest" else []),
-            PrometheusController,
+            MetricsController,
         ],
-        middleware=[prometheus.middleware],
+        # requests counted first (429s too), then limited per key
+        middleware=[prometheus.middleware, *([limits.middleware] if limits else [])],
+        cors_config=cors(settings),
+        plugins=[StrictStructs()],
+        state=State({"keys": Keys(settings)}),  # (api.security reads them from here)
         lifespan=[lifespan],
         exception_handlers=HANDLERS,
         # (the litestar logger only: a host process keeps its own root logger and levels)
-        logging_config=LoggingConfig(log_exceptions="always", configure_root_logger=False),
+        logging_config=LoggingConfig(
+            log_exceptions="always", disable_stack_trace=QUIET, configure_root_logger=False
+        ),
         request_max_body_size=settings.max_body_bytes,
-        openapi_config=OpenAPIConfig(title="swipeloop", version="0.1.0", path="/schema"),
+        openapi_config=OpenAPIConfig(
+            title="swipeloop", version="0.1.0", path="/schema", components=COMPONENTS
+        ),
     )
 
 

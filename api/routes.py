@@ -8,23 +8,21 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import msgspec
-from litestar import Controller, Request, delete, get, post
+from litestar import Controller, delete, get, post
 from litestar.datastructures import State
 from litestar.exceptions import NotFoundException
-from litestar.params import Parameter, PathParameter
+from litestar.params import JSONBody, Parameter, PathParameter
 from litestar.response import Response
 from litestar.status_codes import HTTP_202_ACCEPTED
 
-from api.errors import BrokerDown, InvalidInput, TooLarge
+from api.errors import BrokerDown, TooLarge, documented
 from api.feed import build_feed
 from api.policies import Policy, baseline_feed
+from api.security import ADMIN, APP, admin_key, app_key
 from api.services import Services
 from swipeloop import topics
 from swipeloop.contracts import EventBatch, Feed, ItemBatch, Stamper, topic_for
 from swipeloop.kafka import BrokerUnavailable
-
-_events = msgspec.json.Decoder(EventBatch)
-_items = msgspec.json.Decoder(ItemBatch)
 
 
 class Accepted(msgspec.Struct, frozen=True):
@@ -36,15 +34,6 @@ class Accepted(msgspec.Struct, frozen=True):
 def _services(state: State) -> Services:
     services: Services = state.services
     return services
-
-
-def _decode(decoder: msgspec.json.Decoder[Any], body: bytes) -> Any:
-    try:
-        return decoder.decode(body)
-    except msgspec.ValidationError as exc:
-        raise InvalidInput(str(exc)) from exc
-    except msgspec.DecodeError as exc:
-        raise InvalidInput(f"malformed JSON: {exc}") from exc
 
 
 def _within_limit(count: int, what: str, services: Services) -> None:
@@ -62,51 +51,39 @@ async def _deliver(services: Services, messages: list[tuple[str, bytes, bytes]])
         raise BrokerDown(f"broker did not acknowledge: {exc or 'timeout'}") from exc
 
 
+_INGEST_ERRORS = documented(400, 401, 403, 413, 422, 429, 503)
+
+
 class EventsController(Controller):
     """Phones report swipes; a batch is accepted whole or rejected whole."""
 
     path = "/v1"
     tags = ["ingest"]
+    guards = [app_key]
+    security = APP
 
-    @post("/events", status_code=HTTP_202_ACCEPTED)
-    async def post_events(self, request: Request[Any, Any, Any], state: State) -> Accepted:
+    @post("/events", status_code=HTTP_202_ACCEPTED, responses=_INGEST_ERRORS)
+    async def post_events(self, data: JSONBody[EventBatch], state: State) -> Accepted:
         """Accept a batch of events once the broker has every one (acks=all)."""
         services = _services(state)
-        batch: EventBatch = _decode(_events, await request.body())
-        _within_limit(len(batch.events), "events", services)
+        _within_limit(len(data.events), "events", services)
         stamper = Stamper(datetime.now(UTC))
         messages = [
-            (topic_for(ev.kind), ev.user_id.encode(), stamper.json(ev)) for ev in batch.events
+            (topic_for(ev.kind), ev.user_id.encode(), stamper.json(ev)) for ev in data.events
         ]
         await _deliver(services, messages)
         return Accepted(len(messages))
 
-    @post("/items", status_code=HTTP_202_ACCEPTED)
-    async def post_items(self, request: Request[Any, Any, Any], state: State) -> Accepted:
+    @post("/items", status_code=HTTP_202_ACCEPTED, responses=_INGEST_ERRORS)
+    async def post_items(self, data: JSONBody[ItemBatch], state: State) -> Accepted:
         """Register uploads (or new versions of them) in the catalog."""
         services = _services(state)
-        batch: ItemBatch = _decode(_items, await request.body())
-        _within_limit(len(batch.items), "items", services)
+        _within_limit(len(data.items), "items", services)
         await _deliver(
             services,
-            [(topics.ITEMS, it.item_id.encode(), msgspec.json.encode(it)) for it in batch.items],
+            [(topics.ITEMS, it.item_id.encode(), msgspec.json.encode(it)) for it in data.items],
         )
-        return Accepted(len(batch.items))
-
-    @delete("/items/{item_id:str}", status_code=HTTP_202_ACCEPTED)
-    async def delete_item(
-        self, item_id: Annotated[str, PathParameter(min_length=1, max_length=128)], state: State
-    ) -> Accepted:
-        """Take a video down: its last version goes out again marked deleted, and every cache
-        that follows the catalog drops it (feeds, features, the vector index, the embeddings
-        flow). Needs the feed side's catalog (404 on an ingest-only API)."""
-        services = _services(state)
-        item = services.serving.state.catalog.get(item_id) if services.serving else None
-        if item is None:
-            raise NotFoundException(f"item {item_id!r} is not in this API's catalog")
-        gone = msgspec.structs.replace(item, deleted=True)
-        await _deliver(services, [(topics.ITEMS, item_id.encode(), msgspec.json.encode(gone))])
-        return Accepted(1)
+        return Accepted(len(data.items))
 
 
 class FeedController(Controller):
@@ -114,8 +91,10 @@ class FeedController(Controller):
 
     path = "/v1"
     tags = ["feed"]
+    guards = [app_key]
+    security = APP
 
-    @get("/feed", sync_to_thread=True)
+    @get("/feed", sync_to_thread=True, responses=documented(401, 403, 422, 429))
     def get_feed(
         self,
         state: State,
@@ -157,6 +136,34 @@ class FeedController(Controller):
             ]
         )
         return Response(feed, headers={"Server-Timing": timing})
+
+
+class ModerationController(Controller):
+    """Admin routes of the public API: take-downs and erasures."""
+
+    path = "/v1"
+    tags = ["admin"]
+    guards = [admin_key]
+    security = ADMIN
+
+    @delete(
+        "/items/{item_id:str}",
+        status_code=HTTP_202_ACCEPTED,
+        responses=documented(401, 403, 404, 422, 429, 503),
+    )
+    async def delete_item(
+        self, item_id: Annotated[str, PathParameter(min_length=1, max_length=128)], state: State
+    ) -> Accepted:
+        """Take a video down: its last version goes out again marked deleted, and every cache
+        that follows the catalog drops it (feeds, features, the vector index, the embeddings
+        flow). Needs the feed side's catalog (404 on an ingest-only API)."""
+        services = _services(state)
+        item = services.serving.state.catalog.get(item_id) if services.serving else None
+        if item is None:
+            raise NotFoundException(f"item {item_id!r} is not in this API's catalog")
+        gone = msgspec.structs.replace(item, deleted=True)
+        await _deliver(services, [(topics.ITEMS, item_id.encode(), msgspec.json.encode(gone))])
+        return Accepted(1)
 
 
 class HealthController(Controller):

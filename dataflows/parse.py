@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 import msgspec
 
 from swipeloop import topics
-from swipeloop.contracts import DeadLetter, Impression, Item, ReceivedEvent
+from swipeloop.contracts import DeadLetter, Impression, Item, ReceivedEvent, clock_wrong
 
 MAX_MESSAGE_BYTES = 64 * 1024
 
@@ -51,9 +51,11 @@ def stored_events(
     for offset, value, error in records:
         if error is None and value is not None and len(value) <= MAX_MESSAGE_BYTES:
             try:
-                out.append((offset, event(value)))
+                ev = event(value)
             except msgspec.DecodeError:
                 continue
+            if not clock_wrong(ev.client_ts, ev.received_at):
+                out.append((offset, ev))
     return out
 
 
@@ -111,14 +113,27 @@ class Route(NamedTuple):
     decoder: msgspec.json.Decoder[Any]
     month_of: Callable[[Any], int] | None = None
     dedup_key: Callable[[Any], tuple[int, int]] | None = None
+    # why a decoded message cannot be stored (None: it can)
+    unstorable: Callable[[Any], str | None] | None = None
 
     def parse(self, value: bytes | None) -> Any:
         """The validated contract of one message, or `Rejected` with the reason."""
-        return _decode(self.decoder, value)
+        contract = _decode(self.decoder, value)
+        if self.unstorable and (reason := self.unstorable(contract)):
+            raise Rejected(reason)
+        return contract
 
 
 def _event_month(ev: ReceivedEvent) -> int:
     return month(ev.client_ts)
+
+
+def _event_unstorable(ev: ReceivedEvent) -> str | None:
+    """An event's client time was clamped by the API that stamped it; one on the broker that
+    is still wrong did not come through the API (and may be outside ClickHouse's times)."""
+    if clock_wrong(ev.client_ts, ev.received_at):
+        return f"client_ts {ev.client_ts.isoformat()} is not a plausible phone clock"
+    return None
 
 
 def _event_key(ev: ReceivedEvent) -> tuple[int, int]:
@@ -129,7 +144,7 @@ def _impression_month(im: Impression) -> int:
     return month(im.served_at)
 
 
-_EVENTS = Route("events", _event, _event_month, _event_key)
+_EVENTS = Route("events", _event, _event_month, _event_key, _event_unstorable)
 
 ROUTES: dict[str, Route] = {
     topics.EVENTS_ACTIONS: _EVENTS,

@@ -70,13 +70,24 @@ def up(
         f"  broker    {s.kafka_bootstrap}{' (embedded, memory only)' if s.broker_epoch else ''}\n"
         f"  ClickHouse {s.clickhouse_dsn} (database {s.clickhouse_database})\n"
         f"  models    {s.models_dir}   (retrained on cron '{s.train_cron}')\n"
-        f"  metrics   http://127.0.0.1:{s.metrics_port}/metrics   (flows; 0 turns it off)"
+        f"  metrics   http://{s.api_host}:{s.metrics_port}/metrics   (flows; 0 turns it off)\n"
+        f"  keys      {_keys_line(s)}"
     )
     try:
         stack.serve()
     finally:
         with console.status("stopping"):
             stack.stop()
+
+
+def _keys_line(s: Settings) -> str:
+    """What `up` says about who may call it."""
+    app_keys, admin_keys = s.app_keys.count(",") + 1, s.admin_keys.count(",") + 1
+    if s.app_keys and s.admin_keys:
+        return f"{app_keys} app, {admin_keys} admin (Authorization: Bearer <key>)"
+    kinds = [("APP", s.app_keys), ("ADMIN", s.admin_keys)]
+    unset = [f"SWIPELOOP_{name}_KEYS" for name, keys in kinds if not keys]
+    return f"{' and '.join(unset)} unset: those routes answer loopback callers only"
 
 
 @app.command()
@@ -295,7 +306,7 @@ def train() -> None:
         import httpx
 
         with console.status(f"training inside the running stack at {url}"):
-            r = httpx.post(f"{url}/admin/train", timeout=600)
+            r = httpx.post(f"{url}/admin/train", timeout=600, headers=settings.bearer(admin=True))
         if r.status_code != 200:
             console.print(f"[yellow]not trained:[/] {r.json().get('detail', r.text)}")
             raise typer.Exit(1)
@@ -415,19 +426,31 @@ def simulate(
     from swipeloop.simulator import simulate as run
     from swipeloop.world import World, one_burst
 
+    settings = _settings()  # (only its keys: the API is at `url`)
     warmup_s, seconds = warmup_minutes * 60, minutes * 60
     world = World.create(
         seed, users, items, bursts=one_burst(seed, warmup_s + seconds / 3, seconds / 3)
     )
 
     async def train() -> None:  # the nightly job, once, inside the running stack
-        async with httpx.AsyncClient(timeout=600) as client:
+        async with httpx.AsyncClient(timeout=600, headers=settings.bearer(admin=True)) as client:
             r = await client.post(f"{url}/admin/train")
         if r.status_code != 200:
             console.print(f"[yellow]not trained:[/] {r.text[:300]}")
 
     with console.status(f"{users} people, {minutes} min (+{warmup_minutes} warm-up) at {url}"):
-        figures = asyncio.run(run(url, world, seconds, warmup_s, train, seed=seed, views=(views,)))
+        figures = asyncio.run(
+            run(
+                url,
+                world,
+                seconds,
+                warmup_s,
+                train,
+                seed=seed,
+                views=(views,),
+                headers=settings.bearer(),
+            )
+        )
     if out is not None:
         out.write_text(json.dumps(figures))
     print(json.dumps(figures))
@@ -558,7 +581,12 @@ def sql(
         elif url is not None:  # the running `up` owns the embedded ClickHouse: ask it
             import httpx
 
-            r = httpx.get(f"{url}/admin/sql/{name}", params=given, timeout=600)
+            r = httpx.get(
+                f"{url}/admin/sql/{name}",
+                params=given,
+                timeout=600,
+                headers=settings.bearer(admin=True),
+            )
             if r.status_code != 200:
                 raise analysis.QueryError(r.json().get("detail", r.text))
             columns, rows = r.json()["columns"], r.json()["rows"]

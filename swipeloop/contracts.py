@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
 import msgspec
@@ -57,8 +57,8 @@ class EventBatch(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 class ReceivedEvent(Event, frozen=True, kw_only=True, gc=False):
     """An event as stored on the broker: stamped by the server that accepted it.
 
-    `ts_clamped` says the phone's clock was more than `MAX_CLOCK_AHEAD` ahead of the server,
-    so `client_ts` was set to `received_at`.
+    `ts_clamped` says the phone's clock was wrong (more than `MAX_CLOCK_AHEAD` ahead of the
+    server, or before `EARLIEST`), so `client_ts` was set to `received_at`.
     """
 
     received_at: datetime
@@ -66,12 +66,20 @@ class ReceivedEvent(Event, frozen=True, kw_only=True, gc=False):
 
 
 MAX_CLOCK_AHEAD = timedelta(minutes=5)
+# A phone whose clock was reset reports 1970: a client time before this is as wrong as one
+# in the future (and outside what every time column of ClickHouse holds).
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+def clock_wrong(client_ts: datetime, received_at: datetime) -> bool:
+    """The phone's clock cannot be trusted: ahead of the server, or before `EARLIEST`."""
+    return client_ts - received_at > MAX_CLOCK_AHEAD or client_ts < EARLIEST
 
 
 def stamp(ev: Event, received_at: datetime) -> ReceivedEvent:
-    """The server's copy of an event: receive time, and a future client time clamped."""
+    """The server's copy of an event: receive time, and a wrong client time clamped."""
     fields = msgspec.structs.asdict(ev)
-    if ev.client_ts - received_at > MAX_CLOCK_AHEAD:
+    if clock_wrong(ev.client_ts, received_at):
         fields["client_ts"] = received_at
         return ReceivedEvent(**fields, received_at=received_at, ts_clamped=True)
     return ReceivedEvent(**fields, received_at=received_at)
@@ -91,14 +99,20 @@ class Stamper:
     def __init__(self, received_at: datetime) -> None:
         self._at = received_at
         self._latest_ok = received_at + MAX_CLOCK_AHEAD
+        self._earliest_ok = EARLIEST
         stamp_fields = _json.encode({"received_at": received_at, "ts_clamped": False})
         self._suffix = b"," + stamp_fields[1:]
 
     def json(self, ev: Event) -> bytes:
         """The stored event's JSON."""
-        if ev.client_ts > self._latest_ok:
+        if not self._earliest_ok <= ev.client_ts <= self._latest_ok:
             return _json.encode(stamp(ev, self._at))
         return _json.encode(ev)[:-1] + self._suffix
+
+
+# What an upload's time may be (within every time column of ClickHouse, DateTime's included).
+UPLOADS_FROM = datetime(1970, 1, 2, tzinfo=UTC)
+UPLOADS_UNTIL = datetime(2100, 1, 1, tzinfo=UTC)
 
 
 class Item(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -113,6 +127,13 @@ class Item(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True
     sound_id: str | None = None
     created_at: AwareTime
     deleted: bool = False  # taken down: kept on the compacted topic so every cache drops it
+
+    def __post_init__(self) -> None:
+        if not UPLOADS_FROM <= self.created_at < UPLOADS_UNTIL:
+            raise ValueError(
+                f"created_at {self.created_at.isoformat()} is outside "
+                f"{UPLOADS_FROM.date()}..{UPLOADS_UNTIL.date()}"
+            )
 
 
 class ItemBatch(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

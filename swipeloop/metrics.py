@@ -123,12 +123,13 @@ def refresh_session_gaps(client: Client) -> tuple[int, int]:
 
 
 def serve_metrics(settings: Settings, session_gaps: bool) -> None:
-    """Expose this process's metrics on :metrics_port/metrics (0: don't); with `session_gaps`,
-    a background thread refreshes the gap gauges every `gap_metric_interval_s`."""
+    """Expose this process's metrics on api_host:metrics_port/metrics (0: don't; like the
+    API, loopback unless told otherwise); with `session_gaps`, a background thread refreshes
+    the gap gauges every `gap_metric_interval_s`."""
     if not settings.metrics_port:
         return
-    start_http_server(settings.metrics_port)
-    log.info("metrics on :%d/metrics", settings.metrics_port)
+    start_http_server(settings.metrics_port, addr=settings.api_host)
+    log.info("metrics on %s:%d/metrics", settings.api_host, settings.metrics_port)
     if session_gaps:
         threading.Thread(
             target=_refresh_gaps_forever, args=(settings,), name="gap-metric", daemon=True

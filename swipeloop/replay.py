@@ -114,7 +114,7 @@ def replay(
     with Stack(settings.with_(seed_items=0), schedule_training=False) as stack:
         stack.serve_in_thread()
         state = stack.services.feed.state
-        with httpx.Client(base_url=stack.url, timeout=60) as api:
+        with httpx.Client(base_url=stack.url, timeout=60, headers=settings.bearer()) as api:
             began = time.perf_counter()
             items = catalog(np.unique(ratings.items), now)
             for at in range(0, len(items), settings.max_batch_events):

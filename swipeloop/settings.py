@@ -39,6 +39,12 @@ class Settings:
     follow_wait_ms: int = 100
     max_batch_events: int = 500
     max_body_bytes: int = 1_048_576
+    # Who may call the API (api.security): comma-separated bearer keys, from the environment
+    # only. A class left empty answers loopback callers only.
+    app_keys: str = dataclasses.field(default="", repr=False)  # events, items, feeds
+    admin_keys: str = dataclasses.field(default="", repr=False)  # erasure, take-downs, metrics
+    rate_limit_per_s: int = 5000  # requests per second per key (per address without one); 0: off
+    cors_origins: str = ""  # comma-separated origins a browser may call from; empty: no CORS
     # Feed
     feed_default_n: int = 20
     feed_max_n: int = 100
@@ -102,6 +108,14 @@ class Settings:
     def models_dir(self) -> Path:
         """Where versioned model artefacts are written and read."""
         return self.data_dir / "models"
+
+    def bearer(self, admin: bool = False) -> dict[str, str]:
+        """The header a client of this API sends: the first admin key (or, for app routes,
+        the first app key); none when no such key is set (the loopback default)."""
+        keys = [k.strip() for k in self.admin_keys.split(",") if k.strip()]
+        if not admin:
+            keys = [k.strip() for k in self.app_keys.split(",") if k.strip()] + keys
+        return {"Authorization": f"Bearer {keys[0]}"} if keys else {}
 
     def with_(self, **changes: object) -> Settings:
         """A copy with some fields changed (e.g. the bootstrap of a broker just spawned)."""

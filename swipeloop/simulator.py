@@ -111,13 +111,14 @@ async def simulate(
     concurrency: int = 32,
     seed: int = 0,
     views: tuple[int, ...] = (1000,),
+    headers: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Warm up, train once, run for `seconds` of world time; the per-arm figures (gem
-    uploads timed to each number of `views`)."""
+    uploads timed to each number of `views`). `headers`: the app key, if the API wants one."""
     start = datetime.now(UTC)
     run = Run(world, start, time.monotonic(), {v.item_id: v for v in world.videos})
     rng = np.random.default_rng([seed, 3])
-    async with httpx.AsyncClient(base_url=api_url, timeout=30.0) as client:
+    async with httpx.AsyncClient(base_url=api_url, timeout=30.0, headers=headers) as client:
         for at in range(0, len(world.videos), 500):
             chunk = [item_of(v, start) for v in world.videos[at : at + 500]]
             await _post(client, "/v1/items", ItemBatch(chunk))

@@ -314,7 +314,7 @@ def test_what_others_watched_next_is_in_the_feed_within_seconds(stack: Stack) ->
 
 def test_baseline_policies_serve_unseen_items_under_their_name(stack: Stack) -> None:
     """The experiment arms: each serves full pages of items its user has not seen, logged
-    with its name; batch ranks with the production model; an unknown policy is a 400."""
+    with its name; batch ranks with the production model; an unknown policy is a 422."""
     api = httpx.Client(base_url=stack.url, timeout=30)
     models = stack.services.feed.models
     for policy in ("random", "popularity", "batch"):
@@ -329,7 +329,7 @@ def test_baseline_policies_serve_unseen_items_under_their_name(stack: Stack) -> 
             assert models.current is not None
             assert body["model_version"] == models.current.version
     r = api.get("/v1/feed", params={"user_id": "arm-x", "policy": "best"})
-    assert r.status_code == 400 and "policy" in r.text
+    assert r.status_code == 422 and "at policy" in r.text, r.text
 
 
 def test_a_topic_someone_just_finished_fills_their_next_page(stack: Stack) -> None:

@@ -166,10 +166,11 @@ def test_retried_batch_and_frozen_broker(live: Settings, broker: EmbeddedBroker)
         assert refused_bad.status_code == 422
         assert "$.events[1].kind" in refused_bad.text
 
-        # A future client clock is clamped and flagged.
+        # A future client clock, or one reset to 1970, is clamped and flagged.
         ahead = datetime.now(UTC) + timedelta(hours=2)
         skewed = api_event("bob", 0, client_ts=ahead.isoformat())
-        assert http.post("/v1/events", json={"events": [skewed]}).status_code == 202
+        reset = api_event("bob", 1, client_ts="1970-01-01T00:00:07+00:00")
+        assert http.post("/v1/events", json={"events": [skewed, reset]}).status_code == 202
 
         broker.pause()
         second = {"events": [api_event("carol", s) for s in range(10)]}
@@ -199,16 +200,16 @@ def test_retried_batch_and_frozen_broker(live: Settings, broker: EmbeddedBroker)
 
         client = connect(live)
         wait_until(
-            lambda: scalar(client, "SELECT uniqExact(event_id) FROM events") >= 21,
-            what="all 21 distinct events",
+            lambda: scalar(client, "SELECT uniqExact(event_id) FROM events") >= 22,
+            what="all 22 distinct events",
         )
         time.sleep(live.flow_epoch_s * 4)  # time for any late duplicate to show up
-        assert scalar(client, "SELECT count() FROM events") == 21
-        assert scalar(client, "SELECT uniqExact(event_id) FROM events") == 21
+        assert scalar(client, "SELECT count() FROM events") == 22
+        assert scalar(client, "SELECT uniqExact(event_id) FROM events") == 22
         clamped = client.query(
             "SELECT ts_clamped, client_ts = received_at FROM events WHERE user_id = 'bob'"
         ).result_rows
-        assert clamped == [(True, True)]
+        assert clamped == [(True, True), (True, True)]
 
         broker.stop()  # gone for good: still a bounded 503, never a 202
         started = time.monotonic()
