@@ -21,6 +21,10 @@ class BrokerDown(RuntimeError):
     """The broker did not acknowledge in time (503 with Retry-After; nothing was accepted)."""
 
 
+class StoreDown(RuntimeError):
+    """ClickHouse did not answer (503 with Retry-After; the request may be repeated)."""
+
+
 class Conflict(RuntimeError):
     """The request is valid but cannot be done in the current state (409)."""
 
@@ -89,6 +93,10 @@ def broker_down(_request: Request[Any, Any, Any], exc: BrokerDown) -> Response[A
     return _json(503, str(exc), {"Retry-After": "1"})
 
 
+def store_down(_request: Request[Any, Any, Any], exc: StoreDown) -> Response[Any]:
+    return _json(503, str(exc), {"Retry-After": "5"})
+
+
 def conflict(_request: Request[Any, Any, Any], exc: Conflict) -> Response[Any]:
     return _json(409, str(exc))
 
@@ -102,6 +110,7 @@ HANDLERS: ExceptionHandlersMap = {
     TooManyRequestsException: too_many,
     TooLarge: too_large,
     BrokerDown: broker_down,
+    StoreDown: store_down,
     Conflict: conflict,
     QueryError: bad_query,
 }

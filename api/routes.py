@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import msgspec
+from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 from litestar import Controller, delete, get, post
 from litestar.datastructures import State
 from litestar.exceptions import NotFoundException
@@ -15,13 +16,14 @@ from litestar.params import JSONBody, Parameter, PathParameter
 from litestar.response import Response
 from litestar.status_codes import HTTP_202_ACCEPTED
 
-from api.errors import BrokerDown, TooLarge, documented
+from api.errors import BrokerDown, StoreDown, TooLarge, documented
 from api.feed import build_feed
 from api.policies import Policy, baseline_feed
 from api.security import ADMIN, APP, admin_key, app_key
 from api.services import Services
-from swipeloop import topics
-from swipeloop.contracts import EventBatch, Feed, ItemBatch, Stamper, topic_for
+from swipeloop import erasure, topics
+from swipeloop.clickhouse import connect
+from swipeloop.contracts import Erasure, EventBatch, Feed, ItemBatch, Stamper, topic_for
 from swipeloop.kafka import BrokerUnavailable
 
 
@@ -139,7 +141,8 @@ class FeedController(Controller):
 
 
 class ModerationController(Controller):
-    """Admin routes of the public API: take-downs and erasures."""
+    """Admin routes of the public API: take-downs and erasures (feed side: they need the
+    catalog and ClickHouse)."""
 
     path = "/v1"
     tags = ["admin"]
@@ -164,6 +167,32 @@ class ModerationController(Controller):
         gone = msgspec.structs.replace(item, deleted=True)
         await _deliver(services, [(topics.ITEMS, item_id.encode(), msgspec.json.encode(gone))])
         return Accepted(1)
+
+
+    @delete(
+        "/users/{user_id:str}",
+        status_code=HTTP_202_ACCEPTED,
+        responses=documented(401, 403, 422, 429, 503),
+    )
+    async def erase_user(
+        self, user_id: Annotated[str, PathParameter(min_length=1, max_length=128)], state: State
+    ) -> Erasure:
+        """Forget a user: their events, impressions, features, vector and dead letters leave
+        ClickHouse now; flows and feed replicas drop what they hold within seconds; events
+        that still carry the id are dropped from then on."""
+        services = _services(state)
+        now = datetime.now(UTC)
+
+        def forget() -> int:
+            removed = erasure.erase(connect(services.settings), user_id, now)
+            services.feed.state.follow_erasures()  # this replica at once, the others follow
+            return removed
+
+        try:
+            removed = await asyncio.to_thread(forget)
+        except (OperationalError, DatabaseError) as exc:
+            raise StoreDown(f"ClickHouse did not answer: {exc}") from exc
+        return Erasure(user_id=user_id, erased_at=now, rows_deleted=removed)
 
 
 class HealthController(Controller):

@@ -102,6 +102,7 @@ class Serving:
         while not self._stop.wait(REFRESH_S):
             try:
                 self.state.refresh()
+                self.state.follow_erasures()
             except Exception:  # the lists stay as they were; requests recompute stale ones
                 log.exception("refreshing the shared lists failed")
 

@@ -64,6 +64,7 @@ from swipeloop.contracts import (
     ReceivedEvent,
     UserVector,
 )
+from swipeloop.erasure import Erased
 from swipeloop.kafka import client_config
 from swipeloop.metrics import FEATURE_LAG, VECTOR_LAG
 from swipeloop.settings import Settings
@@ -171,6 +172,7 @@ class ServingState:
         self.covisits = CoVisits()  # videos watched one after the other, by anyone
         self.momentum = Momentum()  # how everyone takes each tag now against usually
         self.users: dict[str, UserState] = {}
+        self.erased = Erased()  # users who asked to be forgotten (swipeloop.erasure)
         self.replay_from_ms = int((time.time() - REPLAY_S) * 1000)
         self._client = client
         self._client_lock = threading.Lock()
@@ -202,6 +204,7 @@ class ServingState:
         self.replay_from_ms = int((time.time() - REPLAY_S) * 1000)
         since = datetime.now(UTC) - timedelta(days=SEEN_DAYS)
         with self._client_lock:
+            self.erased.refresh(self._client)  # before the topics replay the last minutes
             items = self._client.query(
                 "SELECT item_id, creator_id, duration_ms, tags, sound_id, created_at, deleted "
                 "FROM items FINAL"
@@ -333,16 +336,21 @@ class ServingState:
     def apply_user_vectors(self, vectors: list[UserVector], removed: list[str]) -> None:
         """Users' vectors as the embeddings flow learns them; expired users are dropped."""
         for v in vectors:
+            if v.user_id in self.erased.users:  # published before the flow knew
+                continue
             self.user_vectors[v.user_id] = normalized(np.asarray(v.vector, dtype=np.float32))
         for user_id in removed:
             self.user_vectors.pop(user_id, None)
 
     def apply_impression(self, imp: Impression | Shown) -> None:
         """An item shown by any replica: its user never sees it again."""
-        self.user(imp.user_id).seen.add(self.code(imp.item_id))
+        if imp.user_id not in self.erased.users:
+            self.user(imp.user_id).seen.add(self.code(imp.item_id))
 
     def apply_event(self, ev: ReceivedEvent) -> None:
         """A user's own signals: positives shape their vector, negatives filter their feed."""
+        if ev.user_id in self.erased.users:
+            return
         user = self.user(ev.user_id)
         item = self.catalog.get(ev.item_id)
         code = self.code(ev.item_id)
@@ -451,6 +459,19 @@ class ServingState:
     # each computed by the method of its name with a leading underscore; a list may read
     # one before it, so this is the order they are refreshed in
     LISTS = ("trending_scores", "trending", "fresh_pool", "fresh_ranks", "catalog_order")
+
+    def forget_users(self, users: set[str]) -> None:
+        """Erased users: what this replica holds of them goes (seen set, signals, session,
+        vector); their events still on the topics are passed over."""
+        for user_id in users:
+            self.users.pop(user_id, None)
+            self.user_vectors.pop(user_id, None)
+
+    def follow_erasures(self) -> None:
+        """Forget the users erased since the last call (by any replica or the CLI)."""
+        with self._client_lock:
+            erased = self.erased.refresh(self._client)
+        self.forget_users(erased)
 
     def refresh(self) -> None:
         """Recompute the shared lists (the API's refresher thread calls this every second)."""

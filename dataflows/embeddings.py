@@ -53,8 +53,9 @@ from models.features import affinity_weights, kind_codes
 from models.items import ItemTable
 from models.online import KINDS, LearnerConfig, OnlineMF, Published, Swipes
 from swipeloop import topics
-from swipeloop.clickhouse import connect, read_vectors
+from swipeloop.clickhouse import connect, read_vectors, with_retry
 from swipeloop.contracts import ItemVector, ReceivedEvent, UserVector
+from swipeloop.erasure import Erased
 from swipeloop.metrics import (
     EMBEDDING_EVENTS,
     EMBEDDING_EXPIRED,
@@ -123,9 +124,13 @@ class Learner(StatefulLogic[Polled, Published, bytes]):
             load_learned(self.mf, settings)
         self._every = timedelta(seconds=settings.publish_interval_s)
         self._next = datetime.now(UTC) + self._every
+        self._client = connect(settings)
+        self._erased = Erased()  # users who asked to be forgotten (swipeloop.erasure)
+        self._forget_erased()
 
     def on_item(self, value: Polled) -> tuple[Iterable[Published], bool]:
-        events = [ev for _, ev in stored_events(value.records)]
+        erased = self._erased.users
+        events = [ev for _, ev in stored_events(value.records) if ev.user_id not in erased]
         if events:
             before = self.mf.updates
             self.mf.learn(swipes_of(events, self._items))
@@ -140,7 +145,13 @@ class Learner(StatefulLogic[Polled, Published, bytes]):
     def on_eof(self) -> tuple[Iterable[Published], bool]:
         return [self._publish()], StatefulLogic.RETAIN
 
+    def _forget_erased(self) -> None:
+        self.mf.forget_users(
+            with_retry("read of erasures", lambda: self._erased.refresh(self._client))
+        )
+
     def _publish(self) -> Published:
+        self._forget_erased()
         self._announce_uploads()
         published = self.mf.publish()
         EMBEDDING_EXPIRED.labels("item").inc(len(published.expired_items))

@@ -62,6 +62,7 @@ def parse_poll(polled: Polled, now: datetime | None = None) -> Parsed:
         months=[] if route and route.month_of else None,
         ids=[] if route and route.dedup_key else None,
         stamps=[] if route and route.dedup_key else None,
+        users=[] if route and route.user_of else None,
     )
     for offset, value, error in polled.records:
         reason = error
@@ -83,6 +84,8 @@ def parse_poll(polled: Polled, now: datetime | None = None) -> Parsed:
                     key, stamp = route.dedup_key(contract)
                     rows.ids.append(key)
                     rows.stamps.append(stamp)
+                if rows.users is not None and route.user_of:
+                    rows.users.append(route.user_of(contract))
                 continue
         dead.append(
             DeadLetter(

@@ -22,11 +22,11 @@ from bytewax.outputs import (
     StatelessSinkPartition,
 )
 from clickhouse_connect.driver.client import Client
-from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from swipeloop.clickhouse import connect, insert_lines, insert_rows
+from dataflows.forget import Forgetting
+from swipeloop.clickhouse import connect, insert_lines, insert_rows, with_retry
 from swipeloop.kafka import RDKAFKA_LOG_LEVEL, client_config, durable_producer
 from swipeloop.metrics import CONSUMER_LAG, INGESTED_ROWS
 from swipeloop.settings import Settings
@@ -147,9 +147,10 @@ class Rows:
 class _ClickHousePartition(StatelessSinkPartition[Rows]):
     def __init__(self, settings: Settings) -> None:
         self._client: Client = connect(settings)
+        self._forgetting = Forgetting()
 
     def write_batch(self, items: list[Rows]) -> None:
-        write_rows(self._client, items)
+        write_rows(self._client, items, self._forgetting)
 
 
 T = TypeVar("T")
@@ -191,9 +192,10 @@ class _CommittedPartition(StatefulSinkPartition[Rows, int]):
         self._client = client
         self._written = written
         self._inserts: OneInFlight[None] = OneInFlight("clickhouse-insert")
+        self._forgetting = Forgetting()
 
     def write_batch(self, items: list[Rows]) -> None:
-        self._inserts.submit(write_rows, self._client, items)
+        self._inserts.submit(write_rows, self._client, items, self._forgetting)
         self._written += len(items)
 
     def snapshot(self) -> int:
@@ -223,8 +225,10 @@ class CommittedClickHouseSink(FixedPartitionedSink[Rows, int]):
         return _CommittedPartition(connect(self._settings), resume_state or 0)
 
 
-def write_rows(client: Client, items: list[Rows]) -> None:
-    """Insert batches, merged per table (batches with a dedup token are kept whole)."""
+def write_rows(client: Client, items: list[Rows], forgetting: Forgetting | None = None) -> None:
+    """Insert batches, merged per table (batches with a dedup token are kept whole); with
+    `forgetting`, less the rows of erased users, and then what landed of them before."""
+    new = forgetting.learn(client) if forgetting else set()
     arrow: dict[str, list[Any]] = {}
     merged: dict[tuple[str, str | None], Rows] = {}
     for rows in items:
@@ -237,26 +241,17 @@ def write_rows(client: Client, items: list[Rows]) -> None:
         else:
             merged[key] = Rows(rows.table, rows.columns, list(rows.rows), rows.token)
     for rows in merged.values():
-        insert_with_retry(
-            rows.table,
-            partial(insert_rows, client, rows.table, rows.rows, rows.columns, rows.token),
+        kept = forgetting.rows(rows.columns, rows.rows) if forgetting else rows.rows
+        with_retry(
+            f"insert into {rows.table}",
+            partial(insert_rows, client, rows.table, kept, rows.columns, rows.token),
         )
     for table, tables in arrow.items():
         whole = pa.concat_tables(tables)
-        insert_with_retry(table, partial(client.insert_arrow, table, whole))
-
-
-def insert_with_retry(what: str, insert: Callable[[], object]) -> None:
-    """Insert until ClickHouse takes it; the token makes a retry of a landed insert a no-op."""
-    delay = 0.2
-    while True:
-        try:
-            insert()
-            return
-        except (OperationalError, DatabaseError) as exc:  # ClickHouse away: back off, keep it
-            log.warning("ClickHouse insert into %s failed (%s); retrying", what, exc)
-            time.sleep(delay)
-            delay = min(delay * 2, 10.0)
+        whole = forgetting.arrow(whole) if forgetting else whole
+        with_retry(f"insert into {table}", partial(client.insert_arrow, table, whole))
+    if forgetting and new:
+        forgetting.catch_up(client, new)
 
 
 class ClickHouseSink(DynamicSink[Rows]):
@@ -458,7 +453,8 @@ class TableRows:
     """JSONEachRow lines for one table from one topic-partition, with their source offsets.
 
     `months` (the yyyymm each row is partitioned on) is set for tables partitioned by month;
-    `ids` and `stamps` (id, receive time in ms) for tables deduplicated by id.
+    `ids` and `stamps` (id, receive time in ms) for tables deduplicated by id; `users` for
+    tables of user data (what an erasure removes).
     """
 
     table: str
@@ -467,6 +463,7 @@ class TableRows:
     months: list[int] | None = None
     ids: list[int] | None = None
     stamps: list[int] | None = None
+    users: list[str] | None = None
 
     def take(self, keep: list[int]) -> TableRows:
         """The rows at the positions in `keep` (ascending), as new lists."""
@@ -481,6 +478,7 @@ class TableRows:
             pick(self.months),
             pick(self.ids),
             pick(self.stamps),
+            pick(self.users),
         )
 
     def tail_after(self, offset: int) -> TableRows | None:
@@ -495,7 +493,8 @@ class TableRows:
     def buffer(self) -> TableRows:
         """A copy to extend with later polls (the dedup ids have done their work)."""
         months = None if self.months is None else list(self.months)
-        return TableRows(self.table, list(self.lines), list(self.offsets), months)
+        users = None if self.users is None else list(self.users)
+        return TableRows(self.table, list(self.lines), list(self.offsets), months, users=users)
 
     def extend(self, more: TableRows) -> None:
         """Append the rows of a later poll of the same table and partition (to a buffer)."""
@@ -503,6 +502,8 @@ class TableRows:
         self.offsets.extend(more.offsets)
         if self.months is not None and more.months is not None:
             self.months.extend(more.months)
+        if self.users is not None and more.users is not None:
+            self.users.extend(more.users)
 
     def runs(self) -> Iterator[tuple[list[bytes], list[int]]]:
         """Consecutive rows of the same month: each run is one part, so one atomic insert."""
@@ -538,6 +539,7 @@ class _ProgressPartition(StatefulSinkPartition[SourceRows, Progress]):
         self._pending_rows = 0
         self._oldest: float | None = None
         self._inserts: OneInFlight[Progress] = OneInFlight("clickhouse-insert")
+        self._forgetting = Forgetting()
 
     def write_batch(self, items: list[SourceRows]) -> None:
         for source, tables in items:
@@ -585,18 +587,31 @@ class _ProgressPartition(StatefulSinkPartition[SourceRows, Progress]):
 
     def _insert(self, pending: dict[str, TableRows]) -> Progress:
         landed: Progress = {}
-        for key, part in pending.items():
+        erased = self._forgetting.learn(self._client)
+        for key, whole in pending.items():
             source = key.split("|", 1)[1]
+            landed[key] = whole.offsets[-1]  # rows of erased users count as handled
+            part = self._forget(whole)
+            if not part.offsets:
+                continue
             for lines, offsets in part.runs():
                 where = f"{source}:{offsets[0]}:{offsets[-1]}"
                 token = f"{self._settings.broker_epoch}:{part.table}:{where}"
-                insert_with_retry(
-                    f"{part.table} ({len(lines)} rows)",
+                with_retry(
+                    f"insert into {part.table} ({len(lines)} rows)",
                     partial(insert_lines, self._client, part.table, lines, token),
                 )
-                landed[key] = offsets[-1]
                 INGESTED_ROWS.labels(part.table).inc(len(lines))
+        if erased:
+            self._forgetting.catch_up(self._client, erased)
         return landed
+
+    def _forget(self, part: TableRows) -> TableRows:
+        """The rows of users not erased."""
+        if part.users is None:
+            return part
+        keep = self._forgetting.kept(part.users)
+        return part if keep is None else part.take(keep)
 
     def _stored(self, key: str, table: str, source: str) -> int:
         """The last offset of `source` in `table`: the snapshot's, or ClickHouse's if ahead.

@@ -115,6 +115,7 @@ class Route(NamedTuple):
     dedup_key: Callable[[Any], tuple[int, int]] | None = None
     # why a decoded message cannot be stored (None: it can)
     unstorable: Callable[[Any], str | None] | None = None
+    user_of: Callable[[Any], str] | None = None  # whose data a row is (erasures remove it)
 
     def parse(self, value: bytes | None) -> Any:
         """The validated contract of one message, or `Rejected` with the reason."""
@@ -144,11 +145,15 @@ def _impression_month(im: Impression) -> int:
     return month(im.served_at)
 
 
-_EVENTS = Route("events", _event, _event_month, _event_key, _event_unstorable)
+def _user_of(contract: ReceivedEvent | Impression) -> str:
+    return contract.user_id
+
+
+_EVENTS = Route("events", _event, _event_month, _event_key, _event_unstorable, _user_of)
 
 ROUTES: dict[str, Route] = {
     topics.EVENTS_ACTIONS: _EVENTS,
     topics.EVENTS_CONTEXT: _EVENTS,
     topics.ITEMS: Route("items", _item),
-    topics.IMPRESSIONS: Route("impressions", _impression, _impression_month),
+    topics.IMPRESSIONS: Route("impressions", _impression, _impression_month, user_of=_user_of),
 }

@@ -31,7 +31,7 @@ after `ttl_s` of event time without a sighting.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -135,6 +135,7 @@ class OnlineMF:
         # items without a vector of their own that had events: (creator, tags)
         self._cold_items: dict[str, Meta] = {}
         self._forgotten: list[str] = []  # deleted items, to publish as gone
+        self._erased: list[str] = []  # erased users, to publish as gone
 
     # --- learning -------------------------------------------------------------------------
 
@@ -354,6 +355,18 @@ class OnlineMF:
             self._cold_items.pop(item, None)
         self._forgotten.extend(self.tables["item"].remove(items))
 
+    def forget_users(self, users: Iterable[str]) -> None:
+        """Erased users: their vectors and first sessions go, each published as expired (a
+        tombstone) if it had either."""
+        had = []
+        for user in users:
+            pending = self.pending.pop(user, None) is not None
+            self._pending_changed.discard(user)
+            if self.tables["user"].remove([user]) or pending:
+                had.append(user)
+        # (a learner snapshotted before erasures existed has no such list yet)
+        self._erased = [*getattr(self, "_erased", []), *had]
+
     # --- publication ----------------------------------------------------------------------
 
     def publish(self) -> Published:
@@ -366,6 +379,8 @@ class OnlineMF:
             out.expired_items, out.expired_users = expired["item"], expired["user"]
         out.expired_items.extend(self._forgotten)
         self._forgotten = []
+        out.expired_users.extend(getattr(self, "_erased", []))
+        self._erased = []
         for kind, ids, own, cold in (
             ("item", out.items, out.item_vectors, out.item_cold),
             ("user", out.users, out.user_vectors, out.user_cold),

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import clickhouse_connect
 import numpy as np
 import numpy.typing as npt
 from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 
 from swipeloop.settings import Settings
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def connect(settings: Settings, database: str | None = None) -> Client:
@@ -71,3 +78,16 @@ def read_vectors(
         return [], np.zeros((0, dim), dtype=np.float32)
     flat = arrow.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
     return ids, flat.astype(np.float32).reshape(len(ids), dim)
+
+
+def with_retry(what: str, call: Callable[[], T]) -> T:
+    """Call until ClickHouse answers, backing off while it is away (an insert's token makes a
+    retry of one that landed a no-op)."""
+    delay = 0.2
+    while True:
+        try:
+            return call()
+        except (OperationalError, DatabaseError) as exc:  # ClickHouse away: back off, keep it
+            log.warning("ClickHouse %s failed (%s); retrying", what, exc)
+            time.sleep(delay)
+            delay = min(delay * 2, 10.0)

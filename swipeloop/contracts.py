@@ -281,3 +281,12 @@ class Feed(msgspec.Struct, frozen=True, kw_only=True):
 def topic_for(kind: str) -> str:
     """Explicit actions and passive context travel on their own topics."""
     return "events.actions" if kind in ACTION_KINDS else "events.context"
+
+
+class Erasure(msgspec.Struct, frozen=True, kw_only=True):
+    """The answer to DELETE /v1/users/{user_id}: what ClickHouse held of the user is gone
+    (`rows_deleted`); flows and feed replicas forget them within seconds."""
+
+    user_id: str
+    erased_at: datetime
+    rows_deleted: int

@@ -48,8 +48,8 @@ def test_migrations_go_up_and_down_and_up_again(settings: Settings) -> None:
     again = runner.invoke(app, ["migrate"], env=env)
     assert "0 migration(s) applied" in again.output
 
-    back = runner.invoke(app, ["migrate", "--down", "2"], env=env)
-    assert back.exit_code == 0 and f"at version {newest - 2}" in back.output
+    back = runner.invoke(app, ["migrate", "--down", str(newest - 12)], env=env)
+    assert back.exit_code == 0 and "at version 12" in back.output
     assert "reversing 0014_model_runs_skew" in back.output and "model_runs" not in tables(settings)
     assert runner.invoke(app, ["migrate", "--to", "13"], env=env).exit_code == 0
     columns = connect(settings).query("DESCRIBE model_runs").result_rows

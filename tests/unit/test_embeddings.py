@@ -157,3 +157,14 @@ def test_a_pickled_learner_continues_exactly_like_the_original() -> None:
     copy.learn(batch)
     a, b = mf.tables["item"].items(), copy.tables["item"].items()
     assert a[0] == b[0] and np.array_equal(a[1], b[1])
+
+
+def test_an_erased_user_is_dropped_and_published_as_expired_once() -> None:
+    mf = OnlineMF(LearnerConfig(dim=4, min_count=1))
+    mf.learn(swipes([("gone", "i1"), ("kept", "i1")]))
+    mf.publish()
+    mf.forget_users(["gone", "never-seen"])
+    assert "gone" not in mf.tables["user"] and "kept" in mf.tables["user"]
+    published = mf.publish()
+    assert published.expired_users == ["gone"] and "gone" not in published.users
+    assert mf.publish().expired_users == []

@@ -67,8 +67,8 @@ def test_events_with_a_clock_no_phone_has_are_dead_letters() -> None:
 
 SQL = re.compile(r"\b(SELECT|INSERT|ALTER|DELETE|CREATE|DROP|WHERE|OPTIMIZE)\b")
 # What an SQL string may have formatted in: identifiers the code chose, never a value.
-# (`cold` is a fixed SQL clause chosen by a flag.)
-IDENTIFIERS = {"db", "table", "key", "cold", "', '.join(COUNTERS)"}
+# (`cold`, `where`, `_DLQ_MATCH`: fixed SQL clauses the code picks.)
+IDENTIFIERS = {"db", "table", "key", "cold", "where", "_DLQ_MATCH", "', '.join(COUNTERS)"}
 
 
 def _formatted_parts(node: ast.AST) -> list[ast.AST] | None:
