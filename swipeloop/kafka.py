@@ -51,7 +51,12 @@ class AsyncProducer:
     An idempotent producer that hits a fatal error (fenced after the broker stalled, say)
     refuses everything after it; the next produce then starts a fresh producer, and what the
     old one still held fails (the client gets a 503 and retries, the flow drops repeats).
+    A producer whose last `RENEW_AFTER` requests all went unacknowledged is renewed too: after
+    a broker restart that lost its producer state, one can wait on it forever, unfenced
+    (tests/faults/test_api_faults.py caught it doing so one time in three).
     """
+
+    RENEW_AFTER = 3
 
     def __init__(self, settings: Settings, linger_ms: float | None = None) -> None:
         timeout_ms = int(settings.ack_timeout_s * 1000)
@@ -65,6 +70,7 @@ class AsyncProducer:
         }
         self._settings = settings
         self._fatal = threading.Event()
+        self._unanswered = 0  # requests in a row that were not acknowledged
         self._lock = threading.Lock()
         self._producer = durable_producer(settings, **self._config)
         self._stop = threading.Event()
@@ -78,6 +84,14 @@ class AsyncProducer:
     def _poll(self) -> None:
         while not self._stop.is_set():
             self._producer.poll(0.05)
+
+    def unanswered(self) -> None:
+        """A request was not acknowledged in time; after `RENEW_AFTER` in a row, the next
+        produce starts a fresh producer."""
+        self._unanswered += 1
+        if self._unanswered >= self.RENEW_AFTER:
+            self._unanswered = 0
+            self._fatal.set()
 
     def _renew_if_fatal(self) -> None:
         if not self._fatal.is_set():
@@ -106,6 +120,7 @@ class AsyncProducer:
                 return
             pending[0] -= 1  # deliveries are served by the one poller thread
             if pending[0] == 0:
+                self._unanswered = 0
                 loop.call_soon_threadsafe(_settle, future, None)
 
         by_topic: dict[str, list[dict[str, bytes]]] = {}

@@ -138,12 +138,17 @@ class Stack:
         if not wait_for(lambda: server.started, timeout_s):
             raise RuntimeError(f"the API did not start on {self.url} in {timeout_s} s")
 
-    def stop(self) -> None:
-        """Stop the API, the flows and the trainer, then the embedded broker."""
+    def stop_api(self) -> None:
+        """Stop the API (its caches go with it); `serve_in_thread` starts a fresh one."""
         if self.server is not None:
             self.server.should_exit = True
         if self._server_thread is not None:
             self._server_thread.join(timeout=10)
+        self.server = self._server_thread = self._app = None
+
+    def stop(self) -> None:
+        """Stop the API, the flows and the trainer, then the embedded broker."""
+        self.stop_api()
         self._stop.set()
         for name, thread in self._threads.items():
             thread.join(timeout=10)

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -15,10 +16,13 @@ from typing import Any
 import msgspec
 import pytest
 
+from dataflows.runner import run_in_thread
 from swipeloop import topics
 from swipeloop.broker import EmbeddedBroker, free_port
+from swipeloop.clickhouse import connect
 from swipeloop.contracts import Item, ReceivedEvent, topic_for
 from swipeloop.kafka import durable_producer
+from swipeloop.migrations import migrate
 from swipeloop.settings import Settings
 
 
@@ -54,6 +58,29 @@ def isolated(chdb_path: Path, data_dir: Path, **changes: Any) -> Settings:
 def settings(tmp_path: Path, chdb_path: Path) -> Settings:
     """Settings of an isolated test (`isolated`)."""
     return isolated(chdb_path, tmp_path)
+
+
+@pytest.fixture
+def live(settings: Settings, broker: EmbeddedBroker) -> Settings:
+    """Settings on a fresh broker with topics, and a migrated database (a module may have its
+    own)."""
+    wired = settings.with_(
+        kafka_bootstrap=broker.bootstrap, broker_epoch=broker.epoch, flow_epoch_s=0.5
+    )
+    topics.ensure_topics(wired)
+    migrate(connect(wired))
+    return wired
+
+
+@pytest.fixture
+def ingest_thread(live: Settings) -> Iterator[threading.Thread]:
+    """The ingest flow in a thread of this process, on `live`."""
+    stop, failed = threading.Event(), []
+    thread = run_in_thread("ingest", live, stop, failed.append)
+    yield thread
+    stop.set()
+    thread.join(timeout=30)
+    assert not failed, failed
 
 
 def swipeloop_process(*args: str, env: dict[str, str]) -> subprocess.Popen[bytes]:

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import random
-import signal
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import msgspec
 import pytest
@@ -22,7 +20,7 @@ from swipeloop.clickhouse import connect
 from swipeloop.contracts import Item, ReceivedEvent
 from swipeloop.migrations import migrate
 from swipeloop.settings import Settings
-from tests.conftest import drain, json_of, produce, role_env, swipeloop_process, wait_until
+from tests.conftest import produce, wait_until
 
 pytestmark = pytest.mark.integration
 START = datetime(2026, 11, 27, 12, tzinfo=UTC)
@@ -165,60 +163,6 @@ for table, key in (("item_embeddings", "item_id"), ("user_embeddings", "user_id"
     out[table] = sorted(r[0] for r in client.query(sql).result_rows)
 print(json.dumps(out))
 """
-
-
-def _own_ids(env: dict[str, str]) -> dict[str, list[str]]:
-    return dict(json_of(_READ_IDS, env))
-
-
-def _role(live: Settings, data_dir: Path, database: str) -> dict[str, str]:
-    return role_env(live, data_dir, database, embedding_dim="16")
-
-
-def test_kill_9_mid_stream_resumes_learning_and_loses_no_vector(
-    settings: Settings, broker: EmbeddedBroker, tmp_path: Path
-) -> None:
-    live = settings.with_(kafka_bootstrap=broker.bootstrap, broker_epoch=broker.epoch)
-    topics.ensure_topics(live)
-    rng = random.Random(17)
-    # many ids near the admission count (5): a lost or twice-counted event changes who has a
-    # vector, so the admitted sets of both runs are equal only if each event counted once
-    events = [
-        event(
-            f"u{rng.randrange(3_000)}",
-            f"i{rng.randrange(4_000)}",
-            rng.choice(["impression", "impression", "watch", "like", "skip"]),
-            START + timedelta(milliseconds=20 * k),
-            rng.choice([500, 9_000]),
-        )
-        for k in range(40_000)
-    ]
-    chunks = [events[i : i + 5_000] for i in range(0, len(events), 5_000)]
-    produce(live, catalog(4_000), chunks[0])
-    calm = _role(live, tmp_path / "calm", "calm")
-    killed = _role(live, tmp_path / "killed", "killed")
-    for env in (calm, killed):
-        assert swipeloop_process("migrate", env=env).wait(60) == 0
-    had: set[str] = set()
-    for chunk in chunks[1:5]:
-        flow = swipeloop_process("flows", "run", "embeddings", env=killed)
-        time.sleep(3.0)  # start-up
-        produce(live, [], chunk)
-        time.sleep(rng.uniform(0.5, 1.5))
-        flow.send_signal(signal.SIGKILL)
-        flow.communicate(timeout=10)
-        now = set(_own_ids(killed)["item_embeddings"])
-        assert had <= now, f"vectors lost after a kill: {sorted(had - now)[:5]}"
-        had = now
-    for chunk in chunks[5:]:
-        produce(live, [], chunk)
-    drain("embeddings", killed)
-    drain("embeddings", calm)
-
-    expected, got = _own_ids(calm), _own_ids(killed)
-    assert len(expected["item_embeddings"]) > 1_000 and len(expected["user_embeddings"]) > 1_000
-    assert had <= set(got["item_embeddings"])
-    assert got == expected  # the same ids admitted: every event counted once
 
 
 def test_a_deleted_item_leaves_the_index_and_the_current_vectors(
