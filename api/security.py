@@ -21,7 +21,7 @@ from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware.rate_limit import RateLimitConfig
 from litestar.openapi.spec import Components, SecurityRequirement, SecurityScheme
 
-from swipeloop.settings import Settings
+from swipeloop.settings import Settings, keys_of
 
 Role = Literal["app", "admin"]
 LOOPBACK = frozenset({"127.0.0.1", "::1", "::ffff:127.0.0.1"})
@@ -41,11 +41,6 @@ COMPONENTS = Components(
 )
 
 
-def parse_keys(raw: str) -> tuple[bytes, ...]:
-    """The keys of a comma-separated setting (blanks dropped)."""
-    return tuple(k.strip().encode() for k in raw.split(",") if k.strip())
-
-
 @dataclass(frozen=True)
 class Caller:
     """What a request proved: the roles its key holds, and whom a rate limit counts it as."""
@@ -59,8 +54,12 @@ class Keys:
     """The configured keys; `identify` compares a bearer token with every one of them."""
 
     def __init__(self, settings: Settings) -> None:
-        self.app = parse_keys(settings.app_keys)
-        self.admin = parse_keys(settings.admin_keys)
+        self.app = tuple(k.encode() for k in keys_of(settings.app_keys))
+        self.admin = tuple(k.encode() for k in keys_of(settings.admin_keys))
+
+    def configured(self, role: Role) -> tuple[bytes, ...]:
+        """The keys that open a role's routes (an admin key opens the app's too)."""
+        return self.admin if role == "admin" else self.app + self.admin
 
     def roles_of(self, token: bytes) -> frozenset[Role]:
         """The roles `token` holds; constant time in the token, and every key is compared
@@ -93,8 +92,7 @@ class Keys:
 
     def allows(self, caller: Caller, role: Role) -> bool:
         """A key of the role (or an admin key); with none configured, loopback callers only."""
-        configured = self.admin if role == "admin" else self.app + self.admin
-        return role in caller.roles or (not configured and caller.loopback)
+        return role in caller.roles or (not self.configured(role) and caller.loopback)
 
 
 def _keys(connection: ASGIConnection[Any, Any, Any, Any]) -> Keys:
@@ -109,7 +107,7 @@ def _require(connection: ASGIConnection[Any, Any, Any, Any], role: Role) -> None
         return
     if caller.roles:
         raise PermissionDeniedException(f"this route needs an {role} key")
-    if not (keys.admin if role == "admin" else keys.app + keys.admin):
+    if not keys.configured(role):
         variable = "SWIPELOOP_ADMIN_KEYS" if role == "admin" else "SWIPELOOP_APP_KEYS"
         raise NotAuthorizedException(
             f"no {role} keys are configured ({variable}): this route answers loopback callers only"

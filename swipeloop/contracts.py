@@ -99,13 +99,12 @@ class Stamper:
     def __init__(self, received_at: datetime) -> None:
         self._at = received_at
         self._latest_ok = received_at + MAX_CLOCK_AHEAD
-        self._earliest_ok = EARLIEST
         stamp_fields = _json.encode({"received_at": received_at, "ts_clamped": False})
         self._suffix = b"," + stamp_fields[1:]
 
     def json(self, ev: Event) -> bytes:
         """The stored event's JSON."""
-        if not self._earliest_ok <= ev.client_ts <= self._latest_ok:
+        if not EARLIEST <= ev.client_ts <= self._latest_ok:
             return _json.encode(stamp(ev, self._at))
         return _json.encode(ev)[:-1] + self._suffix
 

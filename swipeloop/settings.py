@@ -112,9 +112,9 @@ class Settings:
     def bearer(self, admin: bool = False) -> dict[str, str]:
         """The header a client of this API sends: the first admin key (or, for app routes,
         the first app key); none when no such key is set (the loopback default)."""
-        keys = [k.strip() for k in self.admin_keys.split(",") if k.strip()]
+        keys = keys_of(self.admin_keys)
         if not admin:
-            keys = [k.strip() for k in self.app_keys.split(",") if k.strip()] + keys
+            keys = keys_of(self.app_keys) + keys
         return {"Authorization": f"Bearer {keys[0]}"} if keys else {}
 
     def with_(self, **changes: object) -> Settings:
@@ -132,6 +132,11 @@ class Settings:
                 continue
             values[field.name] = _parse(field.name, str(field.type), raw)
         return cls(**values)  # type: ignore[arg-type]
+
+
+def keys_of(raw: str) -> list[str]:
+    """The keys of a comma-separated key setting (blanks dropped)."""
+    return [k.strip() for k in raw.split(",") if k.strip()]
 
 
 def _parse(name: str, type_name: str, raw: str) -> object:
