@@ -50,7 +50,6 @@ async def _deliver(services: Services, messages: list[tuple[str, bytes, bytes]])
         async with asyncio.timeout(services.settings.ack_timeout_s):  # no extra task per call
             await services.producer.produce_all(messages)
     except (TimeoutError, BrokerUnavailable, BufferError) as exc:
-        services.producer.unanswered()
         raise BrokerDown(f"broker did not acknowledge: {str(exc) or 'timeout'}") from exc
 
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console
 
-from swipeloop.settings import Settings
+from swipeloop.settings import Settings, keys_of
 
 if TYPE_CHECKING:
     from swipeloop.analysis import NamedQuery
@@ -82,10 +82,10 @@ def up(
 
 def _keys_line(s: Settings) -> str:
     """What `up` says about who may call it."""
-    app_keys, admin_keys = s.app_keys.count(",") + 1, s.admin_keys.count(",") + 1
-    if s.app_keys and s.admin_keys:
-        return f"{app_keys} app, {admin_keys} admin (Authorization: Bearer <key>)"
-    kinds = [("APP", s.app_keys), ("ADMIN", s.admin_keys)]
+    app_keys, admin_keys = keys_of(s.app_keys), keys_of(s.admin_keys)
+    if app_keys and admin_keys:
+        return f"{len(app_keys)} app, {len(admin_keys)} admin (Authorization: Bearer <key>)"
+    kinds = [("APP", app_keys), ("ADMIN", admin_keys)]
     unset = [f"SWIPELOOP_{name}_KEYS" for name, keys in kinds if not keys]
     return f"{' and '.join(unset)} unset: those routes answer loopback callers only"
 

@@ -8,7 +8,6 @@ erased: events that still carry it are dropped.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 from datetime import UTC, datetime
 
 from clickhouse_connect.driver.client import Client
@@ -32,7 +31,9 @@ _DLQ_MATCH = "position(payload, concat('\"user_id\":', toJSONString({u:String}))
 def erase(client: Client, user_id: str, now: datetime) -> int:
     """Record the erasure, then delete what ClickHouse holds of the user; rows deleted."""
     record(client, user_id, now)
-    return delete_user(client, user_id)
+    held = sum(remaining(client, user_id).values())
+    delete_user(client, user_id)
+    return held
 
 
 def record(client: Client, user_id: str, erased_at: datetime) -> None:
@@ -40,26 +41,20 @@ def record(client: Client, user_id: str, erased_at: datetime) -> None:
     client.insert("erasures", [[user_id, erased_at]], column_names=["user_id", "erased_at"])
 
 
-def delete_user(client: Client, user_id: str, tables: Iterable[str] = USER_TABLES) -> int:
-    """Delete the user's rows from `tables` (and, for all of them, the dead letters that name
-    the user); how many there were. The id travels as a parameter, never in the SQL."""
-    tables = tuple(tables)
-    removed = sum(remaining(client, user_id, tables).values())
-    for table in tables:
+def delete_user(client: Client, user_id: str) -> None:
+    """Delete the user's rows from every table of user data and the dead letters that name
+    them. The id travels as a parameter, never in the SQL."""
+    for table in USER_TABLES:
         client.command(
             f"DELETE FROM {table} WHERE user_id = {{u:String}}", parameters={"u": user_id}
         )
-    if tables == USER_TABLES:
-        client.command(f"DELETE FROM dlq WHERE {_DLQ_MATCH}", parameters={"u": user_id})
-    return removed
+    client.command(f"DELETE FROM dlq WHERE {_DLQ_MATCH}", parameters={"u": user_id})
 
 
-def remaining(
-    client: Client, user_id: str, tables: Iterable[str] = (*USER_TABLES, "dlq")
-) -> dict[str, int]:
-    """Rows of the user in each table (all zero once erased)."""
+def remaining(client: Client, user_id: str) -> dict[str, int]:
+    """Rows of the user in each table of user data and the DLQ (all zero once erased)."""
     counts = {}
-    for table in tables:
+    for table in (*USER_TABLES, "dlq"):
         where = _DLQ_MATCH if table == "dlq" else "user_id = {u:String}"  # fixed clauses
         sql = f"SELECT count() FROM {table} WHERE {where}"
         counts[table] = int(client.query(sql, parameters={"u": user_id}).result_rows[0][0])

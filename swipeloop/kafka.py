@@ -85,9 +85,9 @@ class AsyncProducer:
         while not self._stop.is_set():
             self._producer.poll(0.05)
 
-    def unanswered(self) -> None:
-        """A request was not acknowledged in time; after `RENEW_AFTER` in a row, the next
-        produce starts a fresh producer."""
+    def _refused(self) -> None:
+        """A request failed (its first failed delivery); after `RENEW_AFTER` in a row, the
+        next produce starts a fresh producer."""
         self._unanswered += 1
         if self._unanswered >= self.RENEW_AFTER:
             self._unanswered = 0
@@ -116,6 +116,9 @@ class AsyncProducer:
             if err is not None:
                 if _needs_new_producer(err):
                     self._fatal.set()
+                elif pending[0] > 0:  # (the request's first failure: counted once)
+                    self._refused()
+                pending[0] = -1
                 loop.call_soon_threadsafe(_settle, future, err)
                 return
             pending[0] -= 1  # deliveries are served by the one poller thread
