@@ -146,6 +146,21 @@ def rss_mb() -> float:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
+def cpu_s(pid: int | str = "self") -> float:
+    """CPU seconds (user + system) a process has used so far."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cores_per_window(samples: list[tuple[float, float]], window_s: float) -> list[float]:
+    """CPU cores used in each window, from (elapsed s, cumulative CPU s) samples."""
+    at, used = np.array(samples).T
+    edges = np.minimum(np.arange(0.0, at[-1] + window_s, window_s), at[-1])
+    edges = np.unique(edges)
+    return [round(float(c), 2) for c in np.diff(np.interp(edges, at, used)) / np.diff(edges)]
+
+
 def p99(values: list[float]) -> float | None:
     return round(float(np.percentile(values, 99)), 1) if values else None
 
@@ -176,9 +191,15 @@ def main() -> None:
                 rate = capacity["sessions_per_s"] / 2
                 running = load.submit(run_open, stack.url, load_s, rate)
                 rss: list[tuple[float, float]] = []
+                cpu: dict[str, list[tuple[float, float]]] = {"server": [], "broker": []}
+                broker = stack.broker.pid if stack.broker else None
                 t0 = time.monotonic()
                 while not running.done():
-                    rss.append((time.monotonic() - t0, rss_mb()))
+                    at = time.monotonic() - t0
+                    rss.append((at, rss_mb()))
+                    cpu["server"].append((at, cpu_s()))
+                    if broker is not None:
+                        cpu["broker"].append((at, cpu_s(broker)))
                     time.sleep(1.0)
                 soak = running.result()
             acked = capacity["acked"] + soak["acked"]
@@ -197,10 +218,20 @@ def main() -> None:
             stack.stop()
     requests = soak["requests"]
     windows = int(np.ceil(load_s / window_s))
-    per_window = [
-        p99([ms for at, ms, _, _ in requests if w * window_s <= at < (w + 1) * window_s])
-        for w in range(windows)
-    ]
+
+    def per_window(kinds: tuple[str, ...]) -> list[float | None]:
+        return [
+            p99(
+                [
+                    ms
+                    for at, ms, _, k in requests
+                    if w * window_s <= at < (w + 1) * window_s and k in kinds
+                ]
+            )
+            for w in range(windows)
+        ]
+
+    both = per_window(("feed", "events"))
     later = [(t / 60, mb) for t, mb in rss if t >= window_s]
     slope = float(np.polyfit(*zip(*later, strict=True), 1)[0]) if len(later) > 2 else None
     print(
@@ -216,11 +247,19 @@ def main() -> None:
                 "load_sessions_per_s": round(rate, 1),
                 "load_s": load_s,
                 "window_s": window_s,
-                "p99_ms_first_minute": per_window[0],
-                "p99_ms_last_minute": per_window[-1],
-                "p99_ms_per_window": per_window,
+                "p99_ms_first_minute": both[0],
+                "p99_ms_last_minute": both[-1],
+                "p99_ms_per_window": both,
+                "p99_ms_per_window_feed": per_window(("feed",)),
+                "p99_ms_per_window_events": per_window(("events",)),
                 "p99_ms_feed": p99([ms for _, ms, _, kind in requests if kind == "feed"]),
                 "p99_ms_events": p99([ms for _, ms, _, kind in requests if kind == "events"]),
+                # CPU cores used per window: this process (API, flows, chdb) and the embedded
+                # broker (a process of its own); 2 cores on the development VM
+                "server_cores_per_window": cores_per_window(cpu["server"], window_s),
+                "broker_cores_per_window": cores_per_window(cpu["broker"], window_s)
+                if cpu["broker"]
+                else None,
                 "rss_mb_start": round(rss[0][1], 1) if rss else None,
                 "rss_mb_end": round(rss[-1][1], 1) if rss else None,
                 "rss_slope_mb_per_min": None if slope is None else round(slope, 2),

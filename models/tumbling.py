@@ -24,7 +24,9 @@ from __future__ import annotations
 import copy
 import logging
 import math
-from dataclasses import dataclass, field
+import pickle
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -39,7 +41,11 @@ Ints = npt.NDArray[np.int64]
 UInts = npt.NDArray[np.uint64]
 Keys = npt.NDArray[np.object_]
 
-COMPACT_ROWS = 200_000  # an open window sums its chunks once they hold this many rows
+# An open window sums its chunks once they hold this many rows and as many as its last sum
+# (each row is sorted O(log n) times), and joins its newest chunks into one once there are
+# more than `OPEN_CHUNKS`: every epoch's snapshot pickles each array, and each key of each row.
+COMPACT_ROWS = 4_096
+OPEN_CHUNKS = 32
 
 
 @dataclass
@@ -53,6 +59,22 @@ class Rows:
 
     def take(self, at: Ints) -> Rows:
         return take_rows(self, at)
+
+    def __reduce__(self) -> tuple[Callable[[bytes], Rows], tuple[bytes]]:
+        # Pickled once: rows never change once a window holds them, and Bytewax pickles every
+        # window at every epoch while holding the GIL, each key a Python string. Later
+        # snapshots copy these bytes, so an epoch pickles only the rows that came in it.
+        pickled: bytes | None = self.__dict__.get("_pickled")
+        if pickled is None:
+            columns = (self.ids, self.keys, self.targets, self.sums)
+            pickled = self.__dict__["_pickled"] = pickle.dumps(columns, pickle.HIGHEST_PROTOCOL)
+        return _unpickled, (pickled,)
+
+
+def _unpickled(pickled: bytes) -> Rows:
+    rows = Rows(*pickle.loads(pickled))
+    rows.__dict__["_pickled"] = pickled
+    return rows
 
 
 def _reduce(rows: Rows, order: Ints, starts: Ints) -> Rows:
@@ -94,12 +116,17 @@ class _Open:
     exact: bool = False  # ids collided here: summed by key from then on
     emitted: bool = False
     fixes: list[UInts] = field(default_factory=list)  # ids that changed after the emission
+    loose: int = 0  # chunks appended since the last sum or join
 
     def add(self, rows: Rows) -> None:
         self.chunks.append(rows)
         self.pending += len(rows.ids)
+        self.loose += 1
         if self.pending > max(COMPACT_ROWS, self.size):
             self.summed()
+        elif self.loose > OPEN_CHUNKS:  # what was summed or joined before stays as it is
+            self.chunks[-self.loose :] = [concat_rows(self.chunks[-self.loose :])]
+            self.loose = 0
 
     def summed(self) -> Rows:
         """The window's rows, one per entity (which replace the chunks)."""
@@ -112,7 +139,7 @@ class _Open:
                 log.warning("two entities share a 64-bit id: a window is summed by key")
             self.exact = True
             summed = sum_by_key(rows)
-        self.chunks, self.pending, self.size = [summed], 0, len(summed.ids)
+        self.chunks, self.pending, self.size, self.loose = [summed], 0, len(summed.ids), 0
         return summed
 
 
@@ -131,7 +158,7 @@ class TumblingCounts:
         twin = copy.copy(self)
         twin.open = {
             length: {
-                end: _Open(list(w.chunks), w.pending, w.size, w.exact, w.emitted, list(w.fixes))
+                end: replace(w, chunks=list(w.chunks), fixes=list(w.fixes))
                 for end, w in windows.items()
             }
             for length, windows in self.open.items()

@@ -60,6 +60,7 @@ WINDOWS: tuple[WindowSpec, ...] = (
     WindowSpec(3600, 300),
     WindowSpec(86400, 7200),
 )
+SLOT_ENTRIES = 8  # a bucket sums its entries per entity once it holds this many
 
 
 @dataclass
@@ -76,7 +77,9 @@ class Emitted:
 
 @dataclass
 class _Slot:
-    """The entries of one bucket: (row, counts), appended per batch, compacted on read."""
+    """The entries of one bucket: (rows, counts), appended per batch and summed per row once
+    there are `SLOT_ENTRIES` of them or they are read. A bucket then holds one entry per
+    entity that had events in it, and few arrays (every snapshot pickles each one)."""
 
     rows: list[Ints] = field(default_factory=list)
     sums: list[Floats] = field(default_factory=list)
@@ -84,12 +87,20 @@ class _Slot:
     def add(self, rows: Ints, sums: Floats) -> None:
         self.rows.append(rows)
         self.sums.append(sums)
+        if len(self.rows) >= SLOT_ENTRIES:
+            self._sum()
+
+    def _sum(self) -> None:
+        rows, at = np.unique(np.concatenate(self.rows), return_inverse=True)
+        sums = np.zeros((len(rows), self.sums[0].shape[1]))
+        scatter_add(sums, at.ravel(), np.concatenate(self.sums))
+        self.rows, self.sums = [rows], [sums]
 
     def entries(self, width: int) -> tuple[Ints, Floats]:
         if not self.rows:
             return np.empty(0, np.int64), np.empty((0, width))
         if len(self.rows) > 1:
-            self.rows, self.sums = [np.concatenate(self.rows)], [np.concatenate(self.sums)]
+            self._sum()
         return self.rows[0], self.sums[0]
 
 

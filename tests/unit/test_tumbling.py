@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import pickle
 import random
 from collections import defaultdict
 
@@ -197,3 +198,49 @@ def test_the_item_table_follows_catalog_changes() -> None:
     first, count = table.tag_first.view()[codes[0]], table.tag_count.view()[codes[0]]
     tags = table.tags.keys[table.tag_flat.view()[first : first + count]]
     assert list(tags) == ["dogs", "cats"] and table.tag_count.view()[codes[1]] == 0
+
+
+def test_a_pickled_snapshot_resumes_the_same_and_pickles_each_chunk_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Bytewax pickles the state at every epoch: rows pickled once are copied as bytes."""
+    events = stream(6, n=1200)
+    users = keys_of([u for u, _, _ in events], len(events))
+    ids, seconds = stable_ids(users), np.array([s for *_, s in events])
+    table = TumblingCounts(2, LENGTHS)
+    for start in range(0, 600, 20):  # many small chunks, as a shard merges them
+        at = slice(start, start + 20)
+        table.add(ids[at], users[at], None, seconds[at], np.ones((20, 2)))
+    real, pickled = pickle.dumps, []
+    monkeypatch.setattr(tumbling.pickle, "dumps", lambda obj, *a: pickled.append(obj) or real(obj))
+    twin = pickle.loads(real(table))
+    first = len(pickled)
+    assert first > 0
+    table.add(ids[600:620], users[600:620], None, seconds[600:620], np.ones((20, 2)))
+    real(table)
+    new_rows = [columns[0] for columns in pickled[first:]]  # only the new rows, per length
+    assert sum(map(len, new_rows)) == 20 * len(LENGTHS)
+    assert set(np.concatenate(new_rows).tolist()) <= set(ids[600:620].tolist())
+    twin.add(ids[600:620], users[600:620], None, seconds[600:620], np.ones((20, 2)))
+    out = []
+    for t in (table, twin):
+        t.add(ids[620:], users[620:], None, seconds[620:], np.ones((len(events) - 620, 2)))
+        out.append(
+            {
+                (e.window_s, e.end_s, k): list(c)
+                for e in t.close(10**12)
+                for k, c in zip(e.keys, e.counts, strict=True)
+            }
+        )
+    assert out[0] == out[1] and len(out[0]) > 20
+
+
+def test_an_open_window_holds_few_chunks() -> None:
+    table = TumblingCounts(2, (10**6,))  # one window that stays open
+    for k in range(500):
+        key = keys_of([f"u{k % 50}"], 1)
+        table.add(stable_ids(key), key, None, np.array([1_000 + k]), np.ones((1, 2)))
+    (window,) = table.open[10**6].values()
+    assert len(window.chunks) <= tumbling.OPEN_CHUNKS + 500 // tumbling.OPEN_CHUNKS
+    ((_, _, _, counts),) = [(e.window_s, e.end_s, e.keys, e.counts) for e in table.close(10**6)]
+    assert counts[:, 1].sum() == 500 and len(counts) == 50

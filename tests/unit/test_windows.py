@@ -229,3 +229,18 @@ def test_a_pickled_snapshot_resumes_the_same_without_its_totals() -> None:
         assert resumed[k] == pytest.approx(row), k
     for k, rows in lives.items():  # the resumed copy re-publishes every live row
         assert [list(r) for r in resumed_lives[k]] == [pytest.approx(r) for r in rows]
+
+
+def test_a_bucket_sums_its_entries_per_entity() -> None:
+    """One entry per batch would make every snapshot pickle thousands of small arrays."""
+    from models.windows import SLOT_ENTRIES
+
+    table = SlidingCounts(3, SPECS, slack_s=60)
+    for k in range(400):
+        key = f"k{k % 7}"
+        table.add([key], np.array([10_000 + k // 50]), np.array([counts_of(key, k)]))
+    for w in table.windows:
+        for slot in w.slots.values():
+            assert len(slot.rows) < SLOT_ENTRIES
+            rows, _ = slot.entries(3)
+            assert len(np.unique(rows)) == len(rows) <= 7
