@@ -7,11 +7,13 @@ The whole system runs in this process as `swipeloop up` runs it (embedded broker
 three flows, the API); the load comes from a separate process (aiohttp keep-alive clients),
 so this process's RSS is the server's. First the capacity: closed-loop clients, each asking for
 a feed (n=10) and then posting the swipes on what it showed (10 events), as fast as answers
-come. Then an open loop at half of that rate (a request every 1/rate s, whatever the answers),
-for the run's length. Every acknowledged event is looked for in ClickHouse once ingest has
-caught up: one missing is a false ack. `window_s` is the length of the windows the p99s are
-taken over (60 s: per minute; `--quick`: 10 s); `rss_slope_mb_per_min` is the least-squares
-slope of RSS after the first window.
+come. Then an open loop at half of that rate (`--fraction`; a request every 1/rate s, whatever
+the answers), for the run's length. Every acknowledged event is looked for in ClickHouse once
+ingest has caught up: one missing is a false ack. `window_s` is the length of the windows the
+p99s are taken over (60 s: per minute; `--quick`: 10 s), for both kinds of request and for
+each; `rss_slope_mb_per_min` is the least-squares slope of RSS after the first window; the
+CPU cores used per window, by this process and by the embedded broker, tell a server that
+grows slower from a machine that is full (the load process runs on the same cores).
 """
 
 from __future__ import annotations
@@ -170,6 +172,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="under 60 s in all")
     parser.add_argument("--minutes", type=float, default=10.0, help="length of the load")
     parser.add_argument("--clients", type=int, default=8, help="closed-loop clients (capacity)")
+    parser.add_argument("--fraction", type=float, default=0.5, help="of capacity, for the load")
     args = parser.parse_args()
     load_s = 20.0 if args.quick else args.minutes * 60
     capacity_s, window_s = (5.0, 10.0) if args.quick else (30.0, 60.0)
@@ -188,7 +191,7 @@ def main() -> None:
             start_s = time.monotonic() - started
             with ProcessPoolExecutor(1, mp_context=spawn) as load:
                 capacity = load.submit(run_closed, stack.url, capacity_s, args.clients).result()
-                rate = capacity["sessions_per_s"] / 2
+                rate = capacity["sessions_per_s"] * args.fraction
                 running = load.submit(run_open, stack.url, load_s, rate)
                 rss: list[tuple[float, float]] = []
                 cpu: dict[str, list[tuple[float, float]]] = {"server": [], "broker": []}
