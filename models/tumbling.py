@@ -63,7 +63,8 @@ class Rows:
     def __reduce__(self) -> tuple[Callable[[bytes], Rows], tuple[bytes]]:
         # Pickled once: rows never change once a window holds them, and Bytewax pickles every
         # window at every epoch while holding the GIL, each key a Python string. Later
-        # snapshots copy these bytes, so an epoch pickles only the rows that came in it.
+        # snapshots copy these bytes, so an epoch pickles only the rows that came in it (the
+        # price: a window's rows are held twice, as arrays and as bytes).
         pickled: bytes | None = self.__dict__.get("_pickled")
         if pickled is None:
             columns = (self.ids, self.keys, self.targets, self.sums)
