@@ -14,7 +14,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 
 from api.admin import AdminController
-from api.errors import HANDLERS, QUIET
+from api.errors import HANDLERS, QUIET, one_value_each
 from api.openapi import StrictStructs
 from api.routes import EventsController, FeedController, HealthController, ModerationController
 from api.security import COMPONENTS, Keys, admin_key, cors, rate_limit
@@ -80,6 +80,7 @@ def create_app(
         state=State({"keys": Keys(settings)}),  # (api.security reads them from here)
         lifespan=[lifespan],
         exception_handlers=HANDLERS,
+        before_request=one_value_each,
         # (the litestar logger only: a host process keeps its own root logger and levels)
         logging_config=LoggingConfig(
             log_exceptions="always", disable_stack_trace=QUIET, configure_root_logger=False

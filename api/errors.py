@@ -69,6 +69,22 @@ def invalid_request(_request: Request[Any, Any, Any], exc: ValidationException) 
     return _json(422, "; ".join(where) or str(exc.detail))
 
 
+def one_value_each(request: Request[Any, Any, Any]) -> None:
+    """Every query parameter of this API takes one value: a repeated one is ambiguous (which
+    `n` of `?n=5&n=50`?), so it is a 422 like any other bad parameter (fuzzing found
+    `?n=abc&n=null` answered with the default)."""
+    params = request.query_params
+    repeated = sorted({k for k in params if len(params.getall(k)) > 1})
+    if repeated:
+        raise ValidationException(
+            detail="a query parameter given more than once",
+            extra=[
+                {"message": f"given {len(params.getall(k))} times", "key": k, "source": "query"}
+                for k in repeated
+            ],
+        )
+
+
 def _path(problem: dict[str, Any]) -> str:
     """Where a problem is: `$.events[1].kind` in the body (`$` for the body itself), or the
     parameter's name."""

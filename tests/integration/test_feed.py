@@ -330,6 +330,8 @@ def test_baseline_policies_serve_unseen_items_under_their_name(stack: Stack) -> 
             assert body["model_version"] == models.current.version
     r = api.get("/v1/feed", params={"user_id": "arm-x", "policy": "best"})
     assert r.status_code == 422 and "at policy" in r.text, r.text
+    r = api.get("/v1/feed", params=[("user_id", "arm-x"), ("n", "5"), ("n", "50")])
+    assert r.status_code == 422 and "given 2 times - at n" in r.text, r.text  # which n?
 
 
 def test_a_topic_someone_just_finished_fills_their_next_page(stack: Stack) -> None:
