@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import threading
 import time
@@ -28,6 +27,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.feed import cpu_s
 from swipeloop.broker import EmbeddedBroker
 from swipeloop.kafka import durable_producer
 from swipeloop.settings import Settings
@@ -38,12 +38,6 @@ EVENT = (
     b'"kind":"watch","watch_ms":1234,"client_ts":"2026-11-29T00:00:00Z","session_id":"s",'
     b'"seq":1}'
 )
-
-
-def cpu_s(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def tail(bootstrap: str, group: str, stop: threading.Event, ready: threading.Event) -> None:

@@ -37,6 +37,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.feed import cpu_s
 from swipeloop.broker import free_port
 from swipeloop.clickhouse import connect
 from swipeloop.settings import Settings
@@ -148,13 +149,6 @@ def rss_mb() -> float:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def cpu_s(pid: int | str = "self") -> float:
-    """CPU seconds (user + system) a process has used so far."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def cores_per_window(samples: list[tuple[float, float]], window_s: float) -> list[float]:
     """CPU cores used in each window, from (elapsed s, cumulative CPU s) samples."""
     at, used = np.array(samples).T
@@ -200,7 +194,7 @@ def main() -> None:
                 while not running.done():
                     at = time.monotonic() - t0
                     rss.append((at, rss_mb()))
-                    cpu["server"].append((at, cpu_s()))
+                    cpu["server"].append((at, cpu_s(os.getpid())))
                     if broker is not None:
                         cpu["broker"].append((at, cpu_s(broker)))
                     time.sleep(1.0)

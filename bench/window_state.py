@@ -116,15 +116,15 @@ def run(minutes: float, users: int, items: int) -> list[dict[str, float]]:
     for k in range(int(minutes * 60 / BATCH_S)):
         events = [(offset + j, e) for j, e in enumerate(batch(k, rng, users, items))]
         offset += len(events)
+        epoch_ends = (k + 1) % batches_per_epoch == 0
         started = time.perf_counter()
         newest, counted = count_events(events, newest, LATENESS_S, table)
         state.buffer(counted.tables)
         state.merge()
-        if (k + 1) % batches_per_epoch == 0:
-            assert counted.watermark_s is not None
+        if epoch_ends and counted.watermark_s is not None:
             state.close(counted.watermark_s)
         work_s += time.perf_counter() - started
-        if (k + 1) % batches_per_epoch == 0:
+        if epoch_ends:
             started = time.perf_counter()
             size = len(pickle.dumps(copy.deepcopy(state), protocol=pickle.HIGHEST_PROTOCOL))
             snapshots.append((time.perf_counter() - started, size))
@@ -152,7 +152,6 @@ def main() -> None:
     compacted = run(minutes, 5_000, 1_000)
     with appended():
         before = run(minutes, 5_000, 1_000)
-    last, first = len(compacted) - 1, 0
     print(
         json.dumps(
             {
@@ -161,13 +160,13 @@ def main() -> None:
                 "compacted": compacted,
                 "appended": before,
                 "snapshot_ms_ratio_last_minute": round(
-                    before[last]["snapshot_ms_p50"] / compacted[last]["snapshot_ms_p50"], 1
+                    before[-1]["snapshot_ms_p50"] / compacted[-1]["snapshot_ms_p50"], 1
                 ),
                 "snapshot_growth_compacted": round(
-                    compacted[last]["snapshot_ms_p50"] / compacted[first]["snapshot_ms_p50"], 1
+                    compacted[-1]["snapshot_ms_p50"] / compacted[0]["snapshot_ms_p50"], 1
                 ),
                 "snapshot_growth_appended": round(
-                    before[last]["snapshot_ms_p50"] / before[first]["snapshot_ms_p50"], 1
+                    before[-1]["snapshot_ms_p50"] / before[0]["snapshot_ms_p50"], 1
                 ),
                 "wall_s": round(time.monotonic() - started, 1),
             }
