@@ -12,9 +12,9 @@ from litestar.params import PathParameter
 from api.errors import Conflict
 from api.security import admin_key
 from api.services import Services
-from models.ranker import NotEnoughData, train
 from swipeloop import analysis
 from swipeloop.clickhouse import connect
+from training.ranker import NotEnoughData, train
 
 
 class AdminController(Controller):

@@ -29,18 +29,18 @@ import numpy as np
 import numpy.typing as npt
 
 from api.codes import Codes
-from api.columns import ItemColumns
 from api.diversity import Slot, arrange
 from api.index import VectorIndex, best
+from api.item_columns import ItemColumns
 from api.retrieval import RANKER_SOURCE, SOURCES, Retrieved, retrieve
 from api.state import ServingState, as_codes
 from models.affinity import prior as affinity_prior
 from models.covisit import lookup
 from models.embeddings import Vector
 from models.features import FEATURE_NAMES, ranking_matrix
-from models.ranker import Ranker
 from swipeloop.contracts import Explain, Feed, FeedItem, Impression, ItemExplain
 from swipeloop.metrics import FEED_CANDIDATES, FEED_DROPS, FEED_STAGE_SECONDS
+from training.ranker import Ranker
 
 log = logging.getLogger(__name__)
 NO_MODEL = "none"

@@ -32,8 +32,8 @@ from api.feed import NO_MODEL, Picked, page
 from api.retrieval import eligible
 from api.state import ServingState
 from models.features import ranking_matrix
-from models.ranker import Ranker
 from swipeloop.contracts import Feed, Impression
+from training.ranker import Ranker
 
 log = logging.getLogger(__name__)
 Policy = Literal["realtime", "batch", "popularity", "random"]

@@ -26,7 +26,7 @@ import numpy as np
 import numpy.typing as npt
 
 from api.codes import Codes
-from api.columns import ItemColumns
+from api.item_columns import ItemColumns
 from api.state import EMPTY, ServingState, UserState, as_codes
 from models.embeddings import Vector
 

@@ -11,13 +11,13 @@ from confluent_kafka.admin import AdminClient
 
 from api.policies import Baselines
 from api.state import REFRESH_S, Feeder, ServingState
-from models.ranker import Ranker, load
-from models.registry import log as registry_log
-from models.registry import production
 from swipeloop.clickhouse import connect
 from swipeloop.kafka import AsyncProducer, client_config
 from swipeloop.metrics import MODEL_CHANGES, MODEL_SERVING
 from swipeloop.settings import Settings
+from training.ranker import Ranker, load
+from training.registry import log as registry_log
+from training.registry import production
 
 log = logging.getLogger(__name__)
 

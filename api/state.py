@@ -1,7 +1,7 @@
 """What a feed request reads: caches bootstrapped from ClickHouse, kept fresh from topics.
 
 Items, creators and tags are integer codes (`api.codes`): per-item facts are numpy columns
-(`api.columns`), the vector index answers in codes, and a user's seen set, blocks and
+(`api.item_columns`), the vector index answers in codes, and a user's seen set, blocks and
 follows are sets of codes, so a feed filters and ranks 10,000 candidates with a few numpy
 calls and no string in sight until the response is written.
 """
@@ -30,8 +30,8 @@ from confluent_kafka import (
 )
 
 from api.codes import Codes, Interner
-from api.columns import NO_CODE, ItemColumns
 from api.index import ByName, VectorIndex
+from api.item_columns import NO_CODE, ItemColumns
 from models.affinity import Affinity, Momentum
 from models.covisit import PAIR_WINDOW, CoVisits
 from models.embeddings import Vector, normalized, normalized_rows

@@ -22,11 +22,11 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from cli.stack import Stack
+from sim.demo_catalog import TAGS
 from swipeloop.broker import free_port
-from swipeloop.catalog import TAGS
 from swipeloop.clickhouse import connect
 from swipeloop.settings import Settings
-from swipeloop.stack import Stack
 
 CATALOG_AGE_S = 90 * 86_400  # uploads spread over 90 days: about 2 % are new (48 h)
 

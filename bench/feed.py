@@ -47,17 +47,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from api.feed import STAGES
 from bench.e2e import preload, server_timing
-from models import registry
+from cli.stack import Stack
 from models.features import FEATURE_NAMES
-from models.ranker import Impressions, fit
 from swipeloop.broker import free_port
 from swipeloop.clickhouse import connect
 from swipeloop.settings import Settings
-from swipeloop.stack import Stack
+from training import registry
+from training.ranker import Impressions, fit
 
 
 def ranking_model(settings: Settings) -> str:
-    """A LightGBM model of the nightly model's shape (`models.ranker`: lambdarank, 100 trees of
+    """A LightGBM model of the nightly model's shape (`training.ranker`: lambdarank, 100 trees of
     31 leaves) fitted on synthetic feeds of 20 and promoted, so each feed pays for real
     ranking."""
     rng = np.random.default_rng(3)

@@ -20,9 +20,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models.replay import read_ratings
+from cli.stack import fresh_stack
+from sim.movielens import read_ratings
+from sim.replay import replay
 from swipeloop.broker import free_port
-from swipeloop.replay import replay
 from swipeloop.settings import Settings
 
 MOVIELENS = Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-latest-small"
@@ -37,7 +38,9 @@ def main() -> None:
     ratings = read_ratings(args.ratings)
     with tempfile.TemporaryDirectory(prefix="swipeloop-replay-") as tmp:
         settings = Settings(data_dir=Path(tmp), api_port=free_port(), metrics_port=0)
-        figures = replay(ratings, settings, args.span_hours * 3600)
+        with fresh_stack(settings) as stack:
+            state = stack.services.feed.state
+            figures = replay(ratings, settings, stack.url, state, args.span_hours * 3600)
     figures["total_s"] = round(time.perf_counter() - began, 1)
     figures["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     print(json.dumps(figures))

@@ -9,8 +9,8 @@ The default population is small on purpose: ~650 sessions fit in the 5 minutes, 
 people come back about three times each, which is what real-time personalisation needs
 (`--users 2000`: most never come back; bench/RESULTS.md has both).
 
-One process: broker, chdb, the three flows and the API (`swipeloop.stack.Stack`), and the
-simulator's people (`swipeloop.simulator`) on the same two cores. After the warm-up (every
+One process: broker, chdb, the three flows and the API (`cli.stack.Stack`), and the
+simulator's people (`sim.simulator`) on the same two cores. After the warm-up (every
 arm on the real-time feed) the nightly training runs once in-process and the API loads the
 model it promotes, which the batch arm snapshots. One burst lifts a topic (drawn from the
 seed) for the middle third of the measured time. Prints one JSON object: per arm and the
@@ -34,13 +34,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models.ranker import NotEnoughData, train
+from cli.stack import Stack
+from sim.simulator import simulate
+from sim.world import World, one_burst
 from swipeloop.broker import free_port
 from swipeloop.clickhouse import connect
 from swipeloop.settings import Settings
-from swipeloop.simulator import simulate
-from swipeloop.stack import Stack
-from swipeloop.world import World, one_burst
+from training.ranker import NotEnoughData, train
 
 
 def say(line: str) -> None:

@@ -38,10 +38,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.feed import cpu_s
+from cli.stack import Stack
 from swipeloop.broker import free_port
 from swipeloop.clickhouse import connect
 from swipeloop.settings import Settings
-from swipeloop.stack import Stack, wait_for
+from swipeloop.waiting import wait_for
 
 USERS = 5_000
 KINDS = ("watch", "watch", "skip", "like", "loop")

@@ -32,10 +32,10 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models.features import FEATURE_NAMES
-from models.ranker import train
 from swipeloop.clickhouse import connect
 from swipeloop.migrations import migrate
 from swipeloop.settings import Settings
+from training.ranker import train
 
 FEED = 20  # impressions per request
 ITEMS = 50_000

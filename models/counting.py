@@ -26,9 +26,9 @@ from operator import attrgetter
 import numpy as np
 import numpy.typing as npt
 
-from models.columns import concat_rows, run_starts, take_rows
 from models.features import COUNTERS, affinity_weights, engagement_matrix, kind_codes
 from models.items import ItemTable, Names, mix
+from models.rows import concat_rows, run_starts, take_rows
 from swipeloop.contracts import ReceivedEvent
 
 Floats = npt.NDArray[np.float64]

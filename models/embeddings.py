@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from models.columns import run_starts
+from models.rows import run_starts
 
 Vector = npt.NDArray[np.float32]
 Matrix = npt.NDArray[np.float32]

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import numpy.typing as npt
 
-from models.columns import concat_rows, run_starts, take_rows
+from models.rows import concat_rows, run_starts, take_rows
 from models.windows import Emitted
 
 log = logging.getLogger(__name__)

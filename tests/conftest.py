@@ -86,7 +86,7 @@ def ingest_thread(live: Settings) -> Iterator[threading.Thread]:
 def swipeloop_process(*args: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
     """`swipeloop ARGS` in its own process (its own chdb path: one per process), stderr kept."""
     return subprocess.Popen(
-        [sys.executable, "-m", "swipeloop.cli", *args],
+        [sys.executable, "-m", "cli.main", *args],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

@@ -13,12 +13,12 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from bench.feed import ranking_model
+from cli.stack import Stack
 from swipeloop import topics
 from swipeloop.broker import EmbeddedBroker
 from swipeloop.clickhouse import connect
 from swipeloop.kafka import client_config
 from swipeloop.settings import Settings
-from swipeloop.stack import Stack
 from tests.conftest import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]

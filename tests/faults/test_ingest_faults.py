@@ -25,6 +25,7 @@ from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import OperationalError
 from confluent_kafka import KafkaError, Message
 
+from cli.stack import Stack
 from dataflows import ingest
 from dataflows.runner import recovery_config
 from swipeloop import topics
@@ -33,7 +34,6 @@ from swipeloop.clickhouse import connect
 from swipeloop.contracts import topic_for
 from swipeloop.kafka import durable_producer
 from swipeloop.settings import Settings
-from swipeloop.stack import Stack
 from tests.conftest import swipeloop_process, wait_until
 from tests.integration.test_ingest import api_event, event, scalar
 

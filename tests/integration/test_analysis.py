@@ -19,15 +19,16 @@ import pytest
 from confluent_kafka import Producer
 from typer.testing import CliRunner
 
-from models.ranker import train
+from cli.main import app
+from cli.stack import RUNNING, Stack
+from sim.simulator import simulate
+from sim.world import World, one_burst
 from swipeloop import ROOT, analysis, topics
-from swipeloop.cli import app
 from swipeloop.clickhouse import connect
 from swipeloop.settings import Settings
-from swipeloop.simulator import simulate
-from swipeloop.stack import RUNNING, Stack, wait_for
-from swipeloop.world import World, one_burst
+from swipeloop.waiting import wait_for
 from tests.conftest import isolated
+from training.ranker import train
 
 # parameters whose defaults are too wide for a short run
 GIVEN = {"top_rising_creators": {"min_plays": "1"}}

@@ -10,11 +10,11 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
-from swipeloop.catalog import demo_catalog
+from cli.stack import Stack
+from sim.demo_catalog import demo_catalog
+from sim.simulator import msgspec_item
 from swipeloop.clickhouse import connect
 from swipeloop.settings import Settings
-from swipeloop.simulator import msgspec_item
-from swipeloop.stack import Stack
 from tests.conftest import wait_until
 
 pytestmark = pytest.mark.integration

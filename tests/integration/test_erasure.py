@@ -14,15 +14,15 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
+from cli.main import app
+from cli.stack import Stack
+from sim.demo_catalog import demo_catalog
+from sim.simulator import msgspec_item
 from swipeloop import topics
-from swipeloop.catalog import demo_catalog
-from swipeloop.cli import app
 from swipeloop.clickhouse import connect
 from swipeloop.erasure import remaining
 from swipeloop.kafka import durable_producer
 from swipeloop.settings import Settings
-from swipeloop.simulator import msgspec_item
-from swipeloop.stack import Stack
 from tests.conftest import wait_until
 
 pytestmark = pytest.mark.integration

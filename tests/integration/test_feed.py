@@ -20,17 +20,17 @@ import pytest
 from api.feed import STAGES, build_feed
 from api.services import ModelHolder
 from api.state import Feeder, ServingState
-from models import registry
+from cli.stack import Stack
 from models.features import FEATURE_NAMES
-from models.ranker import Impressions, fit
+from sim.demo_catalog import demo_catalog
+from sim.simulator import msgspec_item
 from swipeloop import topics
-from swipeloop.catalog import demo_catalog
 from swipeloop.clickhouse import connect
 from swipeloop.kafka import durable_producer
 from swipeloop.settings import Settings
-from swipeloop.simulator import msgspec_item
-from swipeloop.stack import Stack
 from tests.conftest import wait_until
+from training import registry
+from training.ranker import Impressions, fit
 
 pytestmark = pytest.mark.integration
 ITEMS = 12_000

@@ -23,8 +23,8 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis.generation.modes import GenerationMode
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
+from cli.stack import Stack
 from swipeloop.settings import Settings
-from swipeloop.stack import Stack
 from tests.conftest import isolated
 
 pytestmark = pytest.mark.integration

@@ -16,7 +16,6 @@ import pytest
 from clickhouse_connect.driver.client import Client
 
 from models.features import FEATURE_NAMES
-from models.ranker import training_set
 from swipeloop import topics
 from swipeloop.clickhouse import connect
 from swipeloop.contracts import ReceivedEvent, topic_for
@@ -24,6 +23,7 @@ from swipeloop.kafka import durable_producer
 from swipeloop.metrics import SESSION_GAP_EVENTS, refresh_session_gaps
 from swipeloop.settings import Settings
 from tests.conftest import wait_until
+from training.ranker import training_set
 
 pytestmark = pytest.mark.integration
 

@@ -12,9 +12,9 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
+from cli.main import app
 from swipeloop import topics
 from swipeloop.broker import EmbeddedBroker, free_port
-from swipeloop.cli import app
 from swipeloop.clickhouse import connect
 from swipeloop.contracts import Item, ReceivedEvent
 from swipeloop.migrations import applied, load

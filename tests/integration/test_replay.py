@@ -5,10 +5,11 @@ import numpy as np
 import pytest
 
 from api.state import ServingState
+from cli.stack import fresh_stack
 from models.covisit import CoVisits
-from models.replay import Ratings
+from sim.movielens import Ratings
+from sim.replay import replay
 from swipeloop.clickhouse import connect
-from swipeloop.replay import replay
 from swipeloop.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -29,7 +30,8 @@ def test_a_replay_lands_every_swipe_and_scores_feeds_without_rated_items(
             values.append(float(rng.choice([1.0, 2.5, 3.0, 4.5])))
             ts.append(1_000_000 + 60 * t + u)
     ratings = Ratings(np.array(users), np.array(items), np.array(values), np.array(ts))
-    figures = replay(ratings, settings, span_s=3600)
+    with fresh_stack(settings) as stack:
+        figures = replay(ratings, settings, stack.url, stack.services.feed.state, span_s=3600)
 
     replayed = [k for k in range(len(users)) if (k + 1) % RATED]  # all but each user's last
     expected = sum(2 + (values[k] >= 4) for k in replayed)  # impression, play (, like)

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from swipeloop.stack import Stack
+from cli.stack import Stack
 from tests.conftest import isolated
 
 pytestmark = pytest.mark.integration

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from api.services import ModelHolder
-from models import registry
 from models.features import (
     FEATURE_NAMES,
     RANK_WINDOWS,
@@ -17,11 +16,12 @@ from models.features import (
     kind_codes,
     ranking_matrix,
 )
-from models.ranker import train, training_set
-from models.skew import HOPS, skew_check
 from swipeloop.clickhouse import connect
 from swipeloop.migrations import migrate
 from swipeloop.settings import Settings
+from training import registry
+from training.ranker import train, training_set
+from training.skew import HOPS, skew_check
 
 pytestmark = pytest.mark.integration
 N = len(FEATURE_NAMES)

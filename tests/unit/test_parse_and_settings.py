@@ -5,9 +5,9 @@ import msgspec
 import pytest
 
 from dataflows.parse import MAX_MESSAGE_BYTES, ROUTES, Rejected, month, row_line
-from models.evaluation import auc as _auc
 from swipeloop.migrations import load
 from swipeloop.settings import Settings, SettingsError
+from training.evaluation import auc as _auc
 
 
 def test_event_row_keeps_source_offsets() -> None:
@@ -84,7 +84,7 @@ def test_auc() -> None:
 def test_feed_workers_need_a_clickhouse_server(monkeypatch: pytest.MonkeyPatch) -> None:
     from typer.testing import CliRunner
 
-    from swipeloop.cli import app
+    from cli.main import app
 
     monkeypatch.setenv("SWIPELOOP_KAFKA_BOOTSTRAP", "127.0.0.1:1")
     monkeypatch.delenv("SWIPELOOP_CLICKHOUSE_URL", raising=False)

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from models.replay import (
+from cli.main import app
+from sim.movielens import (
     Ratings,
     RatingsError,
     hit_rate_and_ndcg,
@@ -16,7 +17,6 @@ from models.replay import (
     read_ratings,
     swipes,
 )
-from swipeloop.cli import app
 
 
 def ratings(rows: list[tuple[int, int, float, int]]) -> Ratings:

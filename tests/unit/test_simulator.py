@@ -4,9 +4,9 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
-from swipeloop.report import render
-from swipeloop.simulator import BUCKET_S, Run, Tally, adaptation_lag, minutes_to, summary
-from swipeloop.world import POLICIES, Burst, World
+from sim.report import render
+from sim.simulator import BUCKET_S, Run, Tally, adaptation_lag, minutes_to, summary
+from sim.world import POLICIES, Burst, World
 
 
 def test_adaptation_lag_is_the_time_to_a_sustained_rise_of_the_burst_topic() -> None:

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from models import registry
-from models.evaluation import auc, ndcg_at_k, watch_at_k
 from models.features import FEATURE_NAMES
-from models.ranker import Impressions, evaluate, fit, gate
-from models.registry import RegistryError
+from training import registry
+from training.evaluation import auc, ndcg_at_k, watch_at_k
+from training.ranker import Impressions, evaluate, fit, gate
+from training.registry import RegistryError
 
 
 def test_ndcg_of_a_hand_made_ranking() -> None:
@@ -92,7 +92,7 @@ def test_promote_and_rollback_move_the_production_pointer(tmp_path: Path) -> Non
 
 
 def test_model_commands(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from swipeloop.cli import app
+    from cli.main import app
 
     monkeypatch.setenv("SWIPELOOP_DATA_DIR", str(tmp_path))
     models = tmp_path / "models"

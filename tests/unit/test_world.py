@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from swipeloop.world import POLICIES, Burst, World, gini
+from sim.world import POLICIES, Burst, World, gini
 
 
 def play(world: World, seed: int, seconds: float = 30.0) -> list[tuple[str, str, list]]:

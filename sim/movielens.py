@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 from scipy import sparse
 
-from models.columns import run_starts
+from models.rows import run_starts
 
 Ints = npt.NDArray[np.int64]
 COLUMNS = ("userId", "movieId", "rating", "timestamp")

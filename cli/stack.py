@@ -6,8 +6,8 @@ import json
 import logging
 import os
 import threading
-import time
-from collections.abc import Callable
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import partial
 from types import TracebackType
 
@@ -18,14 +18,15 @@ from litestar import Litestar
 from api.app import create_app
 from api.services import Services
 from dataflows.runner import FLOWS, run_in_thread
+from sim.demo_catalog import demo_catalog
 from swipeloop import topics
 from swipeloop.broker import EmbeddedBroker
-from swipeloop.catalog import demo_catalog
 from swipeloop.clickhouse import connect
 from swipeloop.kafka import durable_producer
 from swipeloop.migrations import migrate
 from swipeloop.settings import Settings
-from swipeloop.trainer import run_schedule
+from swipeloop.waiting import wait_for
+from training.schedule import run_schedule
 
 log = logging.getLogger(__name__)
 RUNNING = "running.json"
@@ -169,16 +170,6 @@ class Stack:
         self.stop()
 
 
-def wait_for(condition: Callable[[], bool], timeout_s: float, every_s: float = 0.05) -> bool:
-    """Poll `condition` until it holds (True) or `timeout_s` passes (False)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(every_s)
-    return False
-
-
 def running_url(settings: Settings) -> str | None:
     """The API URL of a `swipeloop up` that owns this data directory, if one is running."""
     marker = settings.data_dir / RUNNING
@@ -190,3 +181,11 @@ def running_url(settings: Settings) -> str | None:
     except (OSError, ValueError):
         return None
     return str(info["url"])
+
+
+@contextmanager
+def fresh_stack(settings: Settings) -> Iterator[Stack]:
+    """A stack of its own with an empty catalog and no schedule, serving: what a replay runs on."""
+    with Stack(settings.with_(seed_items=0), schedule_training=False) as stack:
+        stack.serve_in_thread()
+        yield stack

@@ -1,15 +1,15 @@
 """`swipeloop replay RATINGS.csv`: a ratings file through the real system, then next-item
 evaluation of its feeds against popularity and item-kNN on the same split.
 
-start      a fresh embedded stack of its own (broker, ClickHouse, flows, API), so a replay
-           never mixes with other data
+stack      the caller's fresh embedded stack (`cli.stack.fresh_stack`: broker, ClickHouse,
+           flows, API), so a replay never mixes with other data
 catalog    one 60 s video per rated item, each its own creator, uploaded 30 days ago
 replay     every rating but each user's last, in time order, as the swipes a phone would send
-           (`models.replay.SWIPES`, after an `impression` event: the phone showed it), POSTed to
+           (`sim.movielens.SWIPES`, after an `impression` event: the phone showed it), POSTed to
            /v1/events; the timeline is compressed into the last `span_s` seconds, order kept
 score      once the flows have caught up, one GET /v1/feed?n=10 per scored user (what they
            rated is filtered out as seen): HR@10 and NDCG@10 of the held-out item
-baselines  popularity and item-kNN from the same replayed ratings (`models.replay`)
+baselines  popularity and item-kNN from the same replayed ratings (`sim.movielens`)
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import msgspec
 import numpy as np
 
 from api.state import ServingState
-from models.replay import (
+from sim.movielens import (
     REPLAY_DURATION_MS,
     Ratings,
     hit_rate_and_ndcg,
@@ -38,7 +38,7 @@ from models.replay import (
 from swipeloop.clickhouse import connect
 from swipeloop.contracts import Event, EventBatch, Item, ItemBatch
 from swipeloop.settings import Settings
-from swipeloop.stack import Stack, wait_for
+from swipeloop.waiting import wait_for
 
 K = 10
 CATALOG_AGE = timedelta(days=30)
@@ -101,47 +101,46 @@ def swipe_events(train: Ratings, now: datetime, span_s: float) -> Iterator[Event
 def replay(
     ratings: Ratings,
     settings: Settings,
+    url: str,
+    state: ServingState,
     span_s: float = 86_400.0,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """Replay all but each user's last rating through a fresh stack, score its feeds and the
-    baselines on the held-out ratings; returns the figures."""
+    """Replay all but each user's last rating through the stack serving at `url` (whose
+    serving state is `state`), score its feeds and the baselines on the held-out ratings."""
     tell = progress or (lambda _phase, _done, _total: None)
     train, held = leave_last_out(ratings)
     users = sorted(held)
     now = datetime.now(UTC)
     figures: dict[str, Any] = {"ratings": len(ratings), "users": len(users)}
-    with Stack(settings.with_(seed_items=0), schedule_training=False) as stack:
-        stack.serve_in_thread()
-        state = stack.services.feed.state
-        with httpx.Client(base_url=stack.url, timeout=60, headers=settings.bearer()) as api:
-            began = time.perf_counter()
-            items = catalog(np.unique(ratings.items), now)
-            for at in range(0, len(items), settings.max_batch_events):
-                _post(api, "/v1/items", ItemBatch(items[at : at + settings.max_batch_events]))
-                tell("catalog", min(at + settings.max_batch_events, len(items)), len(items))
-            _wait(lambda: len(state.catalog) >= len(items), "the catalog in the API")
-            events = list(swipe_events(train, now, span_s))
-            batch = settings.max_batch_events
-            for at in range(0, len(events), batch):
-                _post(api, "/v1/events", EventBatch(events[at : at + batch]))
-                tell("replay", min(at + batch, len(events)), len(events))
-            figures["events"] = len(events)
-            figures["replay_s"] = round(time.perf_counter() - began, 1)
-            began = time.perf_counter()
-            client = connect(settings)
-            _wait(
-                lambda: client.query("SELECT count() FROM events").result_rows[0][0] >= len(events),
-                "every replayed event in ClickHouse",
-            )
-            _settled(lambda: _fingerprint(state))
-            figures["catch_up_s"] = round(time.perf_counter() - began, 1)
-            recommended: dict[int, list[int]] = {}
-            for done, user in enumerate(users, start=1):
-                r = api.get("/v1/feed", params={"user_id": user_id(user), "n": K})
-                r.raise_for_status()
-                recommended[user] = [int(i["item_id"][4:]) for i in r.json()["items"]]
-                tell("score", done, len(users))
+    with httpx.Client(base_url=url, timeout=60, headers=settings.bearer()) as api:
+        began = time.perf_counter()
+        items = catalog(np.unique(ratings.items), now)
+        for at in range(0, len(items), settings.max_batch_events):
+            _post(api, "/v1/items", ItemBatch(items[at : at + settings.max_batch_events]))
+            tell("catalog", min(at + settings.max_batch_events, len(items)), len(items))
+        _wait(lambda: len(state.catalog) >= len(items), "the catalog in the API")
+        events = list(swipe_events(train, now, span_s))
+        batch = settings.max_batch_events
+        for at in range(0, len(events), batch):
+            _post(api, "/v1/events", EventBatch(events[at : at + batch]))
+            tell("replay", min(at + batch, len(events)), len(events))
+        figures["events"] = len(events)
+        figures["replay_s"] = round(time.perf_counter() - began, 1)
+        began = time.perf_counter()
+        client = connect(settings)
+        _wait(
+            lambda: client.query("SELECT count() FROM events").result_rows[0][0] >= len(events),
+            "every replayed event in ClickHouse",
+        )
+        _settled(lambda: _fingerprint(state))
+        figures["catch_up_s"] = round(time.perf_counter() - began, 1)
+        recommended: dict[int, list[int]] = {}
+        for done, user in enumerate(users, start=1):
+            r = api.get("/v1/feed", params={"user_id": user_id(user), "n": K})
+            r.raise_for_status()
+            recommended[user] = [int(i["item_id"][4:]) for i in r.json()["items"]]
+            tell("score", done, len(users))
     figures["swipeloop"] = hit_rate_and_ndcg(recommended, held, K)
     figures["popularity"] = hit_rate_and_ndcg(popularity(train, users, K), held, K)
     figures["item_knn"] = hit_rate_and_ndcg(item_knn(train, users, K), held, K)

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from swipeloop.catalog import TAGS
+from sim.demo_catalog import TAGS
 
 POLICIES = ("realtime", "batch", "popularity", "random")
 Floats = npt.NDArray[np.float64]

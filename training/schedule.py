@@ -9,9 +9,9 @@ from typing import Any
 
 from croniter import croniter
 
-from models.ranker import NotEnoughData, train
 from swipeloop.clickhouse import connect
 from swipeloop.settings import Settings
+from training.ranker import NotEnoughData, train
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ evaluate       candidate, production model and a popularity baseline on the same
                NDCG@10, AUC, watch seconds of the top 10
 gate           promote only when the candidate beats production by `promote_margin`
 skew           a sample of impressions' logged features against their recomputation from
-               the events (models.skew); the mismatch rate goes in the report
+               the events (training.skew); the mismatch rate goes in the report
 record         registry version (+ report.json), a `model_runs` row, the promotion
 """
 
@@ -28,13 +28,13 @@ import numpy.typing as npt
 import pyarrow as pa
 from clickhouse_connect.driver.client import Client
 
-from models import registry
-from models.columns import run_starts
-from models.evaluation import auc, ndcg_at_k, watch_at_k
 from models.features import FEATURE_NAMES, logged_rows
-from models.skew import skew_check
+from models.rows import run_starts
 from swipeloop import ROOT
 from swipeloop.settings import Settings
+from training import registry
+from training.evaluation import auc, ndcg_at_k, watch_at_k
+from training.skew import skew_check
 
 TRAINING_SQL = ROOT / "sql" / "training" / "training_set.sql"
 MIN_ROWS = 50

@@ -54,8 +54,8 @@ def up(
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Start everything in one process: broker, ClickHouse, flows, API, nightly trainer."""
+    from cli.stack import Stack
     from swipeloop.metrics import serve_metrics
-    from swipeloop.stack import Stack
 
     _logging(verbose)
     stack = Stack(_settings().with_(api_host=host, api_port=port))
@@ -294,12 +294,12 @@ def topics() -> None:
 @app.command()
 def train() -> None:
     """Train a candidate on ClickHouse now; it serves only if it beats production."""
-    from models.ranker import NotEnoughData
-    from models.ranker import train as run
     from swipeloop.clickhouse import connect
+    from training.ranker import NotEnoughData
+    from training.ranker import train as run
 
     settings = _settings()
-    from swipeloop.stack import running_url
+    from cli.stack import running_url
 
     url = running_url(settings)
     if url is not None:  # the running `up` owns the embedded ClickHouse: ask it to train
@@ -345,7 +345,7 @@ def model_list() -> None:
     """Every version with its offline metrics; the serving one is marked."""
     from rich.table import Table
 
-    from models.registry import production, versions
+    from training.registry import production, versions
 
     settings = _settings()
     serving = production(settings.models_dir)
@@ -370,7 +370,7 @@ def model_promote(
     reason: Annotated[str, typer.Option(help="recorded in the history")] = "by hand",
 ) -> None:
     """Serve this version (every API swaps within SWIPELOOP_MODEL_POLL_S)."""
-    from models.registry import RegistryError, promote
+    from training.registry import RegistryError, promote
 
     try:
         promote(_settings().models_dir, version, reason)
@@ -384,7 +384,7 @@ def model_rollback(
     reason: Annotated[str, typer.Option(help="recorded in the history")] = "rollback",
 ) -> None:
     """Serve again the version that served before the current one."""
-    from models.registry import RegistryError, rollback
+    from training.registry import RegistryError, rollback
 
     try:
         version = rollback(_settings().models_dir, reason)
@@ -397,7 +397,7 @@ def model_rollback(
 @app.command()
 def trainer(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = True) -> None:
     """Run the nightly training schedule (the compose `trainer` service)."""
-    from swipeloop.trainer import run_schedule
+    from training.schedule import run_schedule
 
     _logging(verbose)
     with contextlib.suppress(KeyboardInterrupt):
@@ -411,9 +411,9 @@ def erase_user(user_id: Annotated[str, typer.Argument(help="the user to forget")
     that still carry the id are dropped from then on. Prints JSON."""
     from datetime import UTC, datetime
 
+    from cli.stack import running_url
     from swipeloop import erasure
     from swipeloop.clickhouse import connect
-    from swipeloop.stack import running_url
 
     settings = _settings()
     url = running_url(settings)
@@ -454,8 +454,8 @@ def simulate(
     popularity, random); a burst lifts one topic in the middle third. Prints JSON per arm."""
     import httpx
 
-    from swipeloop.simulator import simulate as run
-    from swipeloop.world import World, one_burst
+    from sim.simulator import simulate as run
+    from sim.world import World, one_burst
 
     settings = _settings()  # (only its keys: the API is at `url`)
     warmup_s, seconds = warmup_minutes * 60, minutes * 60
@@ -496,7 +496,7 @@ def report(
     ),
 ) -> None:
     """Render a simulation (and a replay) as PNG plots and a Markdown summary."""
-    from swipeloop.report import render
+    from sim.report import render
 
     try:
         figures = json.loads(simulation.read_text())
@@ -526,9 +526,10 @@ def replay(
 
     from rich.progress import Progress
 
-    from models.replay import RatingsError, read_ratings
+    from cli.stack import fresh_stack
+    from sim.movielens import RatingsError, read_ratings
+    from sim.replay import replay as run
     from swipeloop.broker import free_port
-    from swipeloop.replay import replay as run
 
     try:
         data = read_ratings(ratings)
@@ -551,7 +552,9 @@ def replay(
                     tasks[phase] = bar.add_task(phase, total=total)
                 bar.update(tasks[phase], completed=done)
 
-            figures = run(data, settings, span_hours * 3600, progress)
+            with fresh_stack(settings) as stack:
+                state = stack.services.feed.state
+                figures = run(data, settings, stack.url, state, span_hours * 3600, progress)
     print(json.dumps(figures))
 
 
@@ -586,9 +589,9 @@ def sql(
 
     Examples: `swipeloop sql daily_engagement -p days=14`, `swipeloop sql dlq_reasons -f csv`.
     """
+    from cli.stack import running_url
     from swipeloop import analysis
     from swipeloop.clickhouse import connect
-    from swipeloop.stack import running_url
 
     if list_:
         _list_queries(analysis.catalogue())

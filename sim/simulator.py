@@ -31,9 +31,9 @@ import httpx
 import msgspec
 import numpy as np
 
-from swipeloop.catalog import TAGS
+from sim.demo_catalog import TAGS
+from sim.world import POLICIES, Burst, Person, Reaction, Video, World, gini
 from swipeloop.contracts import Event, EventBatch, Item, ItemBatch
-from swipeloop.world import POLICIES, Burst, Person, Reaction, Video, World, gini
 
 BUCKET_S = 5.0  # the timeline's resolution
 SUSTAINED = 2  # buckets in a row that make a rise (adaptation_lag)
