@@ -15,6 +15,7 @@ from api.services import Services
 from swipeloop import analysis
 from swipeloop.clickhouse import connect
 from training.ranker import NotEnoughData, train
+from training.report import TrainingReport
 
 
 class AdminController(Controller):
@@ -26,7 +27,7 @@ class AdminController(Controller):
     include_in_schema = False
 
     @post("/train", sync_to_thread=True, status_code=200)
-    def train_now(self, state: State) -> dict[str, Any]:
+    def train_now(self, state: State) -> TrainingReport:
         """Train a candidate now and promote it if it beats production on the holdout; the
         API serves a promoted one within model_poll_s. Returns the run's report."""
         services: Services = state.services

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 import numpy as np
 import numpy.typing as npt
 
-Codes = npt.NDArray[np.int64]
+from swipeloop.arrays import Codes
 
 
 class Interner:

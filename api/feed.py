@@ -28,7 +28,6 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
-from api.codes import Codes
 from api.diversity import Slot, arrange
 from api.index import VectorIndex, best
 from api.item_columns import ItemColumns
@@ -36,8 +35,8 @@ from api.retrieval import RANKER_SOURCE, SOURCES, Retrieved, retrieve
 from api.state import ServingState, as_codes
 from models.affinity import prior as affinity_prior
 from models.covisit import lookup
-from models.embeddings import Vector
-from models.features import FEATURE_NAMES, ranking_matrix
+from models.features.ranking import FEATURE_NAMES, ranking_matrix
+from swipeloop.arrays import Codes, Floats, Vector
 from swipeloop.contracts import Explain, Feed, FeedItem, Impression, ItemExplain
 from swipeloop.metrics import FEED_CANDIDATES, FEED_DROPS, FEED_STAGE_SECONDS
 from training.ranker import Ranker
@@ -52,7 +51,6 @@ MOMENTUM_WEIGHT = 2.0  # weight of the tag's momentum (mean swipe weight now les
 TOP_CONTRIBUTIONS = 5
 DIVERSIFY_HEAD = 5  # ranked items per slot the diversity rules choose from
 STAGES = ("retrieve", "filter", "prerank", "rank", "diversify")
-Floats = npt.NDArray[np.float64]
 
 
 @dataclass

@@ -16,7 +16,7 @@ Why it is built this way:
   doubled while they hold fewer than k vectors: a search always yields min(k, N) results.
 - A search for k >= `SELECT_ABOVE_K` results (a feed asks for 10,000) takes every vector of the
   probed lists with a range search and selects the top k with numpy (`select_top`): faiss's
-  k-heap alone cost ~3 ms of a ~6 ms top-10,000 search.
+  k-heap alone was half of a top-10,000 search (`bench/RESULTS.md`).
 - faiss ids are the items' codes (`api.codes`), shared with the API's other per-item arrays: a
   search answers in codes, and `vectors` gathers the rows of any codes (a pre-ranker scores
   every candidate from any source with them).
@@ -43,12 +43,11 @@ import fasteners
 import numpy as np
 import numpy.typing as npt
 
-from api.codes import Codes, Interner
-from models.embeddings import Vector
+from api.codes import Interner
+from swipeloop.arrays import Codes, Vector
 
 log = logging.getLogger(__name__)
 
-Keys = Codes
 
 TRAIN_POINTS_PER_LIST = 64  # k-means sample; faiss asks for at least 39 per centroid
 KMEANS_ITERATIONS = 10  # faiss's default 25 costs 2.5x the training for no measured recall gain
@@ -87,11 +86,10 @@ def new_index(dim: int, nlist: int, sample: Vector) -> faiss.IndexIVFFlat:
     return index
 
 
-def assign(index: faiss.IndexIVF, matrix: Vector) -> Keys:
+def assign(index: faiss.IndexIVF, matrix: Vector) -> Codes:
     """The list of each row; reads only the trained centroids, so it needs no lock.
 
-    numpy's matmul + argmax beat the quantizer's own k=1 search here by 1.5-4x (5-16 ms against
-    22 ms for 1,000 rows on 2,048 lists)."""
+    numpy's matmul + argmax is faster here than the quantizer's own k=1 search."""
     centroids = index.quantizer.reconstruct_n(0, index.nlist)
     step = max(1, ASSIGN_BLOCK // index.nlist)
     blocks = [
@@ -103,23 +101,22 @@ def assign(index: faiss.IndexIVF, matrix: Vector) -> Keys:
 
 def select_top(
     index: faiss.IndexIVF, query: Vector, k: int, params: faiss.SearchParametersIVF
-) -> tuple[Keys, npt.NDArray[np.float32]]:
+) -> tuple[Codes, npt.NDArray[np.float32]]:
     """The k best of every vector in the probed lists, best first: a range search with no
-    radius (it appends, where `search` keeps a heap of k, ~3 ms of ~6 at k = 10,000), then
-    a partial sort in numpy (5.4 → 3.9 ms at 1,000,000 x 64, the same results)."""
+    radius (it appends, where `search` keeps a heap of k), then a partial sort in numpy."""
     _, scores, codes = index.range_search(query, EVERYTHING, params=params)
     top = best(scores, k)
     return codes[top], scores[top]
 
 
-def best(scores: npt.NDArray[np.floating], k: int) -> Keys:
+def best(scores: npt.NDArray[np.floating], k: int) -> Codes:
     """Positions of the k best scores, best first (ties in no particular order: an unstable
     sort of 10,000 floats takes half the time of a stable one)."""
     top = np.argpartition(-scores, k - 1)[:k] if len(scores) > k else np.arange(len(scores))
     return top[np.argsort(-scores[top])]
 
 
-def remove_keys(index: faiss.IndexIVF, keys: Keys) -> None:
+def remove_keys(index: faiss.IndexIVF, keys: Codes) -> None:
     """Drop keys through the hash table (O(1) each); keys not in the index are skipped."""
     if keys.size:
         index.remove_ids(faiss.IDSelectorArray(keys.size, faiss.swig_ptr(keys)))
@@ -190,7 +187,7 @@ class VectorIndex:
         """Drop ids from the index (deleted or expired items); unknown ids are ignored."""
         self.remove_codes(self.names.known(item_ids))
 
-    def remove_codes(self, codes: Keys) -> None:
+    def remove_codes(self, codes: Codes) -> None:
         """Drop codes from the index; codes without a vector are ignored."""
         with self._lock.write_lock():
             codes = codes[codes < len(self._live)]
@@ -205,7 +202,7 @@ class VectorIndex:
                 self._dirty.update(keys.tolist())
         self._maybe_rebuild()
 
-    def codes(self) -> Keys:
+    def codes(self) -> Codes:
         """Every code with a vector."""
         return np.flatnonzero(self._live).astype(np.int64)
 
@@ -214,7 +211,7 @@ class VectorIndex:
         live = self._live
         return code < len(live) and bool(live[code])
 
-    def vectors(self, codes: Keys) -> Vector:
+    def vectors(self, codes: Codes) -> Vector:
         """The rows of these codes (zeros for a code without a vector); no lock: a row being
         replaced meanwhile reads as its old or its new vector."""
         store = self._store
@@ -230,7 +227,7 @@ class VectorIndex:
         codes, scores = self.search_codes(query, k)
         return self.names.names(codes), scores
 
-    def search_codes(self, query: Vector, k: int) -> tuple[Keys, npt.NDArray[np.float32]]:
+    def search_codes(self, query: Vector, k: int) -> tuple[Codes, npt.NDArray[np.float32]]:
         """The k nearest item codes by inner product, best first, with their scores."""
         q = np.ascontiguousarray(query, dtype=np.float32).reshape(1, -1)
         with self._lock.read_lock():  # searches run side by side (faiss releases the GIL)
@@ -278,7 +275,7 @@ class VectorIndex:
 
     # ---- updates ----
 
-    def upsert_codes(self, keys: Keys, matrix: npt.NDArray[np.float32]) -> None:
+    def upsert_codes(self, keys: Codes, matrix: npt.NDArray[np.float32]) -> None:
         """Add or replace the vectors of distinct codes."""
         if not len(keys):
             return
@@ -343,7 +340,7 @@ class VectorIndex:
             )
             self._builder.start()
 
-    def _build(self, nlist: int, keys: Keys, store: Vector) -> None:
+    def _build(self, nlist: int, keys: Codes, store: Vector) -> None:
         """Build the next index off the lock, catch up with changes made meanwhile, swap it in."""
         try:
             index = self._fill(nlist, keys, store)
@@ -368,7 +365,7 @@ class VectorIndex:
                 self._build_error = repr(exc)
                 self._dirty, self._builder = None, None
 
-    def _fill(self, nlist: int, keys: Keys, store: Vector) -> faiss.IndexIVFFlat:
+    def _fill(self, nlist: int, keys: Codes, store: Vector) -> faiss.IndexIVFFlat:
         """A new index holding `keys` as the store has them (rows may change meanwhile)."""
         sample = store[:0]
         if nlist > 1:

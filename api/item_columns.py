@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.features import COUNTERS, RANK_WINDOWS, window_counts
+from models.features.counts import RANK_WINDOWS, window_counts
+from models.features.weights import COUNTERS
 from swipeloop.contracts import Item, ItemFeatures
 
 NO_CODE = -1
@@ -19,7 +20,7 @@ NO_CODE = -1
 
 class ItemColumns:
     """Per item code: in the catalog or not, creator, first tag, upload time, duration, and
-    the counters of its live windows (`models.features.RANK_WINDOWS`)."""
+    the counters of its live windows (`models.features.counts.RANK_WINDOWS`)."""
 
     def __init__(self, capacity: int = 1024) -> None:
         self.alive = np.zeros(capacity, dtype=np.bool_)  # in the catalog, not taken down

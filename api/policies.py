@@ -27,11 +27,11 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from api.codes import Codes
 from api.feed import NO_MODEL, Picked, page
 from api.retrieval import eligible
 from api.state import ServingState
-from models.features import ranking_matrix
+from models.features.ranking import ranking_matrix
+from swipeloop.arrays import Codes
 from swipeloop.contracts import Feed, Impression
 from training.ranker import Ranker
 
@@ -39,7 +39,6 @@ log = logging.getLogger(__name__)
 Policy = Literal["realtime", "batch", "popularity", "random"]
 POLICIES: tuple[Policy, ...] = ("realtime", "batch", "popularity", "random")
 BATCH_CANDIDATES = 2_000  # the day's most played items a batch feed ranks
-Floats = npt.NDArray[np.float64]
 
 
 @dataclass(frozen=True)

@@ -25,10 +25,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from api.codes import Codes
 from api.item_columns import ItemColumns
 from api.state import EMPTY, ServingState, UserState, as_codes
-from models.embeddings import Vector
+from swipeloop.arrays import Codes, Floats, Vector
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +44,7 @@ QUOTAS: tuple[tuple[str, float], ...] = (
 FILL = ("ann", "trending", "fresh", "catalog")  # second round, in order
 SOURCES = ("covisit", "ann_short", "similar", "followed", "trending", "fresh", "ann", "catalog")
 SOURCE = {name: k for k, name in enumerate(SOURCES)}
-# what each source is to the ranker (`models.features.ranking_matrix`'s from_* columns; a
+# what each source is to the ranker (`models.features.ranking.ranking_matrix`'s from_* columns; a
 # co-visited item's score is a feature of its own, whatever found it)
 RANKER_SOURCE = np.array(
     ["covisit", "ann", "ann", "followed", "trending", "fresh", "ann", "catalog"]
@@ -54,7 +53,6 @@ SHORT_TERM = 5  # last positives that make the short-term vector
 # Why a candidate is dropped, by code; a code's first matching reason in this order counts.
 REASONS = ("", "deleted", "seen", "blocked_creator", "not_interested")
 OK, DELETED, SEEN, BLOCKED, NOT_INTERESTED = range(len(REASONS))
-Floats = npt.NDArray[np.float64]
 NO_SCORES: Floats = np.zeros(0, dtype=np.float64)
 
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import msgspec
-from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
+from clickhouse_connect.driver.exceptions import DatabaseError
 from litestar import Controller, delete, get, post
 from litestar.datastructures import State
 from litestar.exceptions import NotFoundException
@@ -22,7 +22,7 @@ from api.policies import Policy, baseline_feed
 from api.security import ADMIN, APP, admin_key, app_key
 from api.services import Services
 from swipeloop import erasure, topics
-from swipeloop.clickhouse import connect
+from swipeloop.clickhouse import connect, transient
 from swipeloop.contracts import Erasure, EventBatch, Feed, ItemBatch, Stamper, topic_for
 from swipeloop.kafka import BrokerUnavailable
 
@@ -168,7 +168,6 @@ class ModerationController(Controller):
         await _deliver(services, [(topics.ITEMS, item_id.encode(), msgspec.json.encode(gone))])
         return Accepted(1)
 
-
     @delete(
         "/users/{user_id:str}",
         status_code=HTTP_202_ACCEPTED,
@@ -190,7 +189,9 @@ class ModerationController(Controller):
 
         try:
             removed = await asyncio.to_thread(forget)
-        except (OperationalError, DatabaseError) as exc:
+        except DatabaseError as exc:
+            if not transient(exc):  # a refused statement is a bug: a 500, not a 503
+                raise
             raise StoreDown(f"ClickHouse did not answer: {exc}") from exc
         return Erasure(user_id=user_id, erased_at=now, rows_deleted=removed)
 

@@ -9,8 +9,10 @@ from collections.abc import Callable
 
 from confluent_kafka.admin import AdminClient
 
+from api.feeder import Feeder
+from api.lists import REFRESH_S
 from api.policies import Baselines
-from api.state import REFRESH_S, Feeder, ServingState
+from api.state import ServingState
 from swipeloop.clickhouse import connect
 from swipeloop.kafka import AsyncProducer, client_config
 from swipeloop.metrics import MODEL_CHANGES, MODEL_SERVING

@@ -4,58 +4,35 @@ Items, creators and tags are integer codes (`api.codes`): per-item facts are num
 (`api.item_columns`), the vector index answers in codes, and a user's seen set, blocks and
 follows are sets of codes, so a feed filters and ranks 10,000 candidates with a few numpy
 calls and no string in sight until the response is written.
+
+The state holds the caches and the appliers that change them; it starts from a snapshot of
+ClickHouse (`api.bootstrap`), a feeder thread applies each message of the topics
+(`api.feeder`), and the lists every feed reads are recomputed once a second (`api.lists`).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import msgspec
 import numpy as np
 import numpy.typing as npt
 from clickhouse_connect.driver.client import Client
-from confluent_kafka import (
-    OFFSET_BEGINNING,
-    OFFSET_END,
-    Consumer,
-    KafkaException,
-    Message,
-    TopicPartition,
-)
 
-from api.codes import Codes, Interner
+from api.bootstrap import read_snapshot, replay_start_ms
+from api.codes import Interner
 from api.index import ByName, VectorIndex
 from api.item_columns import NO_CODE, ItemColumns
+from api.lists import Lists
 from models.affinity import Affinity, Momentum
 from models.covisit import PAIR_WINDOW, CoVisits
-from models.embeddings import Vector, normalized, normalized_rows
-from models.features import (
-    COUNTERS,
-    DAY,
-    EARLY_SKIP_FRACTION,
-    EARLY_SKIP_MS,
-    FRESH_HOURS,
-    PLAY_KINDS,
-    POSITIVE_KINDS,
-    POSITIVE_WATCH_MS,
-    Session,
-    advance_session,
-    affinity_weight,
-    early_skip_ms,
-    engagement_weight,
-    exposure_rooms,
-    packed_counts,
-    reaction_draws,
-    trending_scores,
-)
-from swipeloop import topics
-from swipeloop.clickhouse import read_vectors
+from models.embeddings import normalized, normalized_rows
+from models.features.session import Session, advance_session
+from models.features.weights import PLAY_KINDS, affinity_weight, early_skip_ms, engagement_weight
+from swipeloop.arrays import Codes, Vector
 from swipeloop.contracts import (
     Impression,
     Item,
@@ -65,61 +42,11 @@ from swipeloop.contracts import (
     UserVector,
 )
 from swipeloop.erasure import Erased
-from swipeloop.kafka import client_config
-from swipeloop.metrics import FEATURE_LAG, VECTOR_LAG
 from swipeloop.settings import Settings
 
 log = logging.getLogger(__name__)
 RECENT_POSITIVES = 20
-FRESH_POOL = 1_000  # new uploads with room at their exposure stage, kept ready per second
-TRENDING_DEPTH = 50_000  # items ranked by trending score, kept ready per second
-FOLLOW_FETCH_BYTES = 1 << 20  # what a follower's fetch waits for (or `follow_wait_ms`)
-REFRESH_S = 1.0  # how often the shared lists are recomputed (`ServingState.refresh`)
-STALE_S = 2.0  # a shared list older than this is recomputed by the request that reads it
-REPLAY_S = 300  # the feeder re-reads this much of events and impressions before bootstrap
-SEEN_DAYS = 30
-USER_TOPICS = frozenset({topics.EVENTS_ACTIONS, topics.EVENTS_CONTEXT, topics.IMPRESSIONS})
 EMPTY: Codes = np.zeros(0, dtype=np.int64)
-
-# A user's recent history, aggregated in ClickHouse at bootstrap (one row per user). Seen:
-# what any replica served, and what the phone says it showed (`impression` events).
-USERS_SEEN_SQL = """
-SELECT user_id, groupUniqArray(item_id)
-FROM
-(
-    SELECT user_id, item_id FROM impressions WHERE served_at >= {since:DateTime64(3)}
-    UNION ALL
-    SELECT user_id, item_id FROM events
-    WHERE kind = 'impression' AND client_ts >= {since:DateTime64(3)}
-)
-GROUP BY user_id
-"""
-USERS_SIGNALS_SQL = """
-SELECT user_id,
-       groupUniqArrayIf(item_id, kind = 'block'),
-       groupUniqArrayIf(item_id, kind = 'follow'),
-       groupUniqArrayIf(item_id, kind = 'not_interested'),
-       arraySlice(arrayMap(x -> x.2, arraySort(x -> x.1, groupArrayIf((client_ts, item_id),
-           kind IN {positive:Array(String)}
-           OR (kind = 'watch' AND watch_ms >= {positive_watch_ms:UInt32})))), -{keep:UInt32})
-FROM events WHERE client_ts >= {since:DateTime64(3)} AND kind != 'impression'
-GROUP BY user_id
-"""
-
-# Each user's videos watched past the early-skip mark in the last `COVISIT_HOURS`, in order,
-# up to where the feeder's replay of the topics starts (counts are not idempotent, as sets are).
-USERS_WATCHED_SQL = """
-SELECT user_id, arrayMap(x -> x.2, arraySort(x -> x.1, groupArray((client_ts, e.item_id))))
-FROM events AS e
-LEFT JOIN (SELECT item_id, duration_ms FROM items FINAL) AS i ON i.item_id = e.item_id
-WHERE e.client_ts >= {since:DateTime64(3)} AND e.received_at < {until:DateTime64(3)}
-    AND e.kind IN {plays:Array(String)}
-    AND e.watch_ms >= if(i.duration_ms > 0,
-                         least({early_ms:UInt32}, {early_fraction:Float64} * i.duration_ms),
-                         {early_ms:UInt32})
-GROUP BY user_id
-"""
-COVISIT_HOURS = 24
 
 
 class Shown(msgspec.Struct, frozen=True):
@@ -173,12 +100,10 @@ class ServingState:
         self.momentum = Momentum()  # how everyone takes each tag now against usually
         self.users: dict[str, UserState] = {}
         self.erased = Erased()  # users who asked to be forgotten (swipeloop.erasure)
-        self.replay_from_ms = int((time.time() - REPLAY_S) * 1000)
+        self.replay_from_ms = replay_start_ms()  # where the feeder replays the user topics from
         self._client = client
         self._client_lock = threading.Lock()
-        self._lists: dict[str, tuple[float, npt.NDArray[Any]]] = {}  # name -> (when, value)
-        self._compute_lock = threading.RLock()  # a list may read another one
-        self._draws = np.random.default_rng()  # the fresh pool's Thompson draws
+        self._lists = Lists(lambda: self.columns)
         self._grow_lock = threading.Lock()
 
     def code(self, item_id: str) -> int:
@@ -201,76 +126,28 @@ class ServingState:
     def bootstrap(self) -> None:
         """Fill the caches from ClickHouse once at start; the feeder then replays the topics
         from a little before this moment, so nothing falls in between."""
-        self.replay_from_ms = int((time.time() - REPLAY_S) * 1000)
-        since = datetime.now(UTC) - timedelta(days=SEEN_DAYS)
+        self.replay_from_ms = replay_start_ms()
         with self._client_lock:
             self.erased.refresh(self._client)  # before the topics replay the last minutes
-            items = self._client.query(
-                "SELECT item_id, creator_id, duration_ms, tags, sound_id, created_at, deleted "
-                "FROM items FINAL"
-            ).result_rows
-            feats = self._client.query(
-                "SELECT item_id, window_s, argMax(tuple(window_end, "
-                + ", ".join(COUNTERS)
-                + "), window_end) FROM item_features FINAL "
-                "WHERE window_end > now() - INTERVAL 1 DAY GROUP BY item_id, window_s"
-            ).result_rows
-            ids, matrix = read_vectors(self._client, self.settings.embedding_dim)
-            users, user_matrix = read_vectors(
-                self._client, self.settings.embedding_dim, "user_embeddings"
+            snapshot = read_snapshot(
+                self._client,
+                self.settings.embedding_dim,
+                self.replay_from_ms,
+                positives=5 * RECENT_POSITIVES,  # repeats are passed over as they are applied
             )
-            seen = self._client.query(USERS_SEEN_SQL, parameters={"since": since}).result_rows
-            signals = self._client.query(
-                USERS_SIGNALS_SQL,
-                parameters={
-                    "since": since,
-                    "positive": sorted(POSITIVE_KINDS),
-                    "positive_watch_ms": POSITIVE_WATCH_MS,
-                    "keep": 5 * RECENT_POSITIVES,
-                },
-            ).result_rows
-            watched = self._client.query(
-                USERS_WATCHED_SQL,
-                parameters={
-                    "since": datetime.now(UTC) - timedelta(hours=COVISIT_HOURS),
-                    "until": datetime.fromtimestamp(self.replay_from_ms / 1000, UTC),
-                    "plays": sorted(PLAY_KINDS),
-                    "early_ms": EARLY_SKIP_MS,
-                    "early_fraction": EARLY_SKIP_FRACTION,
-                },
-            ).result_rows
-        for item_id, creator, duration, tags, sound, created, deleted in items:
-            self.apply_item(
-                Item(
-                    item_id=item_id,
-                    creator_id=creator,
-                    duration_ms=duration,
-                    tags=list(tags),
-                    sound_id=sound or None,
-                    created_at=created.replace(tzinfo=UTC),
-                    deleted=bool(deleted),
-                )
-            )
-        windows: dict[str, list[tuple[int, datetime, list[float]]]] = {}
-        for item_id, window_s, (end, *counts) in feats:
-            windows.setdefault(item_id, []).append((window_s, end.replace(tzinfo=UTC), counts))
-        for item_id, closed in windows.items():
-            self.apply_features(
-                ItemFeatures(
-                    item_id=item_id,
-                    as_of=max(end for _, end, _ in closed),
-                    window_s=[length for length, _, _ in closed],
-                    window_end=[end for _, end, _ in closed],
-                    counts=packed_counts(np.array([counts for _, _, counts in closed])),
-                )
-            )
+        for item in snapshot.items:
+            self.apply_item(item)
+        for features in snapshot.features:
+            self.apply_features(features)
+        ids, matrix = snapshot.item_vectors
         live = [k for k, item_id in enumerate(ids) if item_id not in self.deleted]
         # (ids are distinct: one current row per id); exact at once, the IVF follows behind
         self.index.upsert_codes(self.codes([ids[k] for k in live]), normalized_rows(matrix[live]))
+        users, user_matrix = snapshot.user_vectors
         self.user_vectors.update(zip(users, normalized_rows(user_matrix), strict=True))
-        for user_id, shown in seen:
+        for user_id, shown in snapshot.seen:
             self.user(user_id).seen.update(self.codes(shown).tolist())
-        for user_id, blocked, followed, hidden, positives in signals:
+        for user_id, blocked, followed, hidden, positives in snapshot.signals:
             user = self.user(user_id)
             user.blocked_creators.update(self._creators_of(blocked))
             user.followed.update(self._creators_of(followed))
@@ -278,7 +155,7 @@ class ServingState:
             for code in self.codes(positives).tolist():
                 if code not in user.positives:
                     user.positives.append(code)
-        for user_id, items in watched:
+        for user_id, items in snapshot.watched:
             user = self.user(user_id)
             for code in self.codes(items).tolist():
                 self.covisits.add(user.watched, code)
@@ -286,7 +163,7 @@ class ServingState:
         log.info(
             "bootstrapped %d items, %d feature rows, %d item and %d user vectors, %d users",
             len(self.catalog),
-            len(windows),
+            len(snapshot.features),
             len(self.index),
             len(self.user_vectors),
             len(self.users),
@@ -417,36 +294,40 @@ class ServingState:
 
     def trending_scores(self) -> npt.NDArray[np.float64]:
         """Every item's trending score by code (0 without live features)."""
-        return self._cached("trending_scores")
+        return self._lists.get("trending_scores")
 
     def trending(self) -> Codes:
         """Items in the catalog with live features, best trending score first (the top
-        `TRENDING_DEPTH`)."""
-        return self._cached("trending")
+        `api.lists.TRENDING_DEPTH`)."""
+        return self._lists.get("trending")
 
     def fresh_pool(self) -> Codes:
         """New uploads (`FRESH_HOURS`) that still have room at their exposure stage, in the
         order of this second's Thompson draws of their audience's reaction
-        (`models.features.reaction_draws`): untested ones anywhere, the ones their first
+        (`models.features.exposure.reaction_draws`): untested ones anywhere, the ones their first
         viewers finished ahead more often. Only the ones an audience liked go on to a
-        larger one (`models.features.exposure_stages`)."""
-        return self._cached("fresh_pool")
+        larger one (`models.features.exposure.exposure_stages`)."""
+        return self._lists.get("fresh_pool")
 
     def fresh_ranks(self, codes: Codes) -> Codes:
         """Each item's place in the fresh pool (-1: not in it; a gather, where a set lookup
         of 500 codes in 1,000 cost ~0.4 ms)."""
-        ranks: Codes = self._cached("fresh_ranks")
+        ranks: Codes = self._lists.get("fresh_ranks")
         inside = codes < len(ranks)  # items newer than the ranks are not in the pool
         return np.where(inside, ranks[np.where(inside, codes, 0)], -1)
 
     def catalog_order(self) -> Codes:
         """Every item in the catalog: trending first, then the rest (the last resort)."""
-        return self._cached("catalog_order")
+        return self._lists.get("catalog_order")
 
     def popular(self) -> Codes:
         """Every item in the catalog by plays in the last 24 h, most first (for the
         popularity and batch policies: computed when asked, not by the refresher)."""
-        return self._cached("popular")
+        return self._lists.get("popular")
+
+    def refresh(self) -> None:
+        """Recompute the shared lists (the API's refresher thread calls this every second)."""
+        self._lists.refresh()
 
     def by_creators(self, creators: set[int]) -> Codes:
         """The items of these creators in the catalog, newest uploads first."""
@@ -454,11 +335,7 @@ class ServingState:
         codes = np.fromiter((c for items in lists for c in items), np.int64)
         return codes[self.columns.alive[codes]]
 
-    # ---- the lists every feed reads, recomputed once a second off the request path ----
-
-    # each computed by the method of its name with a leading underscore; a list may read
-    # one before it, so this is the order they are refreshed in
-    LISTS = ("trending_scores", "trending", "fresh_pool", "fresh_ranks", "catalog_order")
+    # ---- erasure ----
 
     def forget_users(self, users: set[str]) -> None:
         """Erased users: what this replica holds of them goes (seen set, signals, session,
@@ -472,200 +349,3 @@ class ServingState:
         with self._client_lock:
             erased = self.erased.refresh(self._client)
         self.forget_users(erased)
-
-    def refresh(self) -> None:
-        """Recompute the shared lists (the API's refresher thread calls this every second)."""
-        for name in self.LISTS:
-            self._lists[name] = (time.monotonic(), getattr(self, f"_{name}")())
-
-    def _cached(self, name: str) -> npt.NDArray[Any]:
-        """The list as last refreshed; computed here only when it is missing or the refresher
-        has not run for `STALE_S` (a state without one, as in tests)."""
-        hit = self._lists.get(name)
-        if hit is not None and time.monotonic() - hit[0] < STALE_S:
-            return hit[1]
-        with self._compute_lock:
-            value: npt.NDArray[Any] = getattr(self, f"_{name}")()
-            self._lists[name] = (time.monotonic(), value)
-        return value
-
-    def _trending_scores(self) -> npt.NDArray[np.float64]:
-        cols = self.columns
-        live = np.flatnonzero(~np.isnan(cols.as_of_s))
-        scores = np.zeros(len(cols), dtype=np.float64)
-        scores[live] = trending_scores(cols.counts[live], cols.as_of_s[live], time.time())
-        return scores
-
-    def _trending(self) -> Codes:
-        scores, cols = self.trending_scores(), self.columns
-        size = min(len(scores), len(cols))
-        ranked = np.flatnonzero(~np.isnan(cols.as_of_s[:size]) & cols.alive[:size])
-        if len(ranked) > TRENDING_DEPTH:
-            ranked = ranked[np.argpartition(-scores[ranked], TRENDING_DEPTH)[:TRENDING_DEPTH]]
-        return ranked[np.argsort(-scores[ranked], kind="stable")]
-
-    def _fresh_pool(self) -> Codes:
-        cols = self.columns
-        new = np.flatnonzero(cols.alive & (cols.created_s >= time.time() - FRESH_HOURS * 3600))
-        day = np.zeros((len(new), len(COUNTERS)), dtype=np.float32)  # unseen: all zero
-        counted = ~np.isnan(cols.as_of_s[new])
-        day[counted] = cols.counts[new[counted], DAY]
-        room = exposure_rooms(day) > 0
-        new, key = new[room], -reaction_draws(day[room], self._draws)
-        if len(new) > FRESH_POOL:
-            keep = np.argpartition(key, FRESH_POOL)[:FRESH_POOL]
-            new, key = new[keep], key[keep]
-        return new[np.argsort(key, kind="stable")]
-
-    def _fresh_ranks(self) -> Codes:
-        ranks = np.full(len(self.columns), -1, dtype=np.int64)
-        pool = self.fresh_pool()
-        ranks[pool] = np.arange(len(pool))
-        return ranks
-
-    def _popular(self) -> Codes:
-        alive = np.flatnonzero(self.columns.alive)
-        plays = self.columns.counts[alive, DAY, COUNTERS.index("plays")]
-        return alive[np.argsort(-plays, kind="stable")]
-
-    def _catalog_order(self) -> Codes:
-        trending, rest = self.trending(), self.columns.alive.copy()
-        rest[trending] = False
-        return np.concatenate([trending, np.flatnonzero(rest)])
-
-
-@dataclass
-class Vectors:
-    """Vector updates of one consumer poll, applied together."""
-
-    items: list[ItemVector] = field(default_factory=list)
-    removed_items: list[str] = field(default_factory=list)
-    users: list[UserVector] = field(default_factory=list)
-    removed_users: list[str] = field(default_factory=list)
-
-
-class Feeder:
-    """One consumer thread that keeps the caches fresh: compacted topics from the start,
-    user events and impressions from a little before bootstrap (`REPLAY_S`; what came
-    earlier was read from ClickHouse)."""
-
-    def __init__(self, state: ServingState, settings: Settings) -> None:
-        assert settings.kafka_bootstrap, "the feeder needs a broker address"
-        self._state = state
-        self._settings = settings
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="feeder", daemon=True)
-        self._decoders: dict[str, msgspec.json.Decoder[Any]] = {
-            topics.ITEMS: msgspec.json.Decoder(Item),
-            topics.ITEM_FEATURES: msgspec.json.Decoder(ItemFeatures),
-            topics.ITEM_VECTORS: msgspec.json.Decoder(ItemVector),
-            topics.USER_VECTORS: msgspec.json.Decoder(UserVector),
-            topics.EVENTS_ACTIONS: msgspec.json.Decoder(ReceivedEvent),
-            topics.EVENTS_CONTEXT: msgspec.json.Decoder(ReceivedEvent),
-            topics.IMPRESSIONS: msgspec.json.Decoder(Shown),
-        }
-
-    def start(self) -> None:
-        """Assign partitions and start consuming."""
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop consuming and wait for the thread."""
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-    def _assignments(self, consumer: Consumer) -> list[TopicPartition]:
-        """Compacted topics from the start; user events and impressions from `REPLAY_S`
-        before bootstrap, which may not have been in ClickHouse yet when it was read (an
-        event applied twice changes nothing: seen, blocks and positives are sets)."""
-        meta = consumer.list_topics(timeout=10)
-        parts, recent = [], []
-        for topic in self._decoders:
-            for p in meta.topics[topic].partitions:
-                if topic in USER_TOPICS:
-                    recent.append(TopicPartition(topic, p, self._state.replay_from_ms))
-                else:
-                    parts.append(TopicPartition(topic, p, OFFSET_BEGINNING))
-        if recent:
-            try:
-                found = consumer.offsets_for_times(recent, timeout=10)
-            except KafkaException:
-                log.exception("cannot look up offsets by time; following from now")
-                found = []
-            for tp in found or [TopicPartition(t.topic, t.partition, OFFSET_END) for t in recent]:
-                offset = tp.offset if tp.offset >= 0 else OFFSET_END
-                parts.append(TopicPartition(tp.topic, tp.partition, offset))
-        return parts
-
-    def _run(self) -> None:
-        consumer = Consumer(
-            client_config(
-                self._settings.kafka_bootstrap,
-                **{
-                    "group.id": "swipeloop-api",
-                    "enable.auto.commit": False,
-                    # a fetch returns when FOLLOW_FETCH_BYTES are there or after the wait:
-                    # at 100 feeds/s, one answer per 20 ms cost the embedded broker 3.4 ms
-                    # of CPU per feed more than one per 200 ms (bench/RESULTS.md)
-                    "fetch.wait.max.ms": self._settings.follow_wait_ms,
-                    "fetch.min.bytes": FOLLOW_FETCH_BYTES,
-                },
-            )
-        )
-        consumer.assign(self._assignments(consumer))
-        try:
-            while not self._stop.is_set():
-                batch = consumer.consume(1000, 0.02)  # returns at 1000 or the timeout
-                try:
-                    self._apply_batch(batch)
-                except Exception:  # a bug must not stop the caches from following the topics
-                    log.exception("the feeder failed to apply a batch of %d messages", len(batch))
-        finally:
-            consumer.close()
-
-    def _apply_batch(self, batch: list[Message]) -> None:
-        vectors = Vectors()
-        failed = 0
-        for msg in batch:
-            if msg.error() is not None:
-                continue
-            try:
-                self._apply(msg.topic() or "", msg.key(), msg.value(), vectors)
-            except Exception:  # one message that trips a bug costs itself, not its batch
-                if not failed:
-                    log.exception("the feeder failed to apply a message from %s", msg.topic())
-                failed += 1
-        if failed > 1:
-            log.error("the feeder failed to apply %d messages of a batch of %d", failed, len(batch))
-        if vectors.items or vectors.removed_items:
-            self._state.apply_vectors(vectors.items, vectors.removed_items)
-        if vectors.users or vectors.removed_users:
-            self._state.apply_user_vectors(vectors.users, vectors.removed_users)
-
-    def _apply(self, topic: str, key: bytes | None, value: bytes | None, vectors: Vectors) -> None:
-        if value is None:  # a tombstone: the id expired or was erased
-            name = (key or b"").decode()
-            if topic == topics.ITEM_VECTORS:
-                vectors.removed_items.append(name)
-            elif topic == topics.USER_VECTORS:
-                vectors.removed_users.append(name)
-            return
-        try:
-            decoded = self._decoders[topic].decode(value)
-        except msgspec.DecodeError:
-            return  # the ingest flow dead-letters malformed messages
-        if isinstance(decoded, Shown):
-            self._state.apply_impression(decoded)
-        elif isinstance(decoded, UserVector):
-            VECTOR_LAG.labels("user").observe(time.time() - decoded.updated_at.timestamp())
-            vectors.users.append(decoded)
-        elif isinstance(decoded, ItemVector):
-            VECTOR_LAG.labels("item").observe(time.time() - decoded.updated_at.timestamp())
-            vectors.items.append(decoded)
-        elif isinstance(decoded, ItemFeatures):
-            FEATURE_LAG.observe(time.time() - decoded.as_of.timestamp())
-            self._state.apply_features(decoded)
-        elif isinstance(decoded, Item):
-            self._state.apply_item(decoded)
-        else:
-            self._state.apply_event(decoded)

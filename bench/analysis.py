@@ -73,8 +73,8 @@ def main() -> None:
         generate_s = generate(settings, requests * FEED, 0, requests, args.seed)
         client.command(REUPLOADS_SQL)
         client.command(DLQ_SQL)
-        events = int(client.command("SELECT count() FROM events"))
-        impressions = int(client.command("SELECT count() FROM impressions"))
+        events = int(client.query("SELECT count() FROM events").result_rows[0][0])
+        impressions = int(client.query("SELECT count() FROM impressions").result_rows[0][0])
         figures: dict[str, dict[str, float | int]] = {}
         for name, query in analysis.catalogue().items():
             times, rows = [], 0

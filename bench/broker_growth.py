@@ -18,12 +18,13 @@ import json
 import sys
 import threading
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from confluent_kafka import Consumer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -75,7 +76,7 @@ def variant(messages: int, step: int, consumers: int) -> list[dict[str, Any]]:
                     TOPIC,
                     key=b"u%d" % (k % 5000),
                     value=EVENT % (10 * k + j, k % 5000),
-                    on_delivery=lambda err, _m, into=delivered: into.append(err),
+                    on_delivery=partial(_delivered, delivered),
                 )
             while len(delivered) < 10:
                 producer.poll(0.001)
@@ -95,6 +96,10 @@ def variant(messages: int, step: int, consumers: int) -> list[dict[str, Any]]:
         for reader, _ in readers:
             reader.join(10)
         return out
+
+
+def _delivered(into: list[object], err: object, _message: object) -> None:
+    into.append(err)
 
 
 def main() -> None:

@@ -36,10 +36,12 @@ import msgspec
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from api.state import Feeder, ServingState
+from api.feeder import Feeder
+from api.state import ServingState
 from bench.ingest import CounterSampler, percentile
 from dataflows.runner import run, run_in_thread
-from models.features import C, counts_of
+from models.features.counts import counts_of
+from models.features.weights import C
 from swipeloop import topics
 from swipeloop.broker import EmbeddedBroker
 from swipeloop.clickhouse import connect

@@ -48,7 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from api.feed import STAGES
 from bench.e2e import preload, server_timing
 from cli.stack import Stack
-from models.features import FEATURE_NAMES
+from models.features.ranking import FEATURE_NAMES
 from swipeloop.broker import free_port
 from swipeloop.clickhouse import connect
 from swipeloop.settings import Settings

@@ -24,19 +24,18 @@ from pathlib import Path
 
 import faiss
 import numpy as np
-import numpy.typing as npt
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from api.index import VectorIndex
+from swipeloop.arrays import Vectors
 
 CLUSTERS = 1_000
 RECALL_QUERIES = 20
 UPSERT_ROUNDS = 5  # upsert_1000_ms is their median
-Matrix = npt.NDArray[np.float32]
 
 
-def clustered(items: int, dim: int, rng: np.random.Generator) -> Matrix:
+def clustered(items: int, dim: int, rng: np.random.Generator) -> Vectors:
     """Unit vectors around CLUSTERS gaussian centres, generated in float32 to spare memory."""
     centres = rng.standard_normal((CLUSTERS, dim), dtype=np.float32)
     matrix = centres[rng.integers(0, CLUSTERS, items)]

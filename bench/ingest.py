@@ -257,7 +257,7 @@ def start_api(
         "SWIPELOOP_DATA_DIR": str(data_dir),
         "SWIPELOOP_SEED_ITEMS": "0",
     }
-    cli = [sys.executable, "-m", "cli.main"]
+    cli = [sys.executable, "-m", "cli.app"]
     subprocess.run([*cli, "migrate"], env=env, check=True, capture_output=True)
     proc = subprocess.Popen(
         [*cli, "api", "--port", str(port), "--role", "ingest", "--workers", str(workers)],

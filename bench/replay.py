@@ -18,6 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import msgspec
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cli.stack import fresh_stack
@@ -41,9 +43,10 @@ def main() -> None:
         with fresh_stack(settings) as stack:
             state = stack.services.feed.state
             figures = replay(ratings, settings, stack.url, state, args.span_hours * 3600)
-    figures["total_s"] = round(time.perf_counter() - began, 1)
-    figures["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-    print(json.dumps(figures))
+    out = msgspec.to_builtins(figures)
+    out["total_s"] = round(time.perf_counter() - began, 1)
+    out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    print(json.dumps(out))
 
 
 if __name__ == "__main__":

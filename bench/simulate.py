@@ -78,7 +78,7 @@ def main() -> None:
                 client = connect(settings)
                 counts = [-1]
                 while time.perf_counter() - started < 120:
-                    counts.append(int(client.command("SELECT count() FROM events")))
+                    counts.append(int(client.query("SELECT count() FROM events").result_rows[0][0]))
                     if counts[-1] == counts[-2]:
                         break
                     await asyncio.sleep(1.0)
@@ -88,13 +88,13 @@ def main() -> None:
                 )
                 try:
                     report = await asyncio.to_thread(train, connect(settings), settings, say)
-                    trained.update(version=report["version"], rows=report["rows"])
+                    trained.update(version=report.version, rows=report.rows)
                 except NotEnoughData as exc:
                     trained["skipped"] = str(exc)
                 stack.services.feed.models.refresh()  # (rather than wait for its poll)
                 trained["train_s"] = round(time.perf_counter() - started, 1)
 
-            out = asyncio.run(
+            figures = asyncio.run(
                 simulate(
                     stack.url,
                     world,
@@ -105,6 +105,7 @@ def main() -> None:
                     views=(1000, views),
                 )
             )
+    out = figures.flat()
     out["by_arm_new_upload_minutes_to_1000_views"] = out["new_upload_minutes_to_1000_views"]
     out["new_upload_minutes_to_1000_views"] = out["new_upload_minutes_to_1000_views"]["realtime"]
     out["training"] = trained

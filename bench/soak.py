@@ -231,7 +231,8 @@ def main() -> None:
 
     both = per_window(("feed", "events"))
     later = [(t / 60, mb) for t, mb in rss if t >= window_s]
-    slope = float(np.polyfit(*zip(*later, strict=True), 1)[0]) if len(later) > 2 else None
+    minutes, mbs = np.array([t for t, _ in later]), np.array([mb for _, mb in later])
+    slope = float(np.polyfit(minutes, mbs, 1)[0]) if len(later) > 2 else None
     print(
         json.dumps(
             {

@@ -31,11 +31,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models.features import FEATURE_NAMES
+from models.features.ranking import FEATURE_NAMES
 from swipeloop.clickhouse import connect
 from swipeloop.migrations import migrate
 from swipeloop.settings import Settings
 from training.ranker import train
+from training.report import Metrics, TrainingReport
 
 FEED = 20  # impressions per request
 ITEMS = 50_000
@@ -171,13 +172,13 @@ def first_night(settings: Settings, impressions: int, seed: int) -> dict[str, An
     return {"generate_s": round(generate_s, 1), "first_night": report}
 
 
-def second_night(settings: Settings) -> dict[str, Any]:
-    """The measured run, with this process's peak memory."""
+def second_night(settings: Settings) -> tuple[TrainingReport, float, float]:
+    """The measured run, its seconds and this process's peak memory (MB)."""
     began = time.perf_counter()
     report = train(connect(settings), settings, say=lambda _m: None)
-    report["total_s"] = round(time.perf_counter() - began, 3)
-    report["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-    return report
+    total_s = round(time.perf_counter() - began, 3)
+    peak_rss_mb = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    return report, total_s, peak_rss_mb
 
 
 def in_child(target: Any, *args: Any) -> Any:
@@ -202,32 +203,32 @@ def main() -> None:
             seed_items=0,
         )
         prepared = in_child(first_night, settings, impressions, args.seed)
-        report = in_child(second_night, settings)
-    metrics = report["metrics"]
-    production = metrics["production"] or {}
+        report, total_s, peak_rss_mb = in_child(second_night, settings)
+    metrics = report.metrics
+    production = metrics.production or Metrics(None, None, None)
     out = {
         "impressions": impressions,
-        "labelled": report["rows"] + report["holdout_rows"],
-        "train_rows": report["rows"],
-        "holdout_rows": report["holdout_rows"],
+        "labelled": report.rows + report.holdout_rows,
+        "train_rows": report.rows,
+        "holdout_rows": report.holdout_rows,
         "features": len(FEATURE_NAMES),
         "generate_s": prepared["generate_s"],
-        "query_s": report["query_s"],
-        "train_s": report["train_s"],
-        "eval_s": report["eval_s"],
-        "skew_s": report["skew_s"],
-        "total_s": report["total_s"],
-        "peak_rss_mb": report["peak_rss_mb"],
-        "ndcg_at_10": metrics["candidate"]["ndcg_at_10"],
-        "production_ndcg_at_10": production.get("ndcg_at_10"),
-        "popularity_ndcg_at_10": metrics["popularity"]["ndcg_at_10"],
-        "auc": metrics["candidate"]["auc"],
-        "production_auc": production.get("auc"),
-        "popularity_auc": metrics["popularity"]["auc"],
-        "watch_s_at_10": metrics["candidate"]["watch_s_at_10"],
-        "popularity_watch_s_at_10": metrics["popularity"]["watch_s_at_10"],
-        "promoted": report["promoted"],
-        "reason": report["reason"],
+        "query_s": report.query_s,
+        "train_s": report.train_s,
+        "eval_s": report.eval_s,
+        "skew_s": report.skew_s,
+        "total_s": total_s,
+        "peak_rss_mb": peak_rss_mb,
+        "ndcg_at_10": metrics.candidate.ndcg_at_10,
+        "production_ndcg_at_10": production.ndcg_at_10,
+        "popularity_ndcg_at_10": metrics.popularity.ndcg_at_10,
+        "auc": metrics.candidate.auc,
+        "production_auc": production.auc,
+        "popularity_auc": metrics.popularity.auc,
+        "watch_s_at_10": metrics.candidate.watch_s_at_10,
+        "popularity_watch_s_at_10": metrics.popularity.watch_s_at_10,
+        "promoted": report.promoted,
+        "reason": report.reason,
     }
     print(json.dumps(out))
 

@@ -3,7 +3,7 @@
 read (a poll of one event topic-partition)
   ─▶ learn      one learner (models.online.OnlineMF): the poll becomes columns (the item's
                 creator and tags from the catalog, each event's weight from
-                models.features), ids pass the frequency filter, one SGD mini-batch
+                models.features.weights), ids pass the frequency filter, one SGD mini-batch
   ─▶ publish    every `publish_interval_s`: idle ids expired, changed vectors out
   ─┬▶ to_topics      `item-vectors` / `user-vectors` (compacted; an expired id's tombstone)
    └▶ to_clickhouse  `item_embeddings` / `user_embeddings`, versioned (expired: deleted = 1)
@@ -38,18 +38,13 @@ from bytewax.dataflow import Dataflow
 from bytewax.operators import StatefulLogic
 
 from dataflows.catalog import Catalog
-from dataflows.io import (
-    CommittedClickHouseSink,
-    KafkaPollSource,
-    Keyed,
-    Polled,
-    Rows,
-    kafka_output,
-    to_kafka,
-)
+from dataflows.io.clickhouse_sinks import CommittedClickHouseSink
+from dataflows.io.kafka_sink import Keyed, kafka_output, to_kafka
+from dataflows.io.poll_source import KafkaPollSource, Polled
+from dataflows.io.rows import Rows
 from dataflows.parse import stored_events
 from models.counting import seconds_of
-from models.features import affinity_weights, kind_codes
+from models.features.weights import affinity_weights, kind_codes
 from models.items import ItemTable
 from models.online import KINDS, LearnerConfig, OnlineMF, Published, Swipes
 from swipeloop import topics

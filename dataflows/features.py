@@ -44,15 +44,10 @@ from bytewax.dataflow import Dataflow
 from bytewax.operators import StatefulLogic
 
 from dataflows.catalog import Catalog
-from dataflows.io import (
-    CommittedClickHouseSink,
-    KafkaPollSource,
-    Keyed,
-    Polled,
-    Rows,
-    kafka_output,
-    to_kafka,
-)
+from dataflows.io.clickhouse_sinks import CommittedClickHouseSink
+from dataflows.io.kafka_sink import Keyed, kafka_output, to_kafka
+from dataflows.io.poll_source import KafkaPollSource, Polled
+from dataflows.io.rows import Rows
 from dataflows.parse import stored_events
 from models.counting import (
     AFFINITY_COUNTERS,
@@ -60,16 +55,16 @@ from models.counting import (
     TABLES,
     Counted,
     Counts,
-    Floats,
-    Keys,
     count_events,
     width,
 )
-from models.features import COUNTERS, packed_counts
+from models.features.counts import packed_counts
+from models.features.weights import COUNTERS
 from models.items import ItemTable
 from models.tumbling import TumblingCounts
 from models.windows import WINDOWS, Emitted, SlidingCounts
 from swipeloop import topics
+from swipeloop.arrays import Floats, Ids
 from swipeloop.contracts import ItemFeatures
 from swipeloop.metrics import FEATURE_EVENTS, FEATURE_STATE_BYTES, LATE_EVENTS, WINDOW_DROPPED
 from swipeloop.settings import Settings
@@ -169,7 +164,7 @@ class Closed:
 class Live:
     """Items whose live windows changed: their counts per window, as of `as_of_s`."""
 
-    keys: Keys
+    keys: Ids
     per_window: list[Floats]
     ends: list[int]
     as_of_s: int

@@ -23,14 +23,10 @@ import bytewax.operators as op
 import msgspec
 from bytewax.dataflow import Dataflow
 
-from dataflows.io import (
-    ClickHouseProgressSink,
-    KafkaPollSource,
-    Polled,
-    TableRows,
-    kafka_output,
-    to_kafka,
-)
+from dataflows.io.kafka_sink import kafka_output, to_kafka
+from dataflows.io.poll_source import KafkaPollSource, Polled
+from dataflows.io.progress import ClickHouseProgressSink
+from dataflows.io.rows import TableRows
 from dataflows.parse import ROUTES, Rejected, dlq_line, row_line
 from swipeloop import topics
 from swipeloop.clickhouse import connect

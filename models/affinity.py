@@ -1,7 +1,7 @@
 """A user's affinity for tags and creators, fading as it ages: "what this person likes now".
 
-Every swipe adds its `models.features.affinity_weight` (a play its watched fraction, an early
-skip -0.5, a like 1, a follow 2, "not interested" -2, a block -3, ...) to the user's score for
+Every swipe adds its `models.features.weights.affinity_weight` (a play its watched fraction, an
+early skip -0.5, a like 1, a follow 2, "not interested" -2, a block -3, ...) to the user's score for
 the video's creator and each of its tags; a score halves every `HALF_LIFE_S` of event time.
 The features flow keeps the same weights over fixed windows (`user_affinity` in ClickHouse);
 each API replica keeps this decayed form per user in memory, from the event topics it follows,
@@ -17,16 +17,14 @@ feed within a minute, before any one person's affinity or any item's counts show
 from __future__ import annotations
 
 import numpy as np
-import numpy.typing as npt
+
+from swipeloop.arrays import Codes, Floats
 
 HALF_LIFE_S = 1800.0  # a score halves in half an hour of event time
 MAX_KEYS = 256  # per user and kind: past twice this, the weakest half is dropped
 SCALE = 4.0  # `prior`: a summed score of 4 is tanh(1) = 0.76
 NOW_S, USUAL_S = 60.0, 3600.0  # `Momentum`: the half-lives of "now" and of "usually"
 MIN_SWIPES = 5.0  # `Momentum`: fewer recent swipes on a tag than this say nothing
-
-Codes = npt.NDArray[np.int64]
-Floats = npt.NDArray[np.float64]
 
 
 class Affinity:

@@ -24,17 +24,12 @@ from datetime import datetime
 from operator import attrgetter
 
 import numpy as np
-import numpy.typing as npt
 
-from models.features import COUNTERS, affinity_weights, engagement_matrix, kind_codes
+from models.features.weights import COUNTERS, affinity_weights, engagement_matrix, kind_codes
 from models.items import ItemTable, Names, mix
 from models.rows import concat_rows, run_starts, take_rows
+from swipeloop.arrays import Floats, Ids, Ints, UInts
 from swipeloop.contracts import ReceivedEvent
-
-Floats = npt.NDArray[np.float64]
-Ints = npt.NDArray[np.int64]
-UInts = npt.NDArray[np.uint64]
-Keys = npt.NDArray[np.object_]  # entity ids as strings
 
 ENGAGEMENT_TABLES = ("item", "creator", "user")
 AFFINITY_TABLES = ("user_creator", "user_tag")
@@ -66,8 +61,8 @@ class Counts:
     target's), event second, summed counters, and the shard of phase two it belongs to."""
 
     ids: UInts
-    keys: Keys
-    targets: Keys | None
+    keys: Ids
+    targets: Ids | None
     seconds: Ints
     sums: Floats
     shards: Ints

@@ -15,14 +15,12 @@ import threading
 from collections.abc import Iterable
 
 import numpy as np
-import numpy.typing as npt
+
+from swipeloop.arrays import Codes, Floats
 
 PAIR_WINDOW = 10  # a watched video pairs with the user's last this many
 QUERY = 5  # the last watched videos a feed asks about
 MAX_NEIGHBOURS = 50
-
-Codes = npt.NDArray[np.int64]
-Floats = npt.NDArray[np.float64]
 
 
 class CoVisits:

@@ -14,13 +14,9 @@ from itertools import repeat
 from typing import Any, TypeVar
 
 import numpy as np
-import numpy.typing as npt
 
 from models.rows import run_starts
-
-Vector = npt.NDArray[np.float32]
-Matrix = npt.NDArray[np.float32]
-Ints = npt.NDArray[np.int64]
+from swipeloop.arrays import Ints, Vector, Vectors
 
 
 class EmbeddingTable:
@@ -46,7 +42,7 @@ class EmbeddingTable:
         """The row of each id, -1 where it has none."""
         return np.fromiter(map(self._rows.get, keys, repeat(-1)), dtype=np.int64, count=len(keys))
 
-    def insert(self, keys: Sequence[str], vectors: Matrix, seen_s: int) -> Ints:
+    def insert(self, keys: Sequence[str], vectors: Vectors, seen_s: int) -> Ints:
         """Give new ids a row each, starting at `vectors`; ids that have one keep it."""
         rows = np.empty(len(keys), dtype=np.int64)
         for i, key in enumerate(keys):
@@ -74,7 +70,7 @@ class EmbeddingTable:
         self._last_seen = _zero_extended(self._last_seen, capacity)
         self._changed = _zero_extended(self._changed, capacity)
 
-    def gather(self, rows: Ints) -> Matrix:
+    def gather(self, rows: Ints) -> Vectors:
         """The vectors of `rows`, as float32 copies."""
         return self._matrix[rows].astype(np.float32)
 
@@ -91,7 +87,7 @@ class EmbeddingTable:
         rows[free] = -1
         return rows
 
-    def add(self, rows: Ints, deltas: Matrix, max_step: float = 0.5) -> None:
+    def add(self, rows: Ints, deltas: Vectors, max_step: float = 0.5) -> None:
         """Add each row's deltas (a row may repeat: its deltas are summed). A row's step is
         at most `max_step` long: the thousands of updates a viral video gets in one batch
         are all computed from its old vector, and one after the other they would have
@@ -131,17 +127,17 @@ class EmbeddingTable:
                 self._changed[row] = False
         return gone
 
-    def take_changed(self) -> tuple[list[str], Matrix]:
+    def take_changed(self) -> tuple[list[str], Vectors]:
         """The ids whose vectors changed since the last call, and their vectors."""
         rows = np.flatnonzero(self._changed[: len(self._keys)])
         self._changed[rows] = False
         return self._named(rows)
 
-    def items(self) -> tuple[list[str], Matrix]:
+    def items(self) -> tuple[list[str], Vectors]:
         """Every id and its vector."""
         return self._named(np.arange(len(self._keys)))
 
-    def _named(self, rows: Ints) -> tuple[list[str], Matrix]:
+    def _named(self, rows: Ints) -> tuple[list[str], Vectors]:
         """The ids of the rows in use among `rows`, and their vectors."""
         keys, kept = [], []
         for row in rows.tolist():
@@ -186,7 +182,7 @@ def normalized(vector: Vector) -> Vector:
     return (vector / norm).astype(np.float32) if norm > 0 else vector.astype(np.float32)
 
 
-def normalized_rows(matrix: Matrix) -> Matrix:
+def normalized_rows(matrix: Vectors) -> Vectors:
     """Every row at unit length (a zero row stays zero)."""
     norms = np.linalg.norm(matrix, axis=1, keepdims=True)
     return (matrix / np.where(norms > 0, norms, 1.0)).astype(np.float32)

@@ -17,8 +17,8 @@ import numpy as np
 import numpy.typing as npt
 
 from models.items import mix
+from swipeloop.arrays import UInts
 
-UInts = npt.NDArray[np.uint64]
 _SEEDS = np.array(
     [0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0xD6E8FEB86659FD93],
     dtype=np.uint64,

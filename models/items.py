@@ -15,9 +15,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-Ints = npt.NDArray[np.int64]
-UInts = npt.NDArray[np.uint64]
-Keys = npt.NDArray[np.object_]
+from swipeloop.arrays import Ids, Ints, UInts
 
 
 class ItemInfo(Protocol):
@@ -41,7 +39,7 @@ class CatalogView(Protocol):
         ...
 
 
-def keys_of(values: Iterable[Any], count: int) -> Keys:
+def keys_of(values: Iterable[Any], count: int) -> Ids:
     """A 1-d object array of keys."""
     return np.fromiter(values, dtype=object, count=count)
 
@@ -57,7 +55,7 @@ def mix(z: UInts) -> UInts:
     return z ^ (z >> np.uint64(31))
 
 
-def stable_ids(keys: Keys) -> UInts:
+def stable_ids(keys: Ids) -> UInts:
     """A 64-bit id per string, the same in every process and run (FNV-1a over the code
     points, then mixed), computed column by column in numpy: no Python work per key."""
     if not len(keys):
@@ -115,7 +113,7 @@ class Names:
         return np.fromiter(map(self.codes.__getitem__, values), np.int64, len(values))
 
     @property
-    def keys(self) -> Keys:
+    def keys(self) -> Ids:
         return self._keys.view()
 
     @property

@@ -4,7 +4,7 @@ The method is logistic matrix factorization trained by SGD on the event stream, 
 mini-batch per poll:
 
 - a user's engagement with an item says "score u·v up" (label 1) or "down" (label 0),
-  weighted by how strongly: `models.features.affinity_weights` (the watched fraction of a
+  weighted by how strongly: `models.features.weights.affinity_weights` (the watched fraction of a
   play, loops, likes, shares, follows up; early skips, not-interested and blocks down);
 - the last coordinate is an item bias: users hold a constant 1 there and items learn it, so
   u·v = taste + how well the item does with everyone, and inner-product search still ranks
@@ -35,17 +35,15 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-import numpy.typing as npt
 
-from models.embeddings import EmbeddingTable, Ints, Matrix
+from models.embeddings import EmbeddingTable
 from models.frequency import CountMinFilter
 from models.items import keys_of, stable_ids
+from swipeloop.arrays import Bools, Floats, Ints, Vectors
 
-Floats = npt.NDArray[np.float64]
-Bools = npt.NDArray[np.bool_]
 Meta = tuple[str | None, tuple[str, ...]]  # an item's creator and tags
 # where newly admitted ids start (ids, their first event): cold vectors, and which have one
-Starts = Callable[[list[str], list[int]], tuple[Matrix, Bools]]
+Starts = Callable[[list[str], list[int]], tuple[Vectors, Bools]]
 KINDS = ("user", "item", "creator", "tag")
 # keeps the sketch counts of a user and an item with the same name apart
 _KIND_SALT = {
@@ -91,10 +89,10 @@ class Published:
     ids that expired."""
 
     items: list[str] = field(default_factory=list)
-    item_vectors: list[Matrix] = field(default_factory=list)
+    item_vectors: list[Vectors] = field(default_factory=list)
     item_cold: list[bool] = field(default_factory=list)
     users: list[str] = field(default_factory=list)
-    user_vectors: list[Matrix] = field(default_factory=list)
+    user_vectors: list[Vectors] = field(default_factory=list)
     user_cold: list[bool] = field(default_factory=list)
     expired_items: list[str] = field(default_factory=list)
     expired_users: list[str] = field(default_factory=list)
@@ -212,19 +210,19 @@ class OnlineMF:
         table.touch(found, seconds[at])
         return rows
 
-    def _noise(self, n: int) -> Matrix:
+    def _noise(self, n: int) -> Vectors:
         scale = 0.1 / np.sqrt(self.config.dim)
         return self.rng.normal(0.0, scale, (n, self.config.dim)).astype(np.float32)
 
     def _item_starts(self, swipes: Swipes) -> Starts:
         """A newly admitted item starts from its cold vector (creator and tags), if any."""
 
-        def starts(_new: list[str], events: list[int]) -> tuple[Matrix, Bools]:
+        def starts(_new: list[str], events: list[int]) -> tuple[Vectors, Bools]:
             return self.cold_item_vectors(_meta_at(swipes, events))
 
         return starts
 
-    def _user_starts(self, new: list[str], _events: list[int]) -> tuple[Matrix, Bools]:
+    def _user_starts(self, new: list[str], _events: list[int]) -> tuple[Vectors, Bools]:
         """A newly admitted user starts from the items of their first session, if any."""
         sessions = [self.pending.pop(user, []) for user in new]
         self._pending_changed.difference_update(new)
@@ -302,7 +300,7 @@ class OnlineMF:
 
     def _means(
         self, groups: int, parts: list[tuple[str, Sequence[str | None], Ints]]
-    ) -> tuple[Matrix, Bools]:
+    ) -> tuple[Vectors, Bools]:
         """The mean vector of each of `groups` groups over the ids (kind, keys, group of
         each) that have a vector; and whether a group had any."""
         sums = np.zeros((groups, self.config.dim), dtype=np.float32)
@@ -318,7 +316,7 @@ class OnlineMF:
         sums[has] /= counts[has, None].astype(np.float32)
         return sums, has
 
-    def cold_item_vectors(self, metas: list[Meta]) -> tuple[Matrix, Bools]:
+    def cold_item_vectors(self, metas: list[Meta]) -> tuple[Vectors, Bools]:
         """Each item's cold vector: the mean of its creator's and tags' vectors (and whether
         any of them has one), with a bias of 0: a tag's bias is learned from every positive
         of its items and no sampled negative, and inherited it would rank each new item
@@ -333,7 +331,7 @@ class OnlineMF:
             vectors[:, -1] = 0.0
         return vectors, has
 
-    def cold_user_vectors(self, sessions: list[list[str]]) -> tuple[Matrix, Bools]:
+    def cold_user_vectors(self, sessions: list[list[str]]) -> tuple[Vectors, Bools]:
         """Each new user's cold vector: the mean of their first session's items' vectors."""
         items = [item for session in sessions for item in session]
         group = np.repeat(np.arange(len(sessions)), [len(session) for session in sessions])

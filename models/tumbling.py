@@ -5,7 +5,7 @@ and is emitted once, when the watermark passes its end. What is read only in Cli
 (users, user x creator, user x tag) needs nothing more, and there are many such entities,
 so nothing here costs Python work per row:
 
-- rows are identified by a stable 64-bit id (`models.counting.stable_ids`), so each open
+- rows are identified by a stable 64-bit id (`models.items.stable_ids`), so each open
   window is a list of appended (ids, keys, sums) chunks, summed per id by one sort when it
   grows large or is emitted;
 - state is only the open windows: an entity idle past the longest window holds nothing.
@@ -29,17 +29,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import numpy as np
-import numpy.typing as npt
 
 from models.rows import concat_rows, run_starts, take_rows
 from models.windows import Emitted
+from swipeloop.arrays import Floats, Ids, Ints, UInts
 
 log = logging.getLogger(__name__)
 
-Floats = npt.NDArray[np.float64]
-Ints = npt.NDArray[np.int64]
-UInts = npt.NDArray[np.uint64]
-Keys = npt.NDArray[np.object_]
 
 # An open window sums its chunks once they hold this many rows and as many as its last sum
 # (each row is sorted O(log n) times), and joins its newest chunks into one once there are
@@ -53,8 +49,8 @@ class Rows:
     """Rows of one window: ids, keys (and targets, for pairs), counter sums."""
 
     ids: UInts
-    keys: Keys
-    targets: Keys | None
+    keys: Ids
+    targets: Ids | None
     sums: Floats
 
     def take(self, at: Ints) -> Rows:
@@ -169,8 +165,8 @@ class TumblingCounts:
     def add(
         self,
         ids: UInts,
-        keys: Keys,
-        targets: Keys | None,
+        keys: Ids,
+        targets: Ids | None,
         seconds: Ints,
         sums: Floats,
     ) -> None:

@@ -28,9 +28,7 @@ from itertools import repeat
 import numpy as np
 import numpy.typing as npt
 
-Floats = npt.NDArray[np.float64]
-Ints = npt.NDArray[np.int64]
-Keys = npt.NDArray[np.object_]
+from swipeloop.arrays import Floats, Ids, Ints
 
 
 def scatter_add(totals: Floats, rows: Ints, sums: Floats) -> None:
@@ -70,9 +68,9 @@ class Emitted:
 
     window_s: int
     end_s: int
-    keys: Keys
+    keys: Ids
     counts: Floats
-    targets: Keys | None = None
+    targets: Ids | None = None
 
 
 @dataclass
@@ -223,7 +221,7 @@ class _Window:
             self._slide(self.live, self.live_end, new_end, dirty)
             self.live_end = new_end
 
-    def close(self, watermark_s: int, keys: Keys) -> list[Emitted]:
+    def close(self, watermark_s: int, keys: Ids) -> list[Emitted]:
         """Emit every window ending at or before the watermark, then drop unneeded buckets."""
         out: list[Emitted] = []
         h, length = self.spec.hop_s, self.spec.length_s
@@ -255,7 +253,7 @@ class _Window:
                 del self.slots[b]
         return out
 
-    def _fixes(self, keys: Keys) -> list[Emitted]:
+    def _fixes(self, keys: Ids) -> list[Emitted]:
         """Re-emit, exactly, the emitted windows that late additions changed. One whose
         oldest buckets are gone cannot be recomputed: it keeps its emitted value and is
         counted in `stale` (never re-emitted from part of its buckets)."""
@@ -316,7 +314,7 @@ class SlidingCounts:
         self.width = width
         self.windows = [_Window(spec, width, capacity, slack_s, live) for spec in windows]
         self.rows: dict[Hashable, int] = {}
-        self.keys: Keys = np.full(capacity, None, dtype=object)
+        self.keys: Ids = np.full(capacity, None, dtype=object)
         self.free: list[int] = []
         self.last_s = np.full(capacity, np.iinfo(np.int64).min, dtype=np.int64)
         self.dirty = np.zeros(capacity, dtype=bool)
@@ -373,7 +371,7 @@ class SlidingCounts:
         for w in self.windows:
             w.grow(capacity)
 
-    def add(self, keys: Keys | Sequence[Hashable], seconds: Ints, sums: Floats) -> None:
+    def add(self, keys: Ids | Sequence[Hashable], seconds: Ints, sums: Floats) -> None:
         """Count `sums[i]` for `keys[i]` at event second `seconds[i]` into every window."""
         if not len(keys):
             return
@@ -395,7 +393,7 @@ class SlidingCounts:
             out.extend(w.close(watermark_s, self.keys))
         return out
 
-    def live(self) -> tuple[Keys, list[Floats], list[int]]:
+    def live(self) -> tuple[Ids, list[Floats], list[int]]:
         """Entities whose live windows changed since the last call: keys, counts per window
         (rows in key order), and each window's end."""
         assert all(w.has_live for w in self.windows), "built without live windows"

@@ -25,8 +25,8 @@ import pyarrow.csv as pacsv
 from scipy import sparse
 
 from models.rows import run_starts
+from swipeloop.arrays import Ints
 
-Ints = npt.NDArray[np.int64]
 COLUMNS = ("userId", "movieId", "rating", "timestamp")
 REPLAY_DURATION_MS = 60_000  # every replayed item is a 60 s video
 

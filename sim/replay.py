@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -25,6 +25,7 @@ import msgspec
 import numpy as np
 
 from api.state import ServingState
+from sim.figures import HitRate, ReplayFigures
 from sim.movielens import (
     REPLAY_DURATION_MS,
     Ratings,
@@ -105,14 +106,13 @@ def replay(
     state: ServingState,
     span_s: float = 86_400.0,
     progress: Progress | None = None,
-) -> dict[str, Any]:
+) -> ReplayFigures:
     """Replay all but each user's last rating through the stack serving at `url` (whose
     serving state is `state`), score its feeds and the baselines on the held-out ratings."""
     tell = progress or (lambda _phase, _done, _total: None)
     train, held = leave_last_out(ratings)
     users = sorted(held)
     now = datetime.now(UTC)
-    figures: dict[str, Any] = {"ratings": len(ratings), "users": len(users)}
     with httpx.Client(base_url=url, timeout=60, headers=settings.bearer()) as api:
         began = time.perf_counter()
         items = catalog(np.unique(ratings.items), now)
@@ -125,8 +125,7 @@ def replay(
         for at in range(0, len(events), batch):
             _post(api, "/v1/events", EventBatch(events[at : at + batch]))
             tell("replay", min(at + batch, len(events)), len(events))
-        figures["events"] = len(events)
-        figures["replay_s"] = round(time.perf_counter() - began, 1)
+        replay_s = round(time.perf_counter() - began, 1)
         began = time.perf_counter()
         client = connect(settings)
         _wait(
@@ -134,19 +133,30 @@ def replay(
             "every replayed event in ClickHouse",
         )
         _settled(lambda: _fingerprint(state))
-        figures["catch_up_s"] = round(time.perf_counter() - began, 1)
+        catch_up_s = round(time.perf_counter() - began, 1)
         recommended: dict[int, list[int]] = {}
         for done, user in enumerate(users, start=1):
             r = api.get("/v1/feed", params={"user_id": user_id(user), "n": K})
             r.raise_for_status()
             recommended[user] = [int(i["item_id"][4:]) for i in r.json()["items"]]
             tell("score", done, len(users))
-    figures["swipeloop"] = hit_rate_and_ndcg(recommended, held, K)
-    figures["popularity"] = hit_rate_and_ndcg(popularity(train, users, K), held, K)
-    figures["item_knn"] = hit_rate_and_ndcg(item_knn(train, users, K), held, K)
-    figures["hr_at_10"] = figures["swipeloop"]["hr_at_10"]
-    figures["ndcg_at_10"] = figures["swipeloop"]["ndcg_at_10"]
-    return figures
+    ours = _hit_rate(recommended, held)
+    return ReplayFigures(
+        ratings=len(ratings),
+        users=len(users),
+        events=len(events),
+        replay_s=replay_s,
+        catch_up_s=catch_up_s,
+        swipeloop=ours,
+        popularity=_hit_rate(popularity(train, users, K), held),
+        item_knn=_hit_rate(item_knn(train, users, K), held),
+        hr_at_10=ours.hr_at_10,
+        ndcg_at_10=ours.ndcg_at_10,
+    )
+
+
+def _hit_rate(recommended: Mapping[int, Sequence[int]], held: Mapping[int, int]) -> HitRate:
+    return msgspec.convert(hit_rate_and_ndcg(recommended, held, K), HitRate)
 
 
 def _post(api: httpx.Client, path: str, body: object) -> None:

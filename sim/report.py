@@ -18,12 +18,12 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
 import numpy as np
 
+from sim.figures import ReplayFigures, Summary
+
 ARMS = ("realtime", "batch", "popularity", "random")
 
 
-def render(
-    simulation: dict[str, Any], out: Path, replay: dict[str, Any] | None = None
-) -> list[Path]:
+def render(simulation: Summary, out: Path, replay: ReplayFigures | None = None) -> list[Path]:
     """Write the plots and report.md to `out`; the paths written."""
     out.mkdir(parents=True, exist_ok=True)
     written = [
@@ -36,21 +36,17 @@ def render(
     return [*written, report]
 
 
-def _timeline(simulation: dict[str, Any], arm: str) -> np.ndarray[Any, Any]:
-    rows = simulation["timeline"].get(arm, [])
+def _timeline(simulation: Summary, arm: str) -> np.ndarray[Any, Any]:
+    rows = simulation.timeline.get(arm, [])
     return np.array(rows, dtype=np.float64).reshape(-1, 4)
 
 
-def _shade_bursts(ax: Any, simulation: dict[str, Any]) -> None:
-    for b in simulation.get("bursts", []):
-        ax.axvspan(
-            b["start_s"], b["end_s"], color="orange", alpha=0.15, label=f"burst: {b['topic']}"
-        )
+def _shade_bursts(ax: Any, simulation: Summary) -> None:
+    for b in simulation.bursts:
+        ax.axvspan(b.start_s, b.end_s, color="orange", alpha=0.15, label=f"burst: {b.topic}")
 
 
-def _over_time(
-    simulation: dict[str, Any], path: Path, column: int, ylabel: str, title: str
-) -> Path:
+def _over_time(simulation: Summary, path: Path, column: int, ylabel: str, title: str) -> Path:
     """A timeline column per impression, one line per arm, the bursts shaded."""
     fig, ax = plt.subplots(figsize=(8, 4))
     for arm in ARMS:
@@ -62,11 +58,11 @@ def _over_time(
     return _save(fig, ax, path)
 
 
-def _engagement(simulation: dict[str, Any], path: Path) -> Path:
+def _engagement(simulation: Summary, path: Path) -> Path:
     return _over_time(simulation, path, 3, "watch seconds per impression", "Engagement over time")
 
 
-def _adaptation(simulation: dict[str, Any], path: Path) -> Path:
+def _adaptation(simulation: Summary, path: Path) -> Path:
     title = "Adaptation: the burst topic's share of each arm's feed"
     return _over_time(simulation, path, 2, "share of impressions", title)
 
@@ -79,10 +75,10 @@ def _save(fig: Any, ax: Any, path: Path) -> Path:
     return path
 
 
-def _new_uploads(simulation: dict[str, Any], path: Path) -> Path:
+def _new_uploads(simulation: Summary, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(8, 4))
     for arm in ARMS:
-        counts = simulation["gem_views_by_minute"].get(arm, [])
+        counts = simulation.gem_views_by_minute.get(arm, [])
         if counts:
             ax.step(np.arange(1, len(counts) + 1), np.cumsum(counts), where="post", label=arm)
         else:
@@ -95,31 +91,22 @@ def _new_uploads(simulation: dict[str, Any], path: Path) -> Path:
     return _save(fig, ax, path)
 
 
-def _new_upload_table(simulation: dict[str, Any]) -> list[str]:
+def _new_upload_table(simulation: Summary) -> list[str]:
     """Views per new upload (gems against the others) and the gems' minutes to N views."""
-    shares = simulation.get("views_per_upload")
-    if not shares:
-        return []
-    marks = sorted(
-        int(k.removeprefix("gems_reaching_").removesuffix("_views"))
-        for k in simulation
-        if k.startswith("gems_reaching_")
-    )
+    shares = simulation.views_per_upload
+    reach = sorted(simulation.reach, key=lambda r: r.views)
     lines = [
-        f"New uploads: {simulation.get('gem_uploads')} gems; each arm has "
-        f"{simulation.get('people_per_arm')} people, and nobody is shown a video twice.",
+        f"New uploads: {simulation.gem_uploads} gems; each arm has "
+        f"{simulation.people_per_arm} people, and nobody is shown a video twice.",
         "",
         "| arm | views per gem | per other upload "
-        + "".join(f"| gems to {n} views (median min) " for n in marks)
+        + "".join(f"| gems to {r.views} views (median min) " for r in reach)
         + "|",
-        "| --- | --- | --- " + "| --- " * len(marks) + "|",
+        "| --- | --- | --- " + "| --- " * len(reach) + "|",
     ]
     for arm in ARMS:
-        cells = [_fmt(shares[arm]["gem"], 1), _fmt(shares[arm]["other"], 1)]
-        for n in marks:
-            key = f"new_upload_minutes_to_{n}_views"  # (bench/simulate.py keeps the real-time
-            minutes = simulation.get(f"by_arm_{key}", simulation[key])[arm]  # arm's at key)
-            cells.append(f"{simulation[f'gems_reaching_{n}_views'][arm]} ({_fmt(minutes, 1)})")
+        cells = [_fmt(shares[arm].gem, 1), _fmt(shares[arm].other, 1)]
+        cells += [f"{r.gems[arm]} ({_fmt(r.minutes[arm], 1)})" for r in reach]
         lines.append(f"| {arm} | " + " | ".join(cells) + " |")
     return [*lines, ""]
 
@@ -128,29 +115,29 @@ def _fmt(x: Any, digits: int = 3) -> str:
     return "-" if x is None else f"{x:.{digits}f}" if isinstance(x, float) else str(x)
 
 
-def markdown(simulation: dict[str, Any], replay: dict[str, Any] | None = None) -> str:
+def markdown(simulation: Summary, replay: ReplayFigures | None = None) -> str:
     """The summary as Markdown."""
     lines = [
         "# swipeloop: policy comparison",
         "",
-        f"Measured {simulation.get('measured_s')} s on one simulated population, one policy arm "
-        f"per person; catalogue {simulation.get('catalog')} videos; errors "
-        f"{simulation.get('errors')}.",
+        f"Measured {simulation.measured_s} s on one simulated population, one policy arm "
+        f"per person; catalogue {simulation.catalog} videos; errors "
+        f"{simulation.errors}.",
         "",
         "| arm | sessions | watch s / session | during bursts | like rate | early-skip rate "
         "| coverage | creator Gini | adaptation lag s |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    lags = simulation.get("adaptation_lag_s", {})
+    lags = simulation.adaptation_lag_s
     for arm in ARMS:
-        f = simulation["arms"][arm]
+        f = simulation.arms[arm]
         lines.append(
-            f"| {arm} | {f['sessions']} | {_fmt(f['watch_s_per_session'], 1)} "
-            f"| {_fmt(f['burst_watch_s_per_session'], 1)} | {_fmt(f['like_rate'])} "
-            f"| {_fmt(f['early_skip_rate'])} | {_fmt(f['coverage'])} "
-            f"| {_fmt(f['creator_gini'])} | {_fmt(lags.get(arm), 0)} |"
+            f"| {arm} | {f.sessions} | {_fmt(f.watch_s_per_session, 1)} "
+            f"| {_fmt(f.burst_watch_s_per_session, 1)} | {_fmt(f.like_rate)} "
+            f"| {_fmt(f.early_skip_rate)} | {_fmt(f.coverage)} "
+            f"| {_fmt(f.creator_gini)} | {_fmt(lags.get(arm), 0)} |"
         )
-    lift = simulation.get("lift_vs_batch")
+    lift = simulation.lift_vs_batch
     lines += [
         "",
         f"Real time over batch during bursts: {'-' if lift is None else f'{lift:+.0%}'}.",
@@ -163,12 +150,15 @@ def markdown(simulation: dict[str, Any], replay: dict[str, Any] | None = None) -
     if replay is not None:
         lines += [
             "",
-            f"## Replay ({replay['ratings']} ratings, {replay['users']} users, leave-last-out)",
+            f"## Replay ({replay.ratings} ratings, {replay.users} users, leave-last-out)",
             "",
             "| ranker | HR@10 | NDCG@10 |",
             "| --- | --- | --- |",
         ]
-        for name in ("swipeloop", "item_knn", "popularity"):
-            r = replay[name]
-            lines.append(f"| {name} | {r['hr_at_10']:.3f} | {r['ndcg_at_10']:.3f} |")
+        for name, r in (
+            ("swipeloop", replay.swipeloop),
+            ("item_knn", replay.item_knn),
+            ("popularity", replay.popularity),
+        ):
+            lines.append(f"| {name} | {r.hr_at_10:.3f} | {r.ndcg_at_10:.3f} |")
     return "\n".join(lines) + "\n"

@@ -25,13 +25,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import Any
 
 import httpx
 import msgspec
 import numpy as np
 
 from sim.demo_catalog import TAGS
+from sim.figures import ArmFigures, BurstSpan, Reach, Summary, UploadViews
 from sim.world import POLICIES, Burst, Person, Reaction, Video, World, gini
 from swipeloop.contracts import Event, EventBatch, Item, ItemBatch
 
@@ -69,17 +69,17 @@ class Tally:
     timeline: dict[int, list[float]] = field(default_factory=dict)
     gem_views: dict[str, list[float]] = field(default_factory=dict)  # seconds after upload
 
-    def figures(self, catalog: int) -> dict[str, float | None]:
+    def figures(self, catalog: int) -> ArmFigures:
         """The arm's summary."""
-        return {
-            "sessions": len(self.sessions),
-            "watch_s_per_session": _mean(self.sessions),
-            "burst_watch_s_per_session": _mean(self.burst_sessions),
-            "like_rate": self.likes / self.plays if self.plays else None,
-            "early_skip_rate": self.early_skips / self.plays if self.plays else None,
-            "coverage": len(self.shown) / catalog if catalog else None,
-            "creator_gini": gini(np.array(list(self.creators.values()), dtype=np.float64)),
-        }
+        return ArmFigures(
+            sessions=len(self.sessions),
+            watch_s_per_session=_mean(self.sessions),
+            burst_watch_s_per_session=_mean(self.burst_sessions),
+            like_rate=self.likes / self.plays if self.plays else None,
+            early_skip_rate=self.early_skips / self.plays if self.plays else None,
+            coverage=len(self.shown) / catalog if catalog else None,
+            creator_gini=gini(np.array(list(self.creators.values()), dtype=np.float64)),
+        )
 
 
 @dataclass
@@ -112,7 +112,7 @@ async def simulate(
     seed: int = 0,
     views: tuple[int, ...] = (1000,),
     headers: dict[str, str] | None = None,
-) -> dict[str, Any]:
+) -> Summary:
     """Warm up, train once, run for `seconds` of world time; the per-arm figures (gem
     uploads timed to each number of `views`). `headers`: the app key, if the API wants one."""
     start = datetime.now(UTC)
@@ -259,51 +259,54 @@ def _count(tally: Tally, video: Video, reaction: Reaction, topical: bool, t: flo
         tally.gem_views.setdefault(video.item_id, []).append(t - video.created_s)
 
 
-def summary(run: Run, measured_from: float, views: tuple[int, ...] = (1000,)) -> dict[str, Any]:
+def summary(run: Run, measured_from: float, views: tuple[int, ...] = (1000,)) -> Summary:
     """Per-arm figures, the lift of real time over batch during bursts, adaptation lags and
     how fast the gems were seen."""
     catalog = len(run.by_id)
     arms = {p: t.figures(catalog) for p, t in run.tallies.items()}
-    out: dict[str, Any] = {"arms": arms, "errors": run.errors, "catalog": catalog}
-    for p, figures in arms.items():
-        out[f"{p}_watch_s_per_session"] = figures["watch_s_per_session"]
-    rt, batch = (
-        arms["realtime"]["burst_watch_s_per_session"],
-        arms["batch"]["burst_watch_s_per_session"],
-    )
-    out["lift_vs_batch"] = rt / batch - 1 if rt is not None and batch else None
-    out["adaptation_lag_s"] = {
-        p: adaptation_lag(t.timeline, run.world.bursts) for p, t in run.tallies.items()
-    }
+    rt, batch = arms["realtime"].burst_watch_s_per_session, arms["batch"].burst_watch_s_per_session
     uploads = [v for v in run.by_id.values() if v.created_s >= 0]
-    out["gem_uploads"] = sum(v.gem for v in uploads)
-    for n in views:  # (a video is never shown twice to a person: at most people_per_arm)
-        out[f"new_upload_minutes_to_{n}_views"] = {
-            p: minutes_to(t.gem_views, n) for p, t in run.tallies.items()
-        }
-        out[f"gems_reaching_{n}_views"] = {
-            p: sum(len(ts) >= n for ts in t.gem_views.values()) for p, t in run.tallies.items()
-        }
-    out["people_per_arm"] = len(run.world.people) // len(POLICIES)
-    out["views_per_upload"] = {  # does exploration find the gems?
-        p: {
-            kind: _mean([float(t.shown[v.item_id]) for v in uploads if v.gem == gem])
-            for kind, gem in (("gem", True), ("other", False))
-        }
-        for p, t in run.tallies.items()
-    }
-    out["measured_s"] = round(run.now() - measured_from, 1)
-    # what `swipeloop report` plots
-    out["bursts"] = [
-        {"topic": TAGS[b.topic], "start_s": b.start_s, "end_s": b.end_s, "lift": b.lift}
-        for b in run.world.bursts
-    ]
-    out["timeline"] = {  # per arm: [bucket start s, impressions, of the burst topic, watch s]
-        p: [[k * BUCKET_S, *row] for k, row in sorted(t.timeline.items())]
-        for p, t in run.tallies.items()
-    }
-    out["gem_views_by_minute"] = {p: by_minute(t.gem_views) for p, t in run.tallies.items()}
-    return out
+    return Summary(
+        arms=arms,
+        errors=run.errors,
+        catalog=catalog,
+        lift_vs_batch=rt / batch - 1 if rt is not None and batch else None,
+        adaptation_lag_s={
+            p: adaptation_lag(t.timeline, run.world.bursts) for p, t in run.tallies.items()
+        },
+        gem_uploads=sum(v.gem for v in uploads),
+        # (a video is never shown twice to a person: at most people_per_arm views)
+        reach=[
+            Reach(
+                views=n,
+                minutes={p: minutes_to(t.gem_views, n) for p, t in run.tallies.items()},
+                gems={
+                    p: sum(len(ts) >= n for ts in t.gem_views.values())
+                    for p, t in run.tallies.items()
+                },
+            )
+            for n in views
+        ],
+        people_per_arm=len(run.world.people) // len(POLICIES),
+        views_per_upload={  # does exploration find the gems?
+            p: UploadViews(
+                gem=_mean([float(t.shown[v.item_id]) for v in uploads if v.gem]),
+                other=_mean([float(t.shown[v.item_id]) for v in uploads if not v.gem]),
+            )
+            for p, t in run.tallies.items()
+        },
+        measured_s=round(run.now() - measured_from, 1),
+        # what `swipeloop report` plots
+        bursts=[
+            BurstSpan(topic=TAGS[b.topic], start_s=b.start_s, end_s=b.end_s, lift=b.lift)
+            for b in run.world.bursts
+        ],
+        timeline={  # per arm: [bucket start s, impressions, of the burst topic, watch s]
+            p: [[k * BUCKET_S, *row] for k, row in sorted(t.timeline.items())]
+            for p, t in run.tallies.items()
+        },
+        gem_views_by_minute={p: by_minute(t.gem_views) for p, t in run.tallies.items()},
+    )
 
 
 def by_minute(views: dict[str, list[float]]) -> list[int]:

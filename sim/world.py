@@ -20,12 +20,11 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-import numpy.typing as npt
 
 from sim.demo_catalog import TAGS
+from swipeloop.arrays import Floats
 
 POLICIES = ("realtime", "batch", "popularity", "random")
-Floats = npt.NDArray[np.float64]
 
 
 @dataclass

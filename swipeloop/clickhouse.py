@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -11,7 +10,15 @@ import clickhouse_connect
 import numpy as np
 import numpy.typing as npt
 from clickhouse_connect.driver.client import Client
-from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
+from clickhouse_connect.driver.exceptions import (
+    DatabaseError,
+    DataError,
+    IntegrityError,
+    InternalError,
+    NotSupportedError,
+    ProgrammingError,
+)
+from tenacity import RetryCallState, Retrying, retry_if_exception, wait_random_exponential
 
 from swipeloop.settings import Settings
 
@@ -80,14 +87,92 @@ def read_vectors(
     return ids, flat.astype(np.float32).reshape(len(ids), dim)
 
 
+# Server error codes that say ClickHouse is busy or briefly away, not that the statement is
+# wrong: both engines raise a plain DatabaseError for every server error, so the code decides.
+TRANSIENT_CODES = frozenset(
+    {
+        159,  # TIMEOUT_EXCEEDED
+        202,  # TOO_MANY_SIMULTANEOUS_QUERIES
+        203,  # NO_FREE_CONNECTION
+        209,  # SOCKET_TIMEOUT
+        210,  # NETWORK_ERROR
+        241,  # MEMORY_LIMIT_EXCEEDED
+        242,  # TABLE_IS_READ_ONLY
+        252,  # TOO_MANY_PARTS
+        279,  # ALL_CONNECTION_TRIES_FAILED
+        285,  # TOO_FEW_LIVE_REPLICAS
+        319,  # UNKNOWN_STATUS_OF_INSERT
+        425,  # SYSTEM_ERROR
+        473,  # DEADLOCK_AVOIDED
+        999,  # KEEPER_EXCEPTION
+    }
+)
+
+
+class StatementError(DatabaseError):
+    """A statement ClickHouse refused (a bug in it or in its data): retrying cannot help."""
+
+
+# what no retry can mend (a StatementError too: one with_retry inside another's call)
+_BUGS = (
+    ProgrammingError,
+    DataError,
+    IntegrityError,
+    InternalError,
+    NotSupportedError,
+    StatementError,
+)
+
+
+def transient(exc: BaseException) -> bool:
+    """Whether `exc` says ClickHouse is away or busy (retry) rather than refusing the statement."""
+    if not isinstance(exc, DatabaseError) or isinstance(exc, _BUGS):
+        return False
+    if exc.code is None:  # no answer from ClickHouse itself: the transport, or a proxy before it
+        return True
+    return exc.code in TRANSIENT_CODES
+
+
+def _statement_of(exc: BaseException, width: int = 80) -> str | None:
+    """The start of the SQL (or the table inserted into) of the client call that raised `exc`."""
+    # clickhouse-connect's errors do not carry their statement; the public method of the client
+    # that the call entered (the outermost clickhouse_connect frame) holds it as an argument.
+    tb = exc.__traceback__
+    while tb is not None:
+        frame = tb.tb_frame
+        if str(frame.f_globals.get("__name__", "")).startswith("clickhouse_connect."):
+            args = frame.f_locals
+            sql = args.get("query", args.get("cmd"))
+            if isinstance(sql, str):
+                return " ".join(sql.split())[:width]
+            table = args.get("table")
+            return f"INSERT INTO {table}" if isinstance(table, str) else None
+        tb = tb.tb_next
+    return None
+
+
 def with_retry(what: str, call: Callable[[], T]) -> T:
-    """Call until ClickHouse answers, backing off while it is away (an insert's token makes a
-    retry of one that landed a no-op)."""
-    delay = 0.2
-    while True:
-        try:
-            return call()
-        except (OperationalError, DatabaseError) as exc:  # ClickHouse away: back off, keep it
-            log.warning("ClickHouse %s failed (%s); retrying", what, exc)
-            time.sleep(delay)
-            delay = min(delay * 2, 10.0)
+    """Call until ClickHouse answers, backing off while it is away or busy (an insert's token
+    makes a retry of one that landed a no-op); a statement it refuses fails at once, named."""
+
+    def warn(state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        log.warning("ClickHouse %s failed (%s); retrying", what, exc)
+
+    retrying = Retrying(
+        retry=retry_if_exception(transient),
+        # full jitter: the sinks of every worker back off from the same outage
+        wait=wait_random_exponential(multiplier=0.2, max=10.0),
+        before_sleep=warn,
+        reraise=True,
+    )
+    try:
+        return retrying(call)
+    except StatementError:
+        raise
+    except DatabaseError as exc:  # not transient: those are retried until they pass
+        statement = _statement_of(exc)
+        on = f" ({statement})" if statement else ""
+        raise StatementError(
+            f"ClickHouse {what} failed{on}: {exc}", code=exc.code, name=exc.name
+        ) from exc

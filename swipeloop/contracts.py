@@ -142,10 +142,11 @@ class ItemBatch(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class Engagement(msgspec.Struct, frozen=True):
-    """Engagement counters of one entity in one window (`models.features` says what counts).
+    """Engagement counters of one entity in one window (`models.features.weights` says what
+    counts).
 
-    Positional order is `models.features.COUNTERS`: `Engagement(*row)` builds one from a
-    counter row."""
+    Positional order is `models.features.weights.COUNTERS`: `Engagement(*row)` builds one from
+    a counter row."""
 
     impressions: float = 0.0
     plays: float = 0.0  # watch or skip events: a play ended, with its watch_ms
@@ -169,9 +170,9 @@ class ItemFeatures(msgspec.Struct, frozen=True, kw_only=True):
     Window i is [window_end[i] - window_s[i], window_end[i]), the one ending at the next hop
     boundary after the newest event, counted so far. `counts` holds the windows' counters
     as little-endian float32, window after window, each in `Engagement` field order
-    (base64 in JSON; `models.features.window` reads one). Binary because the flow publishes
-    every changed item twice a second: this is built and encoded without a Python float per
-    counter (a tenth of the cost of a list of numbers). It is refreshed every
+    (base64 in JSON; `models.features.counts.counts_of` reads them). Binary because the flow
+    publishes every changed item twice a second: this is built and encoded without a Python
+    float per counter. It is refreshed every
     `feature_emit_s` while it changes; `as_of` is the event time counted up to.
     """
 

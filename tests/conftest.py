@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any
 
 import msgspec
 import pytest
+from clickhouse_connect.driver.client import Client
 
 from dataflows.runner import run_in_thread
 from swipeloop import topics
@@ -24,6 +24,7 @@ from swipeloop.contracts import Item, ReceivedEvent, topic_for
 from swipeloop.kafka import durable_producer
 from swipeloop.migrations import migrate
 from swipeloop.settings import Settings
+from swipeloop.waiting import wait_for
 
 
 @pytest.fixture(scope="session")
@@ -75,7 +76,8 @@ def live(settings: Settings, broker: EmbeddedBroker) -> Settings:
 @pytest.fixture
 def ingest_thread(live: Settings) -> Iterator[threading.Thread]:
     """The ingest flow in a thread of this process, on `live`."""
-    stop, failed = threading.Event(), []
+    stop = threading.Event()
+    failed: list[BaseException] = []
     thread = run_in_thread("ingest", live, stop, failed.append)
     yield thread
     stop.set()
@@ -86,7 +88,7 @@ def ingest_thread(live: Settings) -> Iterator[threading.Thread]:
 def swipeloop_process(*args: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
     """`swipeloop ARGS` in its own process (its own chdb path: one per process), stderr kept."""
     return subprocess.Popen(
-        [sys.executable, "-m", "cli.main", *args],
+        [sys.executable, "-m", "cli.app", *args],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -137,9 +139,12 @@ def json_of(code: str, env: dict[str, str]) -> Any:
 
 def wait_until(check: Callable[[], bool], timeout_s: float = 30.0, what: str = "condition") -> None:
     """Poll until check() is true; fail the test with `what` after the timeout."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+    if not wait_for(check, timeout_s, every_s=0.2):
+        raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+def scalar(client: Client, sql: str) -> int:
+    """The one number `sql` returns."""
+    value = client.command(sql)
+    assert isinstance(value, int), f"{sql} returned {value!r}"
+    return value

@@ -10,8 +10,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-Floats = npt.NDArray[np.float64]
-Ints = npt.NDArray[np.int64]
+from swipeloop.arrays import Floats, Ints
 
 
 def ndcg_at_k(groups: Ints, relevance: Floats, scores: Floats, k: int = 10) -> float | None:

@@ -9,7 +9,8 @@ evaluate       candidate, production model and a popularity baseline on the same
 gate           promote only when the candidate beats production by `promote_margin`
 skew           a sample of impressions' logged features against their recomputation from
                the events (training.skew); the mismatch rate goes in the report
-record         registry version (+ report.json), a `model_runs` row, the promotion
+record         registry version (+ report.json), a `model_runs` row (training.report),
+               the promotion
 """
 
 from __future__ import annotations
@@ -17,23 +18,27 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import lightgbm as lgb
+import msgspec
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 from clickhouse_connect.driver.client import Client
 
-from models.features import FEATURE_NAMES, logged_rows
+from models.features.ranking import FEATURE_NAMES, logged_rows
 from models.rows import run_starts
 from swipeloop import ROOT
+from swipeloop.arrays import Float32s, Floats
 from swipeloop.settings import Settings
 from training import registry
 from training.evaluation import auc, ndcg_at_k, watch_at_k
+from training.registry import ModelRecord
+from training.report import Evaluation, Metrics, TrainingReport, record
 from training.skew import skew_check
 
 TRAINING_SQL = ROOT / "sql" / "training" / "training_set.sql"
@@ -52,8 +57,6 @@ PARAMS: dict[str, Any] = {
 }
 ROUNDS = 100
 PROGRESS_EVERY = 25  # boosting rounds between progress lines
-Matrix = npt.NDArray[np.float32]
-Floats = npt.NDArray[np.float64]
 
 
 class NotEnoughData(RuntimeError):
@@ -67,11 +70,11 @@ class Ranker:
     version: str
     booster: lgb.Booster
 
-    def predict(self, rows: Matrix) -> npt.NDArray[np.float64]:
+    def predict(self, rows: Float32s) -> npt.NDArray[np.float64]:
         """Scores for a matrix of ranking features (one row per candidate)."""
         return np.asarray(self.booster.predict(rows, num_threads=1), dtype=np.float64)
 
-    def contributions(self, rows: Matrix) -> npt.NDArray[np.float64]:
+    def contributions(self, rows: Float32s) -> npt.NDArray[np.float64]:
         """Each feature's contribution to each row's raw score (SHAP values; the last
         column is the model's expected value)."""
         out = self.booster.predict(rows, pred_contrib=True, num_threads=1)
@@ -82,7 +85,7 @@ class Ranker:
 class Impressions:
     """Labelled impressions, rows of one request consecutive, oldest request first."""
 
-    features: Matrix
+    features: Float32s
     relevance: npt.NDArray[np.int32]
     labels: npt.NDArray[np.int8]
     watch_s: Floats
@@ -152,25 +155,23 @@ def fit(data: Impressions, say: Callable[[str], None] | None = None) -> lgb.Boos
     return lgb.train(PARAMS, dataset, num_boost_round=ROUNDS, callbacks=callbacks)
 
 
-def evaluate(scores: Floats, holdout: Impressions) -> dict[str, float | None]:
+def evaluate(scores: Floats, holdout: Impressions) -> Metrics:
     """The offline metrics of one ranker's scores on the holdout."""
-    return {
-        "ndcg_at_10": ndcg_at_k(holdout.groups, holdout.relevance.astype(np.float64), scores),
-        "auc": auc(holdout.labels, scores),
-        "watch_s_at_10": watch_at_k(holdout.groups, holdout.watch_s, scores),
-    }
+    return Metrics(
+        ndcg_at_10=ndcg_at_k(holdout.groups, holdout.relevance.astype(np.float64), scores),
+        auc=auc(holdout.labels, scores),
+        watch_s_at_10=watch_at_k(holdout.groups, holdout.watch_s, scores),
+    )
 
 
-def gate(
-    candidate: dict[str, float | None], production: dict[str, float | None] | None, margin: float
-) -> tuple[bool, str]:
+def gate(candidate: Metrics, production: Metrics | None, margin: float) -> tuple[bool, str]:
     """Whether the candidate may serve, and why."""
-    ours = candidate["ndcg_at_10"]
+    ours = candidate.ndcg_at_10
     if production is None:
         return True, "no model in production"
     if ours is None:
         return False, "the holdout has no relevant impressions to judge by"
-    theirs = production["ndcg_at_10"]
+    theirs = production.ndcg_at_10
     if theirs is None:
         return True, f"NDCG@10 {ours:.4f}; production cannot be judged on this holdout"
     if ours >= theirs + margin:
@@ -178,7 +179,7 @@ def gate(
     return False, f"NDCG@10 {ours:.4f} < production {theirs:.4f} + margin {margin}"
 
 
-def train(client: Client, settings: Settings, say: Callable[[str], None] = print) -> dict[str, Any]:
+def train(client: Client, settings: Settings, say: Callable[[str], None] = print) -> TrainingReport:
     """Build the training set, fit a candidate, judge it against production and popularity
     on the newest requests, record the run, promote if it wins. Returns the run's report."""
     say("building the training set in ClickHouse")
@@ -204,7 +205,7 @@ def train(client: Client, settings: Settings, say: Callable[[str], None] = print
         except registry.RegistryError as exc:  # e.g. trained on other features: not comparable
             say(f"production model {current} cannot score this holdout ({exc}); judged alone")
     popularity = evaluate(holdout.features[:, POPULARITY].astype(np.float64), holdout)
-    metrics = {"candidate": candidate, "production": serving, "popularity": popularity}
+    metrics = Evaluation(candidate, serving, popularity)
     eval_s = time.perf_counter() - started
     promoted, reason = gate(candidate, serving, settings.promote_margin)
     say("checking a sample of served features against the events (skew)")
@@ -216,25 +217,28 @@ def train(client: Client, settings: Settings, say: Callable[[str], None] = print
         booster,
         len(older),
         int(older.labels.sum()),
-        candidate["auc"],
+        candidate.auc,
         data.served[0],
         data.served[-1],
-        metrics,
+        msgspec.to_builtins(metrics),
     )
-    report = {
-        **asdict(info),
-        "promoted": promoted,
-        "reason": reason,
-        "production_version": current or "",
-        "holdout_rows": len(holdout),
-        "query_s": round(query_s, 3),
-        "train_s": round(train_s, 3),
-        "eval_s": round(eval_s, 3),
-        "skew": asdict(skew),
-        "skew_s": round(skew_s, 3),
-    }
-    (settings.models_dir / info.version / "report.json").write_text(json.dumps(report, indent=2))
-    _record(client, report)
+    record_of = {name: getattr(info, name) for name in ModelRecord.__struct_fields__}
+    report = TrainingReport(
+        **record_of,
+        metrics=metrics,
+        promoted=promoted,
+        reason=reason,
+        production_version=current or "",
+        holdout_rows=len(holdout),
+        query_s=round(query_s, 3),
+        train_s=round(train_s, 3),
+        eval_s=round(eval_s, 3),
+        skew=skew,
+        skew_s=round(skew_s, 3),
+    )
+    report_json = json.dumps(msgspec.to_builtins(report), indent=2)
+    (settings.models_dir / info.version / "report.json").write_text(report_json)
+    record(client, report)
     if promoted:
         registry.promote(settings.models_dir, info.version, reason)
     registry.prune(settings.models_dir)  # rejected candidates count against the limit too
@@ -247,38 +251,5 @@ def load(models_dir: Path, version: str) -> Ranker:
     return Ranker(version, registry.load(models_dir, version))
 
 
-def _scores(booster: lgb.Booster, features: Matrix) -> Floats:
+def _scores(booster: lgb.Booster, features: Float32s) -> Floats:
     return np.asarray(booster.predict(features, num_threads=2), dtype=np.float64)
-
-
-def _record(client: Client, report: dict[str, Any]) -> None:
-    """A `model_runs` row of a run's report."""
-
-    def metric(who: str, name: str) -> float | None:
-        values = report["metrics"][who]
-        return None if values is None else float(values[name])
-
-    row = {
-        "run_at": datetime.now(UTC),
-        "version": report["version"],
-        "promoted": int(report["promoted"]),
-        "reason": report["reason"],
-        "production_version": report["production_version"],
-        "rows": report["rows"],
-        "holdout_rows": report["holdout_rows"],
-        "query_s": report["query_s"],
-        "data_from": datetime.fromisoformat(report["data_from"]),
-        "data_to": datetime.fromisoformat(report["data_to"]),
-        "train_s": report["train_s"],
-        "eval_s": report["eval_s"],
-        "skew_sampled": report["skew"]["sampled"],
-        "skew_mismatch_rate": report["skew"]["mismatch_rate"],
-    }
-    for who, prefix in (
-        ("candidate", ""),
-        ("production", "production_"),
-        ("popularity", "popularity_"),
-    ):
-        for name in ("ndcg_at_10", "auc", "watch_s_at_10"):
-            row[prefix + name] = metric(who, name)
-    client.insert("model_runs", [list(row.values())], column_names=list(row))

@@ -17,14 +17,14 @@ import hashlib
 import json
 import os
 import shutil
-from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import lightgbm as lgb
+import msgspec
 
-from models.features import FEATURE_NAMES
+from models.features.ranking import FEATURE_NAMES
 
 PRODUCTION = "PRODUCTION"
 HISTORY = "history.jsonl"
@@ -35,9 +35,8 @@ class RegistryError(RuntimeError):
     """A version that does not exist, or nothing to roll back to."""
 
 
-@dataclass(frozen=True)
-class ModelInfo:
-    """What the registry records next to each model artefact."""
+class ModelRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """What identifies a model artefact: its version, data and checksum."""
 
     version: str
     created_at: str
@@ -48,7 +47,12 @@ class ModelInfo:
     data_from: str
     data_to: str
     sha256: str
-    metrics: dict[str, Any] = field(default_factory=dict)  # the offline evaluation
+
+
+class ModelInfo(ModelRecord, frozen=True, kw_only=True):
+    """What the registry records next to each model artefact (`meta.json`)."""
+
+    metrics: dict[str, Any] = msgspec.field(default_factory=dict)  # the offline evaluation
 
 
 def save(
@@ -70,18 +74,18 @@ def save(
     text = booster.model_to_string()
     (staging / "model.txt").write_text(text)
     info = ModelInfo(
-        version,
-        now.isoformat(),
-        rows,
-        positives,
-        auc,
-        list(FEATURE_NAMES),
-        data_from.isoformat(),
-        data_to.isoformat(),
-        hashlib.sha256(text.encode()).hexdigest(),
-        metrics or {},
+        version=version,
+        created_at=now.isoformat(),
+        rows=rows,
+        positives=positives,
+        auc=auc,
+        feature_names=list(FEATURE_NAMES),
+        data_from=data_from.isoformat(),
+        data_to=data_to.isoformat(),
+        sha256=hashlib.sha256(text.encode()).hexdigest(),
+        metrics=metrics or {},
     )
-    (staging / "meta.json").write_text(json.dumps(asdict(info), indent=2))
+    (staging / "meta.json").write_text(json.dumps(msgspec.to_builtins(info), indent=2))
     os.replace(staging, models_dir / version)
     return info
 
@@ -102,7 +106,7 @@ def info(models_dir: Path, version: str) -> ModelInfo:
     meta = models_dir / version / "meta.json"
     if not meta.is_file():
         raise RegistryError(f"no model version {version!r} in {models_dir}")
-    return ModelInfo(**json.loads(meta.read_text()))
+    return msgspec.json.decode(meta.read_bytes(), type=ModelInfo)
 
 
 def production(models_dir: Path) -> str | None:

@@ -5,18 +5,18 @@ from __future__ import annotations
 import logging
 import threading
 from datetime import UTC, datetime
-from typing import Any
 
 from croniter import croniter
 
 from swipeloop.clickhouse import connect
 from swipeloop.settings import Settings
 from training.ranker import NotEnoughData, train
+from training.report import TrainingReport
 
 log = logging.getLogger(__name__)
 
 
-def train_once(settings: Settings) -> dict[str, Any] | None:
+def train_once(settings: Settings) -> TrainingReport | None:
     """One training run; too little data is logged, not raised (the schedule keeps going)."""
     try:
         report = train(connect(settings), settings, say=log.info)
@@ -25,10 +25,10 @@ def train_once(settings: Settings) -> dict[str, Any] | None:
         return None
     log.info(
         "trained model %s on %d rows: %s (%s)",
-        report["version"],
-        report["rows"],
-        "promoted" if report["promoted"] else "not promoted",
-        report["reason"],
+        report.version,
+        report.rows,
+        "promoted" if report.promoted else "not promoted",
+        report.reason,
     )
     return report
 

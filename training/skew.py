@@ -18,13 +18,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-import numpy.typing as npt
 import pyarrow as pa
 from clickhouse_connect.driver.client import Client
 
-from models.features import COUNTERS, FEATURE_NAMES, RANK_WINDOWS, logged_rows, ranking_matrix
+from models.features.counts import RANK_WINDOWS
+from models.features.ranking import FEATURE_NAMES, logged_rows, ranking_matrix
+from models.features.weights import COUNTERS
 from models.windows import WINDOWS
 from swipeloop import ROOT
+from swipeloop.arrays import Floats
 
 SKEW_SQL = ROOT / "sql" / "training" / "skew_sample.sql"
 REQUEST_TIME = frozenset(
@@ -47,7 +49,6 @@ SAMPLE = 2_000  # impressions recomputed per run
 RTOL = 0.05
 ATOL = 0.01
 HOPS = {w.length_s: w.hop_s for w in WINDOWS}  # how the flow slides each window
-Matrix = npt.NDArray[np.float64]
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,7 @@ class Skew:
     by_feature: dict[str, float] = field(default_factory=dict)  # share of impressions off
 
 
-def compare(logged: Matrix, recomputed: Matrix) -> Skew:
+def compare(logged: Floats, recomputed: Floats) -> Skew:
     """The checked columns of two matrices of ranking rows (one row per impression)."""
     if not len(logged):
         return Skew(0, None)
@@ -69,7 +70,7 @@ def compare(logged: Matrix, recomputed: Matrix) -> Skew:
     return Skew(len(logged), float(off.any(axis=1).mean()), by_feature)
 
 
-def recompute(table: pa.Table) -> tuple[Matrix, Matrix]:
+def recompute(table: pa.Table) -> tuple[Floats, Floats]:
     """The sample query's rows (one per impression and window, windows in `RANK_WINDOWS`
     order) as (logged, recomputed) ranking rows."""
     windows = len(RANK_WINDOWS)
@@ -110,7 +111,7 @@ def skew_check(client: Client, sample: int = SAMPLE) -> Skew:
     return compare(*recompute(table))
 
 
-def _seconds(column: pa.ChunkedArray) -> Matrix:
+def _seconds(column: pa.ChunkedArray) -> Floats:
     """A timestamp column as float seconds since the epoch."""
     millis = column.cast(pa.timestamp("ms", "UTC")).cast(pa.int64()).to_numpy()
     return np.asarray(millis, dtype=np.float64) / 1000.0

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -19,28 +17,15 @@ from swipeloop.broker import EmbeddedBroker
 from swipeloop.clickhouse import connect
 from swipeloop.kafka import client_config
 from swipeloop.settings import Settings
-from tests.conftest import wait_until
+from tests.conftest import scalar, wait_until
+from tests.support.ingest_events import api_event
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
 
 def batch(user: str, n: int) -> dict[str, Any]:
-    now = datetime.now(UTC).isoformat()
-    return {
-        "events": [
-            {
-                "event_id": str(uuid.uuid4()),
-                "user_id": user,
-                "item_id": f"v{k:05d}",
-                "kind": "watch",
-                "watch_ms": 3000,
-                "client_ts": now,
-                "session_id": f"s-{user}",
-                "seq": k,
-            }
-            for k in range(n)
-        ]
-    }
+    """A body of `n` watches of the catalog's first items."""
+    return {"events": [api_event(user, k, item_id=f"v{k:05d}") for k in range(n)]}
 
 
 def on_the_broker(settings: Settings) -> set[str]:
@@ -60,8 +45,8 @@ def on_the_broker(settings: Settings) -> set[str]:
         messages = consumer.consume(1000, 0.5)
         quiet = 0 if messages else quiet + 1
         for m in messages:
-            if m.error() is None and m.value():
-                ids.add(json.loads(m.value())["event_id"])
+            if m.error() is None and (value := m.value()):
+                ids.add(json.loads(value)["event_id"])
     consumer.close()
     return ids
 
@@ -132,7 +117,7 @@ def test_a_restarted_api_still_never_repeats_an_item_and_serves_the_same_model(
         shown = [i["item_id"] for _ in range(5) for i in page()["items"]]
         stored = "SELECT count() FROM impressions WHERE user_id = 'returning'"
         client = connect(stack.settings)
-        wait_until(lambda: client.command(stored) >= len(shown), 60, "the impressions stored")
+        wait_until(lambda: scalar(client, stored) >= len(shown), 60, "the impressions stored")
 
         stack.stop_api()  # a restart: the new API's caches come from ClickHouse and the topics
         stack.serve_in_thread()

@@ -5,11 +5,7 @@ flow killed -9 ten times mid-stream."""
 from __future__ import annotations
 
 import json
-import os
 import random
-import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -34,8 +30,9 @@ from swipeloop.clickhouse import connect
 from swipeloop.contracts import topic_for
 from swipeloop.kafka import durable_producer
 from swipeloop.settings import Settings
-from tests.conftest import swipeloop_process, wait_until
-from tests.integration.test_ingest import api_event, event, scalar
+from tests.conftest import drain, json_of, role_env, scalar, swipeloop_process, wait_until
+from tests.support.flow_processes import kill_9, settled, started
+from tests.support.ingest_events import api_event, event
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
@@ -132,24 +129,24 @@ def test_retried_batch_and_frozen_broker(live: Settings, broker: EmbeddedBroker)
         def retry_until_accepted() -> None:
             for _ in range(60):
                 status = http.post("/v1/events", json=second).status_code
+                outcome.append(status)
                 if status == 202:
-                    outcome.append(status)
                     return
-                time.sleep(0.5)
+                time.sleep(0.5)  # the scenario: a phone retrying twice a second
 
         retrier = threading.Thread(target=retry_until_accepted)
         retrier.start()
-        time.sleep(3)
+        wait_until(lambda: len(outcome) >= 2, 30, "the phone's retries refused while frozen")
         broker.resume()
         retrier.join(timeout=60)
-        assert outcome == [202]
+        assert outcome[-1] == 202 and set(outcome[:-1]) == {503}, outcome
 
         client = connect(live)
         wait_until(
             lambda: scalar(client, "SELECT uniqExact(event_id) FROM events") >= 22,
             what="all 22 distinct events",
         )
-        time.sleep(live.flow_epoch_s * 4)  # time for any late duplicate to show up
+        wait_until(settled(live, "ingest"), 30, "ingest to read all that was sent")
         assert scalar(client, "SELECT count() FROM events") == 22
         assert scalar(client, "SELECT uniqExact(event_id) FROM events") == 22
         clamped = client.query(
@@ -220,7 +217,7 @@ def test_clickhouse_outage_backs_off_and_catches_up(live: Settings) -> None:
         assert scalar(client, "SELECT count() FROM events") == 0
         down.clear()
         wait_until(lambda: scalar(client, "SELECT count() FROM events") >= 2000, what="catch-up")
-        time.sleep(1.5)
+        wait_until(settled(live, "ingest"), 30, "ingest to read all that was sent")
         assert scalar(client, "SELECT count() FROM events") == 2000
         stored = {str(r[0]) for r in client.query("SELECT event_id FROM events").result_rows}
         assert stored == ids
@@ -229,22 +226,11 @@ def test_clickhouse_outage_backs_off_and_catches_up(live: Settings) -> None:
         thread.join(timeout=30)
 
 
-def _env(live: Settings, data_dir: Path) -> dict[str, str]:
-    return {
-        **os.environ,
-        "SWIPELOOP_KAFKA_BOOTSTRAP": live.kafka_bootstrap or "",
-        "SWIPELOOP_BROKER_EPOCH": live.broker_epoch,
-        "SWIPELOOP_DATA_DIR": str(data_dir),
-        "SWIPELOOP_CLICKHOUSE_URL": f"chdb://{data_dir / 'clickhouse'}",
-        "SWIPELOOP_FLOW_EPOCH_S": "0.3",
-    }
-
-
 def test_kill_9_the_flow_ten_times_loses_and_repeats_nothing(
     live: Settings, tmp_path: Path
 ) -> None:
     # The flow runs as its own process on its own chdb path (chdb: one path per process).
-    env = _env(live, tmp_path / "role")
+    env = role_env(live, tmp_path / "role", "killed")
     migrate_proc = swipeloop_process("migrate", env=env)
     assert migrate_proc.wait(60) == 0
 
@@ -274,7 +260,7 @@ def test_kill_9_the_flow_ten_times_loses_and_repeats_nothing(
                 )
                 seq += 1
             producer.poll(0)
-            time.sleep(0.02)
+            time.sleep(0.02)  # the scenario: a steady stream while the flow is killed
         assert producer.flush(30) == 0
 
     producer_thread = threading.Thread(target=produce)
@@ -283,29 +269,16 @@ def test_kill_9_the_flow_ten_times_loses_and_repeats_nothing(
     skipped = 0  # replays the sink found already in ClickHouse (a kill between insert and snapshot)
     try:
         for _ in range(10):
-            flow = swipeloop_process("flows", "run", "ingest", env=env)
-            time.sleep(rng.uniform(2.0, 4.5))  # the process needs ~1.5 s to start
-            flow.send_signal(signal.SIGKILL)
-            _, err = flow.communicate(timeout=10)
-            skipped += err.count(b"the replayed ones in between are skipped")
+            flow = started("ingest", env)
+            time.sleep(rng.uniform(0.5, 3.0))  # the scenario: killed at a random point
+            skipped += kill_9(flow).count(b"the replayed ones in between are skipped")
     finally:
         stop.set()
         producer_thread.join(timeout=60)
     assert not failed
 
-    drain = swipeloop_process("flows", "run", "ingest", "--drain", env=env)
-    _, err = drain.communicate(timeout=180)
-    assert drain.returncode == 0, err.decode()[-2000:]
-
-    query = "SELECT toString(event_id), count() FROM events GROUP BY event_id"
-    reader = subprocess.run(
-        [sys.executable, "-c", _READ_IDS, query],
-        env=env,
-        capture_output=True,
-        timeout=120,
-        check=True,
-    )
-    counts = dict(json.loads(reader.stdout))
+    drain("ingest", env)
+    counts = dict(json_of(_READ_IDS, env))
     assert len(acked) > 10_000
     assert set(counts) == acked, (len(set(counts) - acked), len(acked - set(counts)))
     assert max(counts.values()) == 1, "an event was stored twice"
@@ -313,9 +286,10 @@ def test_kill_9_the_flow_ten_times_loses_and_repeats_nothing(
 
 
 _READ_IDS = """
-import json, sys
+import json
 from swipeloop.clickhouse import connect
 from swipeloop.settings import Settings
-rows = connect(Settings.from_env()).query(sys.argv[1]).result_rows
+sql = "SELECT toString(event_id), count() FROM events GROUP BY event_id"
+rows = connect(Settings.from_env()).query(sql).result_rows
 print(json.dumps([[r[0], int(r[1])] for r in rows]))
 """

@@ -19,7 +19,7 @@ import pytest
 from confluent_kafka import Producer
 from typer.testing import CliRunner
 
-from cli.main import app
+from cli.app import app
 from cli.stack import RUNNING, Stack
 from sim.simulator import simulate
 from sim.world import World, one_burst
@@ -27,7 +27,7 @@ from swipeloop import ROOT, analysis, topics
 from swipeloop.clickhouse import connect
 from swipeloop.settings import Settings
 from swipeloop.waiting import wait_for
-from tests.conftest import isolated
+from tests.conftest import isolated, scalar
 from training.ranker import train
 
 # parameters whose defaults are too wide for a short run
@@ -46,9 +46,9 @@ def simulated(chdb_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
         async def nightly() -> None:  # once the warm-up's impressions are in ClickHouse
             client = connect(stack.settings)
             counts = [-1, 0]
-            while counts[-1] != counts[-2]:
+            while counts[-1] != counts[-2]:  # polled until a second adds none
                 await asyncio.sleep(1.0)
-                counts.append(client.command("SELECT count() FROM impressions"))
+                counts.append(scalar(client, "SELECT count() FROM impressions"))
             await asyncio.to_thread(train, client, stack.settings, lambda _line: None)
             stack.services.feed.models.refresh()
 
@@ -58,7 +58,7 @@ def simulated(chdb_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
             producer.produce(topics.EVENTS_ACTIONS, value=poison)
         assert producer.flush(10) == 0
         client = connect(stack.settings)
-        assert wait_for(lambda: client.command("SELECT count() FROM dlq") >= 2, 60)
+        assert wait_for(lambda: scalar(client, "SELECT count() FROM dlq") >= 2, 60)
         yield stack.settings
 
 

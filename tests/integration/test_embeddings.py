@@ -5,53 +5,24 @@ from __future__ import annotations
 import random
 import threading
 import time
-import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import msgspec
 import pytest
 
-from api.state import Feeder, ServingState
+from api.feeder import Feeder
+from api.state import ServingState
 from dataflows.runner import run_in_thread
 from swipeloop import topics
 from swipeloop.broker import EmbeddedBroker
 from swipeloop.clickhouse import connect
-from swipeloop.contracts import Item, ReceivedEvent
 from swipeloop.migrations import migrate
 from swipeloop.settings import Settings
 from tests.conftest import produce, wait_until
+from tests.support.embedding_stream import START, catalog, event
 
 pytestmark = pytest.mark.integration
-START = datetime(2026, 11, 27, 12, tzinfo=UTC)
-
-
-def event(user: str, item: str, kind: str, at: datetime, watch_ms: int = 0) -> ReceivedEvent:
-    return ReceivedEvent(
-        event_id=uuid.uuid4(),
-        user_id=user,
-        item_id=item,
-        kind=kind,  # type: ignore[arg-type]
-        client_ts=at,
-        session_id=f"s-{user}",
-        seq=0,
-        watch_ms=watch_ms,
-        received_at=at,
-    )
-
-
-def catalog(n: int) -> list[Item]:
-    tags = ["cats", "dogs", "food", "dance"]
-    return [
-        Item(
-            item_id=f"i{k}",
-            creator_id=f"c{k % 5}",
-            duration_ms=15_000,
-            tags=[tags[k % 4]],
-            created_at=START - timedelta(days=1),
-        )
-        for k in range(n)
-    ]
 
 
 @pytest.fixture
@@ -150,19 +121,6 @@ def test_idle_ids_expire_from_clickhouse_and_the_index(
         lambda: {r[0] for r in client.query(users).result_rows} == {"u_new"}, 30, "u_old gone"
     )
     assert "u_old" not in serving.user_vectors
-
-
-_READ_IDS = """
-from swipeloop.clickhouse import connect
-from swipeloop.settings import Settings
-import json
-client = connect(Settings.from_env())
-out = {}
-for table, key in (("item_embeddings", "item_id"), ("user_embeddings", "user_id")):
-    sql = f"SELECT {key} FROM {table} FINAL WHERE deleted = 0 AND cold = 0"
-    out[table] = sorted(r[0] for r in client.query(sql).result_rows)
-print(json.dumps(out))
-"""
 
 
 def test_a_deleted_item_leaves_the_index_and_the_current_vectors(

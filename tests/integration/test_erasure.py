@@ -4,7 +4,6 @@ flight; and `swipeloop erase-user` does the same from the command line."""
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -14,7 +13,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from cli.main import app
+from cli.app import app
 from cli.stack import Stack
 from sim.demo_catalog import demo_catalog
 from sim.simulator import msgspec_item
@@ -24,6 +23,7 @@ from swipeloop.erasure import remaining
 from swipeloop.kafka import durable_producer
 from swipeloop.settings import Settings
 from tests.conftest import wait_until
+from tests.support.flow_processes import settled
 
 pytestmark = pytest.mark.integration
 
@@ -105,7 +105,8 @@ def test_an_erased_user_leaves_nothing_behind(stack: Stack) -> None:
         60,
         "the other user's later events",
     )
-    time.sleep(3 * max(s.flow_epoch_s, s.publish_interval_s, s.flow_flush_s))
+    for flow in ("ingest", "features", "embeddings"):  # each past the late swipes
+        wait_until(settled(s, flow), 60, f"the {flow} flow to read all that was sent")
     assert held() == dict.fromkeys(held(), 0), held()
     assert remaining(client, KEPT)["events"] == 60, "nobody else's data went with them"
     assert remaining(client, KEPT)["impressions"] == 10

@@ -4,8 +4,7 @@ over the same raw events, on a random stream with out-of-order and late events."
 from __future__ import annotations
 
 import random
-import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,23 +15,20 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from dataflows.features import written
 from dataflows.runner import run
-from models.features import COUNTERS
+from models.features.weights import COUNTERS
 from models.windows import WINDOWS
 from swipeloop import topics
 from swipeloop.broker import EmbeddedBroker
 from swipeloop.clickhouse import connect
-from swipeloop.contracts import Item, ItemFeatures, ReceivedEvent
+from swipeloop.contracts import ItemFeatures
 from swipeloop.kafka import client_config
 from swipeloop.migrations import migrate
 from swipeloop.settings import Settings
-from tests.conftest import produce
+from tests.conftest import produce, scalar
+from tests.support.feature_stream import LATENESS, catalog, stream
 
 pytestmark = pytest.mark.integration
 CHECKS = Path(__file__).parents[2] / "sql" / "checks"
-KINDS = ["impression"] * 6 + ["watch"] * 4 + ["skip"] * 3 + ["loop", "like", "share"]
-KINDS += ["comment", "follow", "not_interested", "block"]
-START = datetime(2026, 11, 27, 12, tzinfo=UTC)
-LATENESS = 10
 
 
 @pytest.fixture
@@ -48,47 +44,6 @@ def live(settings: Settings, broker: EmbeddedBroker) -> Settings:
     return wired
 
 
-def catalog(rng: random.Random) -> list[Item]:
-    tags = ["cats", "dogs", "food", "dance", "news", "cars"]
-    return [
-        Item(
-            item_id=f"i{n}",
-            creator_id=f"c{n % 7}",
-            duration_ms=rng.choice([4_000, 9_000, 15_000, 60_000, 180_000]),
-            tags=rng.sample(tags, rng.randint(0, 3)),
-            created_at=START - timedelta(days=1),
-        )
-        for n in range(30)
-    ]
-
-
-def stream(rng: random.Random, n: int) -> tuple[list[ReceivedEvent], int]:
-    """Events in arrival order over ~25 minutes of event time: most a few seconds out of
-    order, some far behind (late), one item four times as popular as the rest."""
-    out, now, late = [], START, 0
-    for seq in range(n):
-        now += timedelta(milliseconds=rng.randint(0, 200))
-        behind = rng.uniform(0, LATENESS - 1)
-        if rng.random() < 0.03:
-            behind, late = rng.uniform(LATENESS + 5, 120), late + 1
-        item = "i0" if rng.random() < 0.2 else f"i{rng.randrange(31)}"  # i30: not in catalog
-        ts = now - timedelta(seconds=behind)
-        out.append(
-            ReceivedEvent(
-                event_id=uuid.uuid4(),
-                user_id=f"u{rng.randrange(25)}",
-                item_id=item,
-                kind=rng.choice(KINDS),  # type: ignore[arg-type]
-                client_ts=ts,
-                session_id="s",
-                seq=seq,
-                watch_ms=rng.choice([300, 1_500, 2_500, 8_000, 40_000, 200_000]),
-                received_at=ts,
-            )
-        )
-    return out, late
-
-
 def rows(client: Client, sql: str, **params: Any) -> list[tuple[Any, ...]]:
     return [tuple(r) for r in client.query(sql, parameters=params).result_rows]
 
@@ -101,7 +56,7 @@ def test_every_window_equals_sql_over_the_raw_events(live: Settings) -> None:
     run("features", live, in_thread=True, drain=True)
     client = connect(live)
 
-    late = int(client.command("SELECT count() FROM late_events"))
+    late = scalar(client, "SELECT count() FROM late_events")
     assert made_late * 0.5 < late <= made_late * 1.5, (late, made_late)
 
     engagement_sql = (CHECKS / "engagement_windows.sql").read_text()
@@ -128,8 +83,8 @@ def test_every_window_equals_sql_over_the_raw_events(live: Settings) -> None:
             for entity, end, *values in rows(client, sql, window_s=spec.length_s):
                 got[(level, entity, end.replace(tzinfo=UTC))] = values
         assert got.keys() == expected.keys(), spec
-        for key, values in got.items():
-            assert values == pytest.approx(expected[key], rel=1e-9, abs=1e-9), (spec, key)
+        for cell, values in got.items():
+            assert values == pytest.approx(expected[cell], rel=1e-9, abs=1e-9), (spec, cell)
         checked += len(got)
 
         affinity = {
@@ -147,8 +102,8 @@ def test_every_window_equals_sql_over_the_raw_events(live: Settings) -> None:
             )
         }
         assert stored.keys() == affinity.keys(), spec
-        for key, values in stored.items():
-            assert values == pytest.approx(affinity[key], rel=1e-9, abs=1e-9), (spec, key)
+        for pair, values in stored.items():
+            assert values == pytest.approx(affinity[pair], rel=1e-9, abs=1e-9), (spec, pair)
         checked += len(stored)
     assert checked > 10_000
 
@@ -161,18 +116,3 @@ def test_every_window_equals_sql_over_the_raw_events(live: Settings) -> None:
         newest[f.item_id] = f
     consumer.close()
     assert "i0" in newest and set(newest["i0"].window_s) == {spec.length_s for spec in WINDOWS}
-
-
-_READ_TABLES = """
-import json, sys
-from swipeloop.clickhouse import connect
-from swipeloop.settings import Settings
-client = connect(Settings.from_env())
-out = {}
-for table in ("item_features", "creator_features", "user_features", "user_affinity"):
-    rows = client.query(f"SELECT * EXCEPT version FROM {table} FINAL").result_rows
-    out[table] = sorted([str(v) if not isinstance(v, float) else v for v in r] for r in rows)
-out["late_events"] = int(client.command("SELECT count() FROM late_events FINAL"))
-print(json.dumps(out))
-"""
-

@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +19,11 @@ import numpy as np
 import pytest
 
 from api.feed import STAGES, build_feed
+from api.feeder import Feeder
 from api.services import ModelHolder
-from api.state import Feeder, ServingState
+from api.state import ServingState
 from cli.stack import Stack
-from models.features import FEATURE_NAMES
+from models.features.ranking import FEATURE_NAMES
 from sim.demo_catalog import demo_catalog
 from sim.simulator import msgspec_item
 from swipeloop import topics
@@ -209,7 +211,7 @@ def trained(models_dir: Path, seed: int) -> str:
         rows,
         relevance,
         (relevance >= 2).astype(np.int8),
-        relevance * 5.0,
+        (relevance * 5.0).astype(np.float64),
         np.full(200, 10, dtype=np.int64),
         [now] * 200,
     )
@@ -255,7 +257,7 @@ def test_promotions_and_a_rollback_reach_every_replica_without_a_failed_feed(
         for version in versions:
             registry.promote(models_dir, version, "test")
             promoted = time.monotonic()
-            wait_until(lambda v=version: serving(v), 10, f"model {version} on both replicas")
+            wait_until(partial(serving, version), 10, f"model {version} on both replicas")
             reached.append(time.monotonic() - promoted)
         back = registry.rollback(models_dir)
         wait_until(lambda: serving(back), 10, f"the rollback to {back} on both replicas")
@@ -317,6 +319,13 @@ def test_baseline_policies_serve_unseen_items_under_their_name(stack: Stack) -> 
     with its name; batch ranks with the production model; an unknown policy is a 422."""
     api = httpx.Client(base_url=stack.url, timeout=30)
     models = stack.services.feed.models
+    version = trained(stack.settings.models_dir, seed=7)
+    registry.promote(stack.settings.models_dir, version, "test")
+    wait_until(
+        lambda: models.current is not None and models.current.version == version,
+        10,
+        f"model {version} serving",
+    )
     for policy in ("random", "popularity", "batch"):
         shown: list[str] = []
         for _ in range(3):

@@ -9,56 +9,22 @@ from __future__ import annotations
 import threading
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import msgspec
 import pytest
-from clickhouse_connect.driver.client import Client
 
-from models.features import FEATURE_NAMES
+from models.features.ranking import FEATURE_NAMES
 from swipeloop import topics
 from swipeloop.clickhouse import connect
-from swipeloop.contracts import ReceivedEvent, topic_for
+from swipeloop.contracts import EventKind, topic_for
 from swipeloop.kafka import durable_producer
 from swipeloop.metrics import SESSION_GAP_EVENTS, refresh_session_gaps
 from swipeloop.settings import Settings
-from tests.conftest import wait_until
+from tests.conftest import scalar, wait_until
+from tests.support.ingest_events import event
 from training.ranker import training_set
 
 pytestmark = pytest.mark.integration
-
-
-def event(user: str, seq: int, kind: str = "watch") -> ReceivedEvent:
-    now = datetime.now(UTC)
-    return ReceivedEvent(
-        event_id=uuid.uuid4(),
-        user_id=user,
-        item_id=f"i{seq % 50}",
-        kind=kind,  # type: ignore[arg-type]
-        client_ts=now,
-        session_id=f"s-{user}",
-        seq=seq,
-        watch_ms=1200,
-        received_at=now,
-    )
-
-
-def api_event(user: str, seq: int, **extra: Any) -> dict[str, Any]:
-    return {
-        "event_id": str(uuid.uuid4()),
-        "user_id": user,
-        "item_id": f"i{seq}",
-        "kind": "watch",
-        "watch_ms": 3000,
-        "client_ts": datetime.now(UTC).isoformat(),
-        "session_id": f"s-{user}",
-        "seq": seq,
-        **extra,
-    }
-
-
-def scalar(client: Client, sql: str) -> int:
-    return int(client.command(sql))
 
 
 def test_seq_gaps_are_recorded_and_a_lost_watch_is_no_skip(
@@ -67,7 +33,9 @@ def test_seq_gaps_are_recorded_and_a_lost_watch_is_no_skip(
     producer = durable_producer(live)
     # Session s-ann delivers seq 0, 1, 2, 5, 6 across both topics (3 and 4 were lost);
     # session s-ben delivers 0..3 in a shuffled order: no gap.
-    sent = [("ann", q, "like" if q == 1 else "watch") for q in (0, 1, 2, 5, 6)]
+    sent: list[tuple[str, int, EventKind]] = [
+        ("ann", q, "like" if q == 1 else "watch") for q in (0, 1, 2, 5, 6)
+    ]
     sent += [("ben", q, "watch") for q in (2, 0, 3, 1)]
     for user, seq, kind in sent:
         ev = event(user, seq, kind)

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from cli.main import app
+from cli.app import app
 from swipeloop import topics
 from swipeloop.broker import EmbeddedBroker, free_port
 from swipeloop.clickhouse import connect

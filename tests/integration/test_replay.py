@@ -7,6 +7,7 @@ import pytest
 from api.state import ServingState
 from cli.stack import fresh_stack
 from models.covisit import CoVisits
+from sim.figures import HitRate
 from sim.movielens import Ratings
 from sim.replay import replay
 from swipeloop.clickhouse import connect
@@ -35,31 +36,31 @@ def test_a_replay_lands_every_swipe_and_scores_feeds_without_rated_items(
 
     replayed = [k for k in range(len(users)) if (k + 1) % RATED]  # all but each user's last
     expected = sum(2 + (values[k] >= 4) for k in replayed)  # impression, play (, like)
-    assert figures["events"] == expected
+    assert figures.events == expected
     stored = connect(settings).query("SELECT count() FROM events").result_rows[0][0]
     assert stored == expected
-    assert figures["users"] == USERS
-    assert figures["swipeloop"] == {"hr_at_10": 1.0, "ndcg_at_10": figures["ndcg_at_10"]}
-    assert 0 < figures["ndcg_at_10"] <= 1
-    assert set(figures["item_knn"]) == {"hr_at_10", "ndcg_at_10"}
+    assert figures.users == USERS
+    assert figures.swipeloop == HitRate(hr_at_10=1.0, ndcg_at_10=figures.ndcg_at_10)
+    assert 0 < figures.ndcg_at_10 <= 1
+    assert 0 <= figures.item_knn.ndcg_at_10 <= figures.item_knn.hr_at_10 <= 1
     # a replica starting now knows from ClickHouse alone what each phone showed its user
     # (their `impression` events; the scoring feeds were served on top of those), and what
     # was watched after what (here all of it: its topic replay would start now)
-    monkeypatch.setattr("api.state.REPLAY_S", 0)
+    monkeypatch.setattr("api.bootstrap.REPLAY_S", 0)
     restarted = ServingState(settings, connect(settings))
     restarted.bootstrap()
-    expected = CoVisits()
+    covisits = CoVisits()
     for u in range(USERS):  # a rating of 2 or more is watched past the early-skip mark
         watched: list[int] = []
         for k in replayed:
             if users[k] == u and values[k] >= 2:
                 code = restarted.items.get(f"ml-i{items[k]}")
                 assert code is not None
-                expected.add(watched, code)
+                covisits.add(watched, code)
                 watched.append(code)
-    assert len(restarted.covisits) == len(expected) > 0
+    assert len(restarted.covisits) == len(covisits) > 0
     for code in range(len(restarted.columns)):
-        assert restarted.covisits.neighbours(code) == expected.neighbours(code)
+        assert restarted.covisits.neighbours(code) == covisits.neighbours(code)
     for u in range(USERS):
         rated = restarted.items.known([f"ml-i{items[k]}" for k in replayed if users[k] == u])
         assert len(rated) == RATED - 1

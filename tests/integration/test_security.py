@@ -112,9 +112,7 @@ def test_cors_answers_only_the_configured_origin(running: Stack) -> None:
     assert "access-control-allow-origin" not in refused.headers
 
 
-def test_without_cors_origins_no_browser_origin_is_allowed(
-    tmp_path: Path, chdb_path: Path
-) -> None:
+def test_without_cors_origins_no_browser_origin_is_allowed(tmp_path: Path, chdb_path: Path) -> None:
     """The default: no CORS headers at all, so browsers refuse cross-origin calls."""
     settings = isolated(chdb_path, tmp_path)
     with Stack(settings, schedule_training=False, run_flows=False) as stack:

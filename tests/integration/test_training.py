@@ -2,20 +2,18 @@
 a run recorded in `model_runs`, the first model promoted, the API's holder following the
 production pointer through a rollback, the skew check recomputing served features."""
 
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import msgspec
 import numpy as np
 import pytest
 
 from api.services import ModelHolder
-from models.features import (
-    FEATURE_NAMES,
-    RANK_WINDOWS,
-    engagement_matrix,
-    kind_codes,
-    ranking_matrix,
-)
+from models.features.counts import RANK_WINDOWS
+from models.features.ranking import FEATURE_NAMES, ranking_matrix
+from models.features.weights import engagement_matrix, kind_codes
 from swipeloop.clickhouse import connect
 from swipeloop.migrations import migrate
 from swipeloop.settings import Settings
@@ -137,36 +135,39 @@ def test_a_run_is_recorded_promoted_first_and_rolled_back(settings: Settings) ->
     )
     simulated(client, settings, 150, seed=1)
     first = train(client, settings, say=lambda _m: None)
-    assert first["promoted"] and first["reason"] == "no model in production"
-    metrics = first["metrics"]
-    assert metrics["candidate"]["ndcg_at_10"] > metrics["popularity"]["ndcg_at_10"]
-    assert (settings.models_dir / first["version"] / "report.json").is_file()
+    assert first.promoted and first.reason == "no model in production"
+    metrics = first.metrics
+    assert metrics.candidate.ndcg_at_10 is not None
+    assert metrics.popularity.ndcg_at_10 is not None
+    assert metrics.candidate.ndcg_at_10 > metrics.popularity.ndcg_at_10
+    saved = settings.models_dir / first.version / "report.json"
+    assert json.loads(saved.read_text()) == msgspec.to_builtins(first)
 
     simulated(client, settings, 150, seed=2)
     second = train(client, settings, say=lambda _m: None)
-    assert second["production_version"] == first["version"]
+    assert second.production_version == first.version
     runs = client.query(
         "SELECT version, promoted, production_version, ndcg_at_10 IS NOT NULL, skew_sampled "
         "FROM model_runs ORDER BY run_at"
     ).result_rows
     assert runs == [  # the skew check samples 2,000 of the 1,500, then 3,000 impressions
-        (first["version"], 1, "", True, 1_500),
-        (second["version"], int(second["promoted"]), first["version"], True, 2_000),
+        (first.version, 1, "", True, 1_500),
+        (second.version, int(second.promoted), first.version, True, 2_000),
     ]
     # these features are random numbers, not what the events say
-    assert second["skew"]["mismatch_rate"] > 0.9
+    assert second.skew.mismatch_rate is not None and second.skew.mismatch_rate > 0.9
 
     holder = ModelHolder(settings)  # what every API replica runs
     holder.refresh()
     assert holder.current is not None
     assert holder.current.version == registry.production(settings.models_dir)
-    if not second["promoted"]:
-        registry.promote(settings.models_dir, second["version"], "test")
+    if not second.promoted:
+        registry.promote(settings.models_dir, second.version, "test")
         holder.refresh()
-    assert holder.current.version == second["version"]
+    assert holder.current.version == second.version
     registry.rollback(settings.models_dir)
     holder.refresh()
-    assert holder.current.version == first["version"]
+    assert holder.current.version == first.version
 
 
 def test_a_production_model_that_cannot_score_does_not_stop_the_nightly_run(
@@ -181,13 +182,13 @@ def test_a_production_model_that_cannot_score_does_not_stop_the_nightly_run(
     )
     simulated(client, settings, 150, seed=1)
     first = train(client, settings, say=lambda _m: None)
-    (settings.models_dir / first["version"] / "model.txt").write_text("damaged")
+    (settings.models_dir / first.version / "model.txt").write_text("damaged")
     said: list[str] = []
     second = train(client, settings, say=said.append)
-    assert second["promoted"] and second["production_version"] == first["version"]
-    assert second["metrics"]["production"] is None
+    assert second.promoted and second.production_version == first.version
+    assert second.metrics.production is None
     assert any("cannot score" in line for line in said)
-    assert registry.production(settings.models_dir) == second["version"]
+    assert registry.production(settings.models_dir) == second.version
 
 
 def test_the_skew_check_recomputes_served_features_from_the_events(settings: Settings) -> None:

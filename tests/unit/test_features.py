@@ -7,21 +7,17 @@ import numpy as np
 
 from models.counting import count_events
 from models.embeddings import mean_vector
-from models.features import (
-    FEATURE_NAMES,
-    SESSION_IDLE_S,
+from models.features.counts import packed_counts
+from models.features.ranking import FEATURE_NAMES, ranking_features
+from models.features.rates import rates, smoothed_rate
+from models.features.session import SESSION_IDLE_S, Session, advance_session
+from models.features.trending import trending_score
+from models.features.weights import (
     C,
-    Session,
-    advance_session,
     affinity_weight,
     early_skip_ms,
     engagement_delta,
     engagement_weight,
-    packed_counts,
-    ranking_features,
-    rates,
-    smoothed_rate,
-    trending_score,
 )
 from models.items import ItemTable, keys_of
 from swipeloop.contracts import Engagement, Item, ItemFeatures, ReceivedEvent

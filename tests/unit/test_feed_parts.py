@@ -8,13 +8,8 @@ from datetime import UTC, datetime
 import numpy as np
 
 from api.diversity import arrange
-from models.features import (
-    COUNTERS,
-    EXPOSURE_STAGES,
-    exposure_room,
-    exposure_stage,
-    reaction_draws,
-)
+from models.features.exposure import EXPOSURE_STAGES, exposure_room, exposure_stage, reaction_draws
+from models.features.weights import COUNTERS
 from swipeloop.contracts import ItemFeatures
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from typing import TypedDict, Unpack
 
 import faiss
 import numpy as np
@@ -10,16 +11,22 @@ import numpy.typing as npt
 import pytest
 
 from api.index import FINAL_REPLAY, VectorIndex, nlist_for, nprobe_for, select_top
+from swipeloop.arrays import Vectors
 
 DIM = 32
-Matrix = npt.NDArray[np.float32]
 
 
-def unit(x: npt.NDArray[np.floating]) -> Matrix:
+class Options(TypedDict, total=False):
+    """What a test changes of the index's own defaults."""
+
+    exact_below: int
+
+
+def unit(x: npt.NDArray[np.floating]) -> Vectors:
     return np.asarray(x / np.linalg.norm(x, axis=1, keepdims=True), dtype=np.float32)
 
 
-def clustered(n: int, seed: int, clusters: int = 200) -> Matrix:
+def clustered(n: int, seed: int, clusters: int = 200) -> Vectors:
     """Unit vectors around gaussian centres, the shape item embeddings have (and the bench uses)."""
     rng = np.random.default_rng(seed)
     centres = rng.normal(size=(clusters, DIM))
@@ -30,14 +37,16 @@ def ids_for(n: int, prefix: str = "i") -> list[str]:
     return [f"{prefix}{i}" for i in range(n)]
 
 
-def loaded(n: int, seed: int = 0, **options: int) -> tuple[VectorIndex, list[str], Matrix]:
+def loaded(
+    n: int, seed: int = 0, **options: Unpack[Options]
+) -> tuple[VectorIndex, list[str], Vectors]:
     index = VectorIndex(DIM, **options)
     ids, matrix = ids_for(n), clustered(n, seed)
     index.bulk_load(ids, matrix)
     return index, ids, matrix
 
 
-def ivf(n: int = 20_000) -> tuple[VectorIndex, list[str], Matrix]:
+def ivf(n: int = 20_000) -> tuple[VectorIndex, list[str], Vectors]:
     """An index forced onto the IVF path (threshold 5,000), its build finished."""
     index, ids, matrix = loaded(n, exact_below=5_000)
     assert index.wait_ready(60)

@@ -8,7 +8,8 @@ from datetime import UTC, datetime, timedelta
 import msgspec
 
 from dataflows.ingest import SeenIds, dedup, parse_poll
-from dataflows.io import Polled, TableRows
+from dataflows.io.poll_source import Polled
+from dataflows.io.rows import TableRows
 from dataflows.parse import MAX_MESSAGE_BYTES, millis
 from swipeloop import topics
 from swipeloop.contracts import Event, ReceivedEvent, Stamper, stamp

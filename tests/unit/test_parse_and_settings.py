@@ -84,7 +84,7 @@ def test_auc() -> None:
 def test_feed_workers_need_a_clickhouse_server(monkeypatch: pytest.MonkeyPatch) -> None:
     from typer.testing import CliRunner
 
-    from cli.main import app
+    from cli.app import app
 
     monkeypatch.setenv("SWIPELOOP_KAFKA_BOOTSTRAP", "127.0.0.1:1")
     monkeypatch.delenv("SWIPELOOP_CLICKHOUSE_URL", raising=False)

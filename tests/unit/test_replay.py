@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from cli.main import app
+from cli.app import app
 from sim.movielens import (
     Ratings,
     RatingsError,

@@ -15,7 +15,9 @@ from api.diversity import arrange
 from api.feed import NO_MODEL, STAGES, build_feed, diversify
 from api.retrieval import REASONS, SCRATCH, retrieve
 from api.state import ServingState
-from models.features import COUNTERS, RANK_WINDOWS, packed_counts, ranking_features
+from models.features.counts import RANK_WINDOWS, packed_counts
+from models.features.ranking import ranking_features
+from models.features.weights import COUNTERS
 from swipeloop.contracts import Item, ItemFeatures, ItemVector, ReceivedEvent
 from swipeloop.settings import Settings
 
@@ -123,14 +125,14 @@ def test_a_new_user_gets_trending_then_fresh_then_the_catalog() -> None:
     assert names(state, got.codes[:3]) == ["i0", "i1", "i2"]  # the best trending first
 
 
-def test_a_failing_index_falls_back_to_the_other_sources() -> None:
+def test_a_failing_index_falls_back_to_the_other_sources(monkeypatch: pytest.MonkeyPatch) -> None:
     state = state_with(300)
     state.user_vectors["u"] = np.ones(DIM, dtype=np.float32) / np.sqrt(DIM)
 
     def broken(*_: Any) -> Any:
         raise RuntimeError("index not ready")
 
-    state.index.search_codes = broken  # type: ignore[method-assign]
+    monkeypatch.setattr(state.index, "search_codes", broken)
     feed, impressions, _ = build_feed(state, None, "u", 20, rng=random.Random(1))
     assert len(feed.items) == 20 and len(impressions) == 20
     assert "ann" not in {i.source for i in feed.items}

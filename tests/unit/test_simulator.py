@@ -4,6 +4,7 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
+from sim.figures import HitRate, ReplayFigures, Summary
 from sim.report import render
 from sim.simulator import BUCKET_S, Run, Tally, adaptation_lag, minutes_to, summary
 from sim.world import POLICIES, Burst, World
@@ -14,12 +15,13 @@ def test_adaptation_lag_is_the_time_to_a_sustained_rise_of_the_burst_topic() -> 
     first = int(100 // BUCKET_S)
     # bucket: [impressions, impressions of the burst topic, watch s]; 5 % before the burst,
     # so a rise is above 10 %: a lone spike (bucket 1) does not count, buckets 3 and 4 do
-    timeline = {first - 2: [20, 1, 0], first - 1: [20, 1, 0], first: [10, 1, 0]}
+    timeline: dict[int, list[float]] = {first - 2: [20, 1, 0], first - 1: [20, 1, 0]}
+    timeline |= {first: [10, 1, 0]}
     timeline |= {first + 1: [10, 3, 0], first + 2: [10, 1, 0], first + 3: [10, 2, 0]}
     timeline |= {first + 4: [10, 4, 0], first + 5: [10, 3, 0]}
     assert adaptation_lag(timeline, [burst]) == 3 * BUCKET_S
-    flat = {b: [10, 1, 0] for b in range(first - 2, first + 20)}  # never followed it
-    assert adaptation_lag(flat, [burst]) is None
+    flat: dict[int, list[float]] = {b: [10, 1, 0] for b in range(first - 2, first + 20)}
+    assert adaptation_lag(flat, [burst]) is None  # never followed it
     assert adaptation_lag(timeline, []) is None
 
 
@@ -34,10 +36,10 @@ def test_an_arms_figures() -> None:
     t.shown.update({"v1": 3, "v2": 1})
     t.creators.update({"c1": 2, "c2": 2})
     figures = t.figures(catalog=8)
-    assert figures["watch_s_per_session"] == 20.0
-    assert figures["burst_watch_s_per_session"] == 30.0
-    assert figures["like_rate"] == 0.2 and figures["early_skip_rate"] == 0.5
-    assert figures["coverage"] == 0.25 and figures["creator_gini"] == 0.0
+    assert figures.watch_s_per_session == 20.0
+    assert figures.burst_watch_s_per_session == 30.0
+    assert figures.like_rate == 0.2 and figures.early_skip_rate == 0.5
+    assert figures.coverage == 0.25 and figures.creator_gini == 0.0
 
 
 def test_a_report_renders_plots_and_a_summary(tmp_path: Path) -> None:
@@ -52,16 +54,33 @@ def test_a_report_renders_plots_and_a_summary(tmp_path: Path) -> None:
         tally.timeline = {b: [10, b % 3, 40 + k] for b in range(6)}
         tally.gem_views = {gem.item_id: [30.0, 90.0, 100.0]}
         tally.shown[gem.item_id] = 3
-    figures = json.loads(json.dumps(summary(run, 0.0, (2,))))  # as `simulate --out` writes it
+    # as `simulate --out` writes it
+    figures = json.loads(json.dumps(summary(run, 0.0, (2,)).flat()))
     assert figures["lift_vs_batch"] == 12 / 24 - 1
+    assert figures["batch_watch_s_per_session"] == 20.0
     assert figures["gem_views_by_minute"]["realtime"] == [1, 2]
     assert figures["new_upload_minutes_to_2_views"]["realtime"] == 1.5
     assert figures["gems_reaching_2_views"]["realtime"] == 1
-    replay = {"ratings": 9, "users": 3}
-    replay |= {
-        r: {"hr_at_10": 0.1, "ndcg_at_10": 0.05} for r in ("swipeloop", "item_knn", "popularity")
-    }
-    written = render(figures, tmp_path / "report", replay)
+    read = Summary.from_flat(figures)
+    assert read.flat() == figures
+    # bench/simulate.py keeps the real-time arm's minutes at the key, every arm's beside it
+    key = "new_upload_minutes_to_2_views"
+    bench = {**figures, f"by_arm_{key}": figures[key], key: figures[key]["realtime"]}
+    assert Summary.from_flat(bench) == read
+    hit = HitRate(hr_at_10=0.1, ndcg_at_10=0.05)
+    replay = ReplayFigures(
+        ratings=9,
+        users=3,
+        events=12,
+        replay_s=1.0,
+        catch_up_s=1.0,
+        swipeloop=hit,
+        popularity=hit,
+        item_knn=hit,
+        hr_at_10=hit.hr_at_10,
+        ndcg_at_10=hit.ndcg_at_10,
+    )
+    written = render(read, tmp_path / "report", replay)
     assert [p.name for p in written] == [
         "engagement.png",
         "adaptation.png",

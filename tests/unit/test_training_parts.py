@@ -4,13 +4,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 from typer.testing import CliRunner
 
-from models.features import FEATURE_NAMES
+from models.features.ranking import FEATURE_NAMES
 from training import registry
 from training.evaluation import auc, ndcg_at_k, watch_at_k
-from training.ranker import Impressions, evaluate, fit, gate
+from training.ranker import Impressions, Ranker, evaluate, fit, gate
 from training.registry import RegistryError
 
 
@@ -47,22 +48,27 @@ def impressions(seed: int, requests: int = 400, shuffle: bool = False) -> Impres
         rows,
         relevance.astype(np.int32),
         (relevance >= 2).astype(np.int8),
-        relevance * 10.0,
+        (relevance * 10.0).astype(np.float64),
         np.full(requests, 10, dtype=np.int64),
         [now] * requests,
     )
 
 
+def scores(training: Impressions, holdout: Impressions) -> npt.NDArray[np.float64]:
+    """The holdout's scores by a model fitted on `training`."""
+    return Ranker("test", fit(training)).predict(holdout.features)
+
+
 def test_a_model_trained_on_shuffled_labels_is_not_promoted() -> None:
     holdout = impressions(seed=2, requests=200)
-    production = evaluate(fit(impressions(seed=1)).predict(holdout.features), holdout)
-    shuffled = evaluate(fit(impressions(seed=1, shuffle=True)).predict(holdout.features), holdout)
-    honest = evaluate(fit(impressions(seed=3)).predict(holdout.features), holdout)
+    production = evaluate(scores(impressions(seed=1), holdout), holdout)
+    shuffled = evaluate(scores(impressions(seed=1, shuffle=True), holdout), holdout)
+    honest = evaluate(scores(impressions(seed=3), holdout), holdout)
     assert gate(shuffled, production, margin=0.0)[0] is False
     assert gate(honest, production, margin=-0.01)[0] is True
     assert gate(honest, None, margin=0.0) == (True, "no model in production")
-    assert production["ndcg_at_10"] is not None and shuffled["ndcg_at_10"] is not None
-    assert production["ndcg_at_10"] > shuffled["ndcg_at_10"] + 0.1
+    assert production.ndcg_at_10 is not None and shuffled.ndcg_at_10 is not None
+    assert production.ndcg_at_10 > shuffled.ndcg_at_10 + 0.1
 
 
 def saved(models_dir: Path) -> str:
@@ -92,7 +98,7 @@ def test_promote_and_rollback_move_the_production_pointer(tmp_path: Path) -> Non
 
 
 def test_model_commands(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from cli.main import app
+    from cli.app import app
 
     monkeypatch.setenv("SWIPELOOP_DATA_DIR", str(tmp_path))
     models = tmp_path / "models"

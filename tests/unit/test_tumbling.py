@@ -6,6 +6,7 @@ import copy
 import pickle
 import random
 from collections import defaultdict
+from typing import Any
 
 import numpy as np
 import pytest
@@ -35,12 +36,16 @@ def value(user: str, target: str, second: int) -> list[float]:
     return [float(hash((user, target, second)) % 5), 1.0]
 
 
-def run(events: list[tuple[str, str, int]], batch: int, skew: int = 0) -> tuple[dict, set]:
+Emitted = dict[tuple[int, int, str, str], list[float]]  # (window_s, end_s, user, target)
+Accepted = set[tuple[str, str, int, int]]  # (user, target, second, position)
+
+
+def run(events: list[tuple[str, str, int]], batch: int, skew: int = 0) -> tuple[Emitted, Accepted]:
     """Feed the windows in batches; the watermark trails the newest second by the lateness
     plus `skew` (a slow partition ignored: some rows then reach emitted windows)."""
     table = TumblingCounts(2, LENGTHS, slack_s=60)
-    emitted: dict[tuple[int, int, str, str], list[float]] = {}
-    accepted: set[tuple[str, str, int, int]] = set()
+    emitted: Emitted = {}
+    accepted: Accepted = set()
     newest = None
 
     def collect(watermark: int) -> None:
@@ -75,7 +80,7 @@ def run(events: list[tuple[str, str, int]], batch: int, skew: int = 0) -> tuple[
     return emitted, accepted
 
 
-def brute(accepted: set, length: int) -> dict[tuple[int, int, str, str], list[float]]:
+def brute(accepted: Accepted, length: int) -> Emitted:
     out: dict[tuple[int, int, str, str], np.ndarray] = defaultdict(lambda: np.zeros(2))
     for user, target, second, _ in accepted:
         end = (second // length + 1) * length
@@ -211,8 +216,14 @@ def test_a_pickled_snapshot_resumes_the_same_and_pickles_each_chunk_once(
     for start in range(0, 600, 20):  # many small chunks, as a shard merges them
         at = slice(start, start + 20)
         table.add(ids[at], users[at], None, seconds[at], np.ones((20, 2)))
-    real, pickled = pickle.dumps, []
-    monkeypatch.setattr(tumbling.pickle, "dumps", lambda obj, *a: pickled.append(obj) or real(obj))
+    real = pickle.dumps
+    pickled: list[Any] = []
+
+    def spy(obj: Any, *args: Any) -> bytes:  # what the table's rows pickle, as they do it
+        pickled.append(obj)
+        return real(obj)
+
+    monkeypatch.setattr(pickle, "dumps", spy)  # the module models.tumbling pickles with
     twin = pickle.loads(real(table))
     first = len(pickled)
     assert first > 0

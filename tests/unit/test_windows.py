@@ -34,12 +34,18 @@ def counts_of(key: str, second: int) -> list[float]:
     return [1.0, float(hash((key, second)) % 7), 1.0]  # last column: events
 
 
-def run(events: list[tuple[str, int]], batch: int) -> tuple[dict, list, set]:
+Emitted = dict[tuple[int, int, str], list[float]]  # (window_s, end_s, key) -> counts
+Live = tuple[dict[str, list[np.ndarray]], list[int], set[tuple[str, int, int]]]
+
+
+def run(
+    events: list[tuple[str, int]], batch: int
+) -> tuple[Emitted, list[Live], set[tuple[str, int, int]]]:
     """Feed in batches the way the flow does; return the last emission per window, the live
     snapshots taken, and the events accepted (not late)."""
     table = SlidingCounts(3, SPECS, slack_s=60, capacity=4)
-    emitted: dict[tuple[int, int, str], list[float]] = {}
-    lives: list[tuple[dict[str, list[np.ndarray]], list[int], set[tuple[str, int, int]]]] = []
+    emitted: Emitted = {}
+    lives: list[Live] = []
     accepted: set[tuple[str, int, int]] = set()
     newest = None
     for start in range(0, len(events), batch):
@@ -167,7 +173,7 @@ def test_a_snapshot_copy_is_independent_and_resumes_the_same() -> None:
     assert outputs[0] == outputs[1] and len(outputs[0]) > 100
 
 
-def feed_on(table: SlidingCounts, events: list[tuple[str, int]], newest: int) -> dict:
+def feed_on(table: SlidingCounts, events: list[tuple[str, int]], newest: int) -> Emitted:
     """Go on feeding events (skipping late ones) and closing as the flow does; what closed."""
     emitted = {}
     for key, second in events:

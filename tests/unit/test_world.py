@@ -6,10 +6,12 @@ import pytest
 from sim.world import POLICIES, Burst, World, gini
 
 
-def play(world: World, seed: int, seconds: float = 30.0) -> list[tuple[str, str, list]]:
+def play(
+    world: World, seed: int, seconds: float = 30.0
+) -> list[tuple[str, str, list[tuple[str, int]]]]:
     """Everyone watches the first videos in turn while uploads arrive: what they did."""
     rng = np.random.default_rng(seed)
-    out = []
+    out: list[tuple[str, str, list[tuple[str, int]]]] = []
     for t in range(int(seconds)):
         world.uploads(float(t))
         for person in world.people:

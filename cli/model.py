@@ -1,0 +1,123 @@
+"""`swipeloop train`, `trainer` and `model list | promote | rollback`: the ranker's training and
+its registry."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from cli.shared import console, env_settings, setup_logging
+
+model = typer.Typer(help="The model registry: list versions, promote one, roll back.")
+RANKERS = ("candidate", "production", "popularity")  # judged on each run's holdout
+
+
+def train() -> None:
+    """Train a candidate on ClickHouse now; it serves only if it beats production."""
+    import msgspec
+
+    from cli.stack import running_url
+    from swipeloop.clickhouse import connect
+    from training.ranker import NotEnoughData
+    from training.ranker import train as run
+    from training.report import TrainingReport
+
+    settings = env_settings()
+    url = running_url(settings)
+    if url is not None:  # the running `up` owns the embedded ClickHouse: ask it to train
+        import httpx
+
+        with console.status(f"training inside the running stack at {url}"):
+            r = httpx.post(f"{url}/admin/train", timeout=600, headers=settings.bearer(admin=True))
+        if r.status_code != 200:
+            console.print(f"[yellow]not trained:[/] {r.json().get('detail', r.text)}")
+            raise typer.Exit(1)
+        report = msgspec.json.decode(r.content, type=TrainingReport)
+    else:
+        with console.status("training") as status:
+            try:
+                report = run(connect(settings), settings, say=status.update)
+            except NotEnoughData as exc:
+                console.print(f"[yellow]not trained:[/] {exc}")
+                raise typer.Exit(1) from exc
+    verdict = "[green]promoted[/]" if report.promoted else "[yellow]not promoted[/]"
+    console.print(f"model [bold]{report.version}[/]: {verdict} ({report.reason})")
+    skew = report.skew
+    if skew.mismatch_rate is not None:
+        console.print(
+            f"skew: {skew.mismatch_rate:.1%} of {skew.sampled} sampled impressions were "
+            "served features that differ from their recomputation from the events"
+        )
+    print(json.dumps(msgspec.to_builtins(report)))
+
+
+def trainer(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = True) -> None:
+    """Run the nightly training schedule (the compose `trainer` service)."""
+    from training.schedule import run_schedule
+
+    setup_logging(verbose)
+    with contextlib.suppress(KeyboardInterrupt):
+        run_schedule(env_settings(), threading.Event())
+
+
+def _fixed(x: float | None) -> str:
+    return "" if x is None else f"{x:.4f}"
+
+
+@model.command("list")
+def model_list() -> None:
+    """Every version with its offline metrics; the serving one is marked."""
+    from rich.table import Table
+
+    from training.registry import production, versions
+
+    settings = env_settings()
+    serving = production(settings.models_dir)
+    table = Table()
+    table.add_column("version", no_wrap=True)
+    for name in ("serving", "rows", "NDCG@10", "production's", "popularity's", "AUC"):
+        table.add_column(name)
+    for v in versions(settings.models_dir):
+        ndcg = [(v.metrics.get(who) or {}).get("ndcg_at_10") for who in RANKERS]
+        table.add_row(
+            v.version,
+            "●" if v.version == serving else "",
+            str(v.rows),
+            *(_fixed(x) for x in (*ndcg, v.auc)),
+        )
+    Console().print(table)
+
+
+@model.command("promote")
+def model_promote(
+    version: Annotated[str, typer.Argument(help="a version from `swipeloop model list`")],
+    reason: Annotated[str, typer.Option(help="recorded in the history")] = "by hand",
+) -> None:
+    """Serve this version (every API swaps within SWIPELOOP_MODEL_POLL_S)."""
+    from training.registry import RegistryError, promote
+
+    try:
+        promote(env_settings().models_dir, version, reason)
+    except RegistryError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    console.print(f"serving [bold]{version}[/]")
+
+
+@model.command("rollback")
+def model_rollback(
+    reason: Annotated[str, typer.Option(help="recorded in the history")] = "rollback",
+) -> None:
+    """Serve again the version that served before the current one."""
+    from training.registry import RegistryError, rollback
+
+    try:
+        version = rollback(env_settings().models_dir, reason)
+    except RegistryError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(1) from exc
+    console.print(f"rolled back: serving [bold]{version}[/]")

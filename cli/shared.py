@@ -1,0 +1,59 @@
+"""What every `swipeloop` command uses: the settings, the stderr console, logging, row printing.
+
+Rows and tables go to stdout (so they pipe); progress and verdicts go to `console` (stderr).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from enum import StrEnum
+from typing import Any
+
+from rich.console import Console
+
+from swipeloop.settings import Settings
+
+console = Console(stderr=True)
+
+
+class Format(StrEnum):
+    """How `swipeloop sql` and `flows status` print rows."""
+
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+def env_settings() -> Settings:
+    """The settings of this run, from the `SWIPELOOP_*` variables."""
+    return Settings.from_env()
+
+
+def setup_logging(verbose: bool) -> None:
+    """INFO with --verbose, else WARNING, to stderr."""
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def print_rows(columns: list[str], rows: list[list[Any]], fmt: Format) -> None:
+    """Rows on stdout as a table (its row count on stderr), CSV or a JSON list of objects."""
+    import csv
+    import sys
+
+    if fmt is Format.json:
+        print(json.dumps([dict(zip(columns, row, strict=True)) for row in rows], default=str))
+    elif fmt is Format.csv:
+        writer = csv.writer(sys.stdout)
+        writer.writerow(columns)
+        writer.writerows(rows)
+    else:
+        from rich.table import Table
+
+        table = Table(*columns)
+        for row in rows:
+            table.add_row(*("" if v is None else str(v) for v in row))
+        Console().print(table)
+        console.print(f"{len(rows)} row(s)")

@@ -1,0 +1,1 @@
+"""What several test modules share: the streams they send, and the flow processes they kill."""
