@@ -17,9 +17,12 @@ RUN apt-get update \
 
 COPY pyproject.toml README.md ./
 COPY swipeloop/ swipeloop/
-COPY dataflows/ dataflows/
 COPY models/ models/
+COPY training/ training/
+COPY dataflows/ dataflows/
 COPY api/ api/
+COPY sim/ sim/
+COPY cli/ cli/
 COPY sql/ sql/
 
 RUN pip install --no-cache-dir -e .

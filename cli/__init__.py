@@ -1,0 +1,1 @@
+"""The `swipeloop` command, one module per command group, and the embedded one-process stack."""

@@ -1,1 +1,2 @@
-"""Features, the ranker and online embeddings: shared by flows, trainer and API."""
+"""Pure functions and data structures shared by flows, trainer and API: no SQL, no files,
+no network."""

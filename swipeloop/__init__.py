@@ -1,4 +1,5 @@
-"""swipeloop: the shared kernel (contracts, settings, broker and ClickHouse clients, CLI)."""
+"""swipeloop, the kernel every other package stands on: contracts, settings, topics, the Kafka
+and ClickHouse clients, migrations, metrics, the embedded broker."""
 
 from pathlib import Path
 

@@ -64,6 +64,19 @@ def test_models_are_pure() -> None:
     )
 
 
+def test_every_package_is_installed_and_in_the_image() -> None:
+    """A package left out of pyproject's list or the Dockerfile imports here and fails there."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    found = project["tool"]["setuptools"]["packages"]["find"]["include"]
+    assert sorted(found) == sorted(f"{package}*" for package in FLOORS)
+    assert sorted(project["tool"]["mypy"]["packages"]) == sorted([*FLOORS, "tests", "bench"])
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    missing = [p for p in FLOORS if f"COPY {p}/ {p}/" not in dockerfile]
+    assert not missing, f"the Dockerfile does not copy {missing}"
+
+
 def test_the_check_sees_an_upward_import(tmp_path: Path) -> None:
     module = tmp_path / "bad.py"
     module.write_text("def f():\n    from api.app import create_app\n")
