@@ -15,7 +15,8 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends libgomp1 \
     && rm -rf /var/lib/apt/lists/*
 
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
+COPY sql/ sql/
 COPY swipeloop/ swipeloop/
 COPY models/ models/
 COPY training/ training/
@@ -23,7 +24,6 @@ COPY dataflows/ dataflows/
 COPY api/ api/
 COPY sim/ sim/
 COPY cli/ cli/
-COPY sql/ sql/
 
 RUN pip install --no-cache-dir -e .
 

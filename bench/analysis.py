@@ -1,4 +1,4 @@
-"""Analysis queries benchmark: every named query of `sql/analysis/` on 1,000,000 events.
+"""Analysis queries benchmark: every named query (sql/analysis/) on 1,000,000 events.
 
     python bench/analysis.py --quick    # each query once; prints one JSON object
     python bench/analysis.py            # each query 3 times: the median and the slowest

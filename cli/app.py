@@ -7,21 +7,33 @@ groups (`flows`, `model`) after the commands.
 
 from __future__ import annotations
 
+import logging
+from typing import NoReturn
+
+import httpx
 import typer
+from clickhouse_connect.driver.exceptions import DatabaseError
+from confluent_kafka import KafkaException
 
 from cli.erasure import erase_user
 from cli.flows import flows
 from cli.model import model, train, trainer
 from cli.schema import migrate, topics
+from cli.shared import BAD_INPUT, UNREACHABLE, console
 from cli.sim import replay, report, simulate
 from cli.sql import sql
 from cli.up import api, up
+from cli.version import version_option
+from swipeloop.broker import BrokerStartError
+from swipeloop.clickhouse import transient
+from swipeloop.settings import SettingsError
 
 app = typer.Typer(
     help="Real-time short-video recommendations.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+app.callback()(version_option)
 app.command()(up)
 app.command()(api)
 app.add_typer(flows, name="flows")
@@ -38,8 +50,27 @@ app.command("sql")(sql)
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point: what goes wrong outside the program (a bad variable, a
+    broker or ClickHouse that does not answer) is one line and an exit code, not a traceback;
+    a bug in the program keeps its traceback."""
+    # the HTTP driver warns of each failed request before it raises; the raise is reported below
+    logging.getLogger("clickhouse_connect.driver._backend.http_sync").setLevel(logging.ERROR)
+    try:
+        app()
+    except SettingsError as exc:
+        _fail(BAD_INPUT, str(exc))
+    except (KafkaException, BrokerStartError) as exc:
+        _fail(UNREACHABLE, f"the broker did not answer: {exc}")
+    except (DatabaseError, httpx.TransportError) as exc:
+        if isinstance(exc, DatabaseError) and not transient(exc):
+            raise
+        _fail(UNREACHABLE, f"ClickHouse did not answer: {exc}")
+
+
+def _fail(code: int, message: str) -> NoReturn:
+    lines = message.strip().splitlines() or [""]
+    console.print(f"[red]swipeloop:[/] {lines[0]}", highlight=False, soft_wrap=True)
+    raise SystemExit(code)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from cli.shared import console, env_settings
+from cli.shared import FAILED, console, env_settings
 
 
 def erase_user(user_id: Annotated[str, typer.Argument(help="the user to forget")]) -> None:
@@ -30,7 +30,7 @@ def erase_user(user_id: Annotated[str, typer.Argument(help="the user to forget")
         )
         if r.status_code != 202:
             console.print(f"[red]not erased:[/] {r.json().get('detail', r.text)}")
-            raise typer.Exit(1)
+            raise typer.Exit(FAILED)
         result = r.json()
     else:
         now = datetime.now(UTC)

@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from cli.shared import console, env_settings, setup_logging
+from cli.shared import FAILED, console, env_settings, setup_logging
 
 model = typer.Typer(help="The model registry: list versions, promote one, roll back.")
 RANKERS = ("candidate", "production", "popularity")  # judged on each run's holdout
@@ -36,7 +36,7 @@ def train() -> None:
             r = httpx.post(f"{url}/admin/train", timeout=600, headers=settings.bearer(admin=True))
         if r.status_code != 200:
             console.print(f"[yellow]not trained:[/] {r.json().get('detail', r.text)}")
-            raise typer.Exit(1)
+            raise typer.Exit(FAILED)
         report = msgspec.json.decode(r.content, type=TrainingReport)
     else:
         with console.status("training") as status:
@@ -44,7 +44,7 @@ def train() -> None:
                 report = run(connect(settings), settings, say=status.update)
             except NotEnoughData as exc:
                 console.print(f"[yellow]not trained:[/] {exc}")
-                raise typer.Exit(1) from exc
+                raise typer.Exit(FAILED) from exc
     verdict = "[green]promoted[/]" if report.promoted else "[yellow]not promoted[/]"
     console.print(f"model [bold]{report.version}[/]: {verdict} ({report.reason})")
     skew = report.skew
@@ -104,7 +104,8 @@ def model_promote(
     try:
         promote(env_settings().models_dir, version, reason)
     except RegistryError as exc:
-        raise typer.BadParameter(str(exc)) from exc
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(FAILED) from exc
     console.print(f"serving [bold]{version}[/]")
 
 
@@ -119,5 +120,5 @@ def model_rollback(
         version = rollback(env_settings().models_dir, reason)
     except RegistryError as exc:
         console.print(f"[red]{exc}[/]")
-        raise typer.Exit(1) from exc
+        raise typer.Exit(FAILED) from exc
     console.print(f"rolled back: serving [bold]{version}[/]")

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from cli.shared import console, env_settings
+from cli.shared import FAILED, console, env_settings
 
 if TYPE_CHECKING:
     from swipeloop.migrations import Migration
@@ -24,15 +24,20 @@ def migrate(
 ) -> None:
     """Apply pending ClickHouse migrations (idempotent), or reverse some (`--down N`, `--to N`).
 
-    Each file of sql/migrations/ holds its statements forward, then after a `-- down` line
-    those that undo them.
+    Each file of sql/migrations/ holds its statements forward, then after a `-- down`
+    line those that undo them.
     """
     from swipeloop.clickhouse import connect
-    from swipeloop.migrations import applied, reverse
+    from swipeloop.migrations import BadMigrations, applied, load, reverse
     from swipeloop.migrations import migrate as forward
 
     if to is not None and down is not None:
         raise typer.BadParameter("--to and --down do not go together")
+    try:  # before the store is touched: a package without its SQL must not pass for migrated
+        load()
+    except BadMigrations as exc:
+        console.print(f"[red]swipeloop migrate:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(FAILED) from exc
     client = connect(env_settings())
 
     def say(verb: str) -> Callable[[Migration], None]:

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from cli.shared import console, env_settings
+from cli.shared import BAD_INPUT, console, env_settings
 
 
 def simulate(
@@ -85,7 +85,7 @@ def report(
         )
     except (OSError, json.JSONDecodeError, msgspec.ValidationError) as exc:
         console.print(f"[red]cannot read:[/] {exc}")
-        raise typer.Exit(2) from exc
+        raise typer.Exit(BAD_INPUT) from exc
     for path in render(figures, out, replayed):
         console.print(f"wrote {path}")
 
@@ -117,7 +117,7 @@ def replay(
         data = read_ratings(ratings)
     except (RatingsError, OSError) as exc:
         console.print(f"[red]cannot replay:[/] {exc}")
-        raise typer.Exit(2) from exc
+        raise typer.Exit(BAD_INPUT) from exc
     with tempfile.TemporaryDirectory(prefix="swipeloop-replay-") as tmp:
         settings = env_settings().with_(
             data_dir=data_dir or Path(tmp),

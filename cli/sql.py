@@ -1,5 +1,5 @@
-"""`swipeloop sql`: the named analysis queries of sql/analysis/ (or any SQL) on the analytics
-store, printed as a table, CSV or JSON."""
+"""`swipeloop sql`: the named analysis queries of sql/analysis/ (or any SQL) on the
+analytics store, printed as a table, CSV or JSON."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 
-from cli.shared import Format, console, env_settings, print_rows
+from cli.shared import BAD_INPUT, Format, console, env_settings, print_rows
 
 if TYPE_CHECKING:
     from swipeloop.analysis import NamedQuery
@@ -24,7 +24,7 @@ def sql(
     name: Annotated[
         str | None,
         typer.Argument(
-            help="a query of sql/analysis/ (--list shows them)", autocompletion=_query_names
+            help="a named query (--list shows them)", autocompletion=_query_names
         ),
     ] = None,
     param: Annotated[
@@ -84,7 +84,7 @@ def sql(
             columns, rows = analysis.run(connect(settings), analysis.load(name), given)
     except analysis.QueryError as exc:
         console.print(f"[red]{exc}[/]")
-        raise typer.Exit(2) from exc
+        raise typer.Exit(BAD_INPUT) from exc
     print_rows(columns, rows, fmt)
 
 

@@ -11,8 +11,8 @@ from swipeloop.settings import Settings, keys_of
 
 
 def up(
-    host: Annotated[str, typer.Option(help="API host")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="API port")] = 8000,
+    host: Annotated[str | None, typer.Option(help="API host [SWIPELOOP_API_HOST]")] = None,
+    port: Annotated[int | None, typer.Option(help="API port [SWIPELOOP_API_PORT]")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Start everything in one process: broker, ClickHouse, flows, API, nightly trainer."""
@@ -20,7 +20,7 @@ def up(
     from swipeloop.metrics import serve_metrics
 
     setup_logging(verbose)
-    stack = Stack(env_settings().with_(api_host=host, api_port=port))
+    stack = Stack(bound(env_settings(), host, port))
     with console.status("starting broker, ClickHouse, flows"):
         stack.start()
     s = stack.settings
@@ -42,6 +42,15 @@ def up(
             stack.stop()
 
 
+def bound(settings: Settings, host: str | None, port: int | None) -> Settings:
+    """The settings with the API's address from the options, where given (else the
+    SWIPELOOP_API_HOST / SWIPELOOP_API_PORT variables, else their defaults)."""
+    return settings.with_(
+        api_host=settings.api_host if host is None else host,
+        api_port=settings.api_port if port is None else port,
+    )
+
+
 def _keys_line(s: Settings) -> str:
     """What `up` says about who may call it."""
     app_keys, admin_keys = keys_of(s.app_keys), keys_of(s.admin_keys)
@@ -53,8 +62,8 @@ def _keys_line(s: Settings) -> str:
 
 
 def api(
-    host: Annotated[str, typer.Option(help="bind address")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="port")] = 8000,
+    host: Annotated[str | None, typer.Option(help="bind address [SWIPELOOP_API_HOST]")] = None,
+    port: Annotated[int | None, typer.Option(help="port [SWIPELOOP_API_PORT]")] = None,
     role: Annotated[
         str, typer.Option(help="all | ingest (events and items in, stateless) | feed")
     ] = "all",
@@ -74,7 +83,7 @@ def api(
 
     from api.app import ROLES
 
-    settings = env_settings()
+    settings = bound(env_settings(), host, port)
     if settings.embedded_broker:
         raise typer.BadParameter("set SWIPELOOP_KAFKA_BOOTSTRAP (or use `swipeloop up`)")
     if role not in ROLES:
@@ -92,8 +101,8 @@ def api(
     uvicorn.run(
         "api.app:app_from_env",
         factory=True,
-        host=host,
-        port=port,
+        host=settings.api_host,
+        port=settings.api_port,
         workers=workers,
         log_level="info",
         access_log=False,  # a line per request costs more than the request; see /metrics

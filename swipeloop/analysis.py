@@ -1,4 +1,4 @@
-"""Named analysis queries: `sql/analysis/NAME.sql`, each one parameterized ClickHouse query.
+"""Named analysis queries: `sql/analysis/NAME.sql`, each a parameterized query.
 
 A file opens with comment lines saying what it answers, then one line per parameter:
 
@@ -16,14 +16,14 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
+from importlib.resources.abc import Traversable
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
-from swipeloop import ROOT
+from swipeloop import SQL, sql_files
 
-ANALYSIS_DIR = ROOT / "sql" / "analysis"
+ANALYSIS_DIR = SQL / "analysis"
 _PARAM = re.compile(r"^--\s*param:\s*(\w+)\s+(\w+)(?:\s*=\s*(\S+))?\s*(.*)$")
 _PLACEHOLDER = re.compile(r"\{(\w+):\s*(\w+)\s*\}")
 _INTEGER = re.compile(r"^(U?)Int(8|16|32|64)$")
@@ -107,18 +107,22 @@ def parse(name: str, text: str) -> NamedQuery:
     return NamedQuery(name, " ".join(about), params, text)
 
 
-def catalogue(directory: Path = ANALYSIS_DIR) -> dict[str, NamedQuery]:
+def catalogue(directory: Traversable = ANALYSIS_DIR) -> dict[str, NamedQuery]:
     """Every named query, by name."""
-    return {p.stem: parse(p.stem, p.read_text()) for p in sorted(directory.glob("*.sql"))}
+    return {_stem(p): parse(_stem(p), p.read_text()) for p in sql_files(directory)}
 
 
-def load(name: str, directory: Path = ANALYSIS_DIR) -> NamedQuery:
+def load(name: str, directory: Traversable = ANALYSIS_DIR) -> NamedQuery:
     """One named query; QueryError naming the ones there are if there is no such file."""
     path = directory / f"{name}.sql"
     if not re.fullmatch(r"\w+", name) or not path.is_file():
-        known = ", ".join(sorted(p.stem for p in directory.glob("*.sql")))
+        known = ", ".join(_stem(p) for p in sql_files(directory))
         raise QueryError(f"no query named {name!r}; there are: {known}")
     return parse(name, path.read_text())
+
+
+def _stem(path: Traversable) -> str:
+    return path.name.removesuffix(".sql")
 
 
 def run(

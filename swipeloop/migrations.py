@@ -6,14 +6,18 @@ import hashlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
+from importlib.resources.abc import Traversable
 
 from clickhouse_connect.driver.client import Client
 
-from swipeloop import ROOT
+from swipeloop import SQL, sql_files
 
-MIGRATIONS_DIR = ROOT / "sql" / "migrations"
+MIGRATIONS_DIR = SQL / "migrations"
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+
+
+class BadMigrations(ValueError):
+    """The migration files are missing, misnamed or numbered twice (the message says which)."""
 
 
 @dataclass(frozen=True)
@@ -27,13 +31,13 @@ class Migration:
     checksum: str
 
 
-def load(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
-    """Every migration file, in version order."""
+def load(directory: Traversable = MIGRATIONS_DIR) -> list[Migration]:
+    """Every migration file, in version order; BadMigrations if there is none."""
     found = []
-    for path in sorted(directory.glob("*.sql")):
+    for path in sql_files(directory):
         match = _NAME.match(path.name)
         if not match:
-            raise ValueError(f"{path}: migration files are named NNNN_snake_name.sql")
+            raise BadMigrations(f"{path}: migration files are named NNNN_snake_name.sql")
         text = path.read_text()
         up, _, down = text.partition("\n-- down\n")
         found.append(
@@ -45,9 +49,11 @@ def load(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
                 hashlib.sha256(text.encode()).hexdigest()[:16],
             )
         )
+    if not found:  # a package built without its SQL: applying nothing would pass for success
+        raise BadMigrations(f"no migration files (NNNN_name.sql) in {directory}")
     versions = [m.version for m in found]
     if len(set(versions)) != len(versions):
-        raise ValueError(f"duplicate migration numbers in {directory}")
+        raise BadMigrations(f"duplicate migration numbers in {directory}")
     return found
 
 
@@ -70,7 +76,7 @@ def applied(client: Client) -> set[int]:
 
 def migrate(
     client: Client,
-    directory: Path = MIGRATIONS_DIR,
+    directory: Traversable = MIGRATIONS_DIR,
     to: int | None = None,
     each: Callable[[Migration], None] | None = None,
 ) -> list[Migration]:
@@ -96,7 +102,7 @@ def migrate(
 def reverse(
     client: Client,
     to: int,
-    directory: Path = MIGRATIONS_DIR,
+    directory: Traversable = MIGRATIONS_DIR,
     each: Callable[[Migration], None] | None = None,
 ) -> list[Migration]:
     """Reverse the applied migrations newer than version `to`, newest first (their `-- down`

@@ -3,14 +3,31 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Any, Literal, get_args, get_type_hints
+
+import msgspec
+from croniter import croniter
+
+PREFIX = "SWIPELOOP_"
 
 
 class SettingsError(ValueError):
-    """A SWIPELOOP_* variable holds a value that cannot be used."""
+    """A SWIPELOOP_* variable that is not a setting, or holds a value that cannot be used."""
+
+
+# what a value may be, checked where the environment is read (msgspec.Meta constraints)
+Count = Annotated[int, msgspec.Meta(ge=1)]  # one or more
+Size = Annotated[int, msgspec.Meta(ge=0)]  # zero or more (0: off, or a default)
+Port = Annotated[int, msgspec.Meta(ge=0, le=65_535)]  # 0: none, or any free one
+Seconds = Annotated[float, msgspec.Meta(gt=0)]
+Share = Annotated[float, msgspec.Meta(ge=0, le=1)]
+Weight = Annotated[float, msgspec.Meta(ge=0)]
 
 
 @dataclass(frozen=True)
@@ -19,7 +36,7 @@ class Settings:
 
     # Broker: unset means "spawn the embedded Tansu broker".
     kafka_bootstrap: str | None = None
-    topic_partitions: int = 3
+    topic_partitions: Count = 3
     # Distinguishes runs of a memory-only embedded broker, whose offsets restart at 0.
     broker_epoch: str = ""
     # ClickHouse: unset URL means "chdb on data_dir / clickhouse".
@@ -28,69 +45,82 @@ class Settings:
     data_dir: Path = Path("var")
     # API
     api_host: str = "127.0.0.1"
-    api_port: int = 8000
-    api_role: str = "all"  # all | ingest | feed (see `swipeloop api --role`)
-    ack_timeout_s: float = 2.0
-    ack_linger_ms: float = 1.0  # the API producer's linger (batching vs. ack latency)
+    api_port: Port = 8000
+    api_role: Literal["all", "ingest", "feed"] = (
+        "all"  # all | ingest | feed (see `swipeloop api --role`)
+    )
+    ack_timeout_s: Seconds = 2.0
+    ack_linger_ms: Weight = 1.0  # the API producer's linger (batching vs. ack latency)
     # the feed's impression log (fire and forget): a longer linger, fewer produce requests
-    impression_linger_ms: float = 20.0
+    impression_linger_ms: Weight = 20.0
     # the feed API's topic follower: a fetch waits this long for a batch to fill (broker CPU
     # vs. how soon replicas see each other's impressions and the flows' updates)
-    follow_wait_ms: int = 100
-    max_batch_events: int = 500
-    max_body_bytes: int = 1_048_576
+    follow_wait_ms: Size = 100
+    max_batch_events: Count = 500
+    max_body_bytes: Count = 1_048_576
     # Who may call the API (api.security): comma-separated bearer keys, from the environment
     # only. A class left empty answers loopback callers only.
     app_keys: str = dataclasses.field(default="", repr=False)  # events, items, feeds
     admin_keys: str = dataclasses.field(default="", repr=False)  # erasure, take-downs, metrics
-    rate_limit_per_s: int = 5000  # requests per second per key (per address without one); 0: off
+    rate_limit_per_s: Size = 5000  # requests per second per key (per address without one); 0: off
     cors_origins: str = ""  # comma-separated origins a browser may call from; empty: no CORS
     # Feed
-    feed_default_n: int = 20
-    feed_max_n: int = 100
-    candidates: int = 10_000
-    rank_slice: int = 500
+    feed_default_n: Count = 20
+    feed_max_n: Count = 100
+    candidates: Count = 10_000
+    rank_slice: Count = 500
     # feeds built at once; more wait their turn; 0: two per core (threads waiting to get the
     # GIL back after faiss or numpy leave a core idle: one per core gave 8 % fewer feeds/s at
     # 200,000 items, the same at 1,000,000; bench/RESULTS.md)
-    feed_concurrency: int = 0
-    ann_oversample: float = 6.0  # vectors scanned per ANN result (recall/cost: bench/RESULTS.md)
+    feed_concurrency: Size = 0
+    ann_oversample: Annotated[float, msgspec.Meta(ge=1)] = (
+        6.0  # vectors scanned per ANN result (recall/cost: bench/RESULTS.md)
+    )
     # Flows
-    flow_batch_size: int = 1000
-    flow_idle_s: float = 0.02  # how long a source partition sleeps when a poll found nothing
+    flow_batch_size: Count = 1000
+    flow_idle_s: Weight = 0.02  # how long a source partition sleeps when a poll found nothing
     # how often flow state and offsets are snapshotted (recovery): a snapshot waits for the
     # rows it covers to be in ClickHouse, so shorter epochs cost throughput (bench/RESULTS.md)
-    flow_epoch_s: float = 5.0
-    flow_flush_s: float = 0.5  # ingest inserts buffered rows at least this often ...
-    flow_flush_rows: int = 50_000  # ... or once this many are buffered (big inserts are cheap)
-    dedup_window_s: float = 600.0  # a retried event_id within this window is stored once
-    dedup_max_ids: int = 200_000  # per source partition
-    gap_metric_interval_s: float = 15.0  # how often the session-gap gauges are refreshed
-    metrics_port: int = 9464  # Prometheus /metrics of `swipeloop up` and `flows run` (0: off)
-    flow_api_port: int = 0  # `flows run`: Bytewax's dataflow API server (/dataflow, /metrics)
-    feature_lateness_s: int = 10  # an event older than its partition's newest minus this is late
-    feature_emit_s: float = 0.5  # how often live windows that changed are published
-    feature_shards: int = 8  # phase-two shards (spread over the workers)
-    feature_batch_size: int = 10_000  # events per poll (bigger polls: less cost per event)
-    feature_idle_s: float = 5.0  # a partition silent this long no longer holds windows open
-    embedding_dim: int = 64
-    embedding_lr: float = 0.1
-    embedding_negatives: int = 3  # label-0 items drawn per positive
-    embedding_uniform_negatives: float = 1.0  # share of them drawn uniformly (rest: impressions)
-    embedding_min_count: int = 5  # sightings before an id gets a vector of its own
-    embedding_ttl_s: int = 7 * 86_400  # event seconds unseen before an id's vector expires
+    flow_epoch_s: Seconds = 5.0
+    flow_flush_s: Seconds = 0.5  # ingest inserts buffered rows at least this often ...
+    flow_flush_rows: Count = 50_000  # ... or once this many are buffered (big inserts are cheap)
+    dedup_window_s: Weight = 600.0  # a retried event_id within this window is stored once
+    dedup_max_ids: Count = 200_000  # per source partition
+    gap_metric_interval_s: Seconds = 15.0  # how often the session-gap gauges are refreshed
+    metrics_port: Port = 9464  # Prometheus /metrics of `swipeloop up` and `flows run` (0: off)
+    flow_api_port: Port = 0  # `flows run`: Bytewax's dataflow API server (/dataflow, /metrics)
+    feature_lateness_s: Size = 10  # an event older than its partition's newest minus this is late
+    feature_emit_s: Seconds = 0.5  # how often live windows that changed are published
+    feature_shards: Count = 8  # phase-two shards (spread over the workers)
+    feature_batch_size: Count = 10_000  # events per poll (bigger polls: less cost per event)
+    feature_idle_s: Seconds = 5.0  # a partition silent this long no longer holds windows open
+    embedding_dim: Count = 64
+    embedding_lr: Annotated[float, msgspec.Meta(gt=0)] = 0.1
+    embedding_negatives: Size = 3  # label-0 items drawn per positive
+    embedding_uniform_negatives: Share = 1.0  # share of them drawn uniformly (rest: impressions)
+    embedding_min_count: Count = 5  # sightings before an id gets a vector of its own
+    embedding_ttl_s: Count = 7 * 86_400  # event seconds unseen before an id's vector expires
     embedding_fp16: bool = False  # store vectors as float16 (half the memory)
-    embedding_batch_size: int = 5000  # events per poll of the embeddings flow
-    explore_every: int = 10  # every n-th feed slot explores the fresh pool (0: never)
-    publish_interval_s: float = 1.0  # how often changed vectors are published
+    embedding_batch_size: Count = 5000  # events per poll of the embeddings flow
+    explore_every: Size = 10  # every n-th feed slot explores the fresh pool (0: never)
+    publish_interval_s: Seconds = 1.0  # how often changed vectors are published
     # Trainer
     train_cron: str = "0 3 * * *"
-    label_window_s: int = 3600
+    label_window_s: Count = 3600
     # a new model serves only if its holdout NDCG@10 beats production's by at least this
     promote_margin: float = 0.0
-    model_poll_s: float = 2.0
+    model_poll_s: Seconds = 2.0
     # Demo
-    seed_items: int = 5000
+    seed_items: Size = 5000
+
+    def __post_init__(self) -> None:
+        if not croniter.is_valid(self.train_cron):
+            raise SettingsError(f"{PREFIX}TRAIN_CRON={self.train_cron!r}: expected a cron line")
+        if self.feed_default_n > self.feed_max_n:
+            raise SettingsError(
+                f"{PREFIX}FEED_DEFAULT_N={self.feed_default_n}: expected at most "
+                f"{PREFIX}FEED_MAX_N ({self.feed_max_n})"
+            )
 
     @property
     def embedded_broker(self) -> bool:
@@ -123,15 +153,21 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        """Read every field from SWIPELOOP_<FIELD_NAME>; unknown or unset fields keep defaults."""
+        """Read every field from SWIPELOOP_<FIELD_NAME> (unset or empty: the default). A
+        variable that is no setting, or a value that is not what its setting takes, is a
+        `SettingsError` naming it: a typo must not pass for the default."""
         env = os.environ if env is None else env
-        values: dict[str, object] = {}
-        for field in dataclasses.fields(cls):
-            raw = env.get(f"SWIPELOOP_{field.name.upper()}")
-            if raw is None or raw == "":
-                continue
-            values[field.name] = _parse(field.name, str(field.type), raw)
-        return cls(**values)  # type: ignore[arg-type]
+        fields = {PREFIX + f.name.upper(): f.name for f in dataclasses.fields(cls)}
+        for name in sorted(env):
+            if name.startswith(PREFIX) and name not in fields:
+                close = difflib.get_close_matches(name, fields, n=1)
+                hint = f" (did you mean {close[0]}?)" if close else ""
+                raise SettingsError(f"{name} is not a swipeloop setting{hint}")
+        raw = {fields[name]: value for name, value in env.items() if name in fields and value}
+        try:
+            return msgspec.convert(raw, cls, strict=False, dec_hook=_decode)
+        except msgspec.ValidationError as exc:
+            raise SettingsError(_explain(str(exc), raw)) from None
 
 
 def keys_of(raw: str) -> list[str]:
@@ -139,16 +175,27 @@ def keys_of(raw: str) -> list[str]:
     return [k.strip() for k in raw.split(",") if k.strip()]
 
 
-def _parse(name: str, type_name: str, raw: str) -> object:
-    try:
-        if type_name.startswith("int"):
-            return int(raw)
-        if type_name.startswith("float"):
-            return float(raw)
-        if type_name.startswith("Path"):
-            return Path(raw)
-        if type_name.startswith("bool"):
-            return raw.lower() in {"1", "true", "yes", "on"}
-    except ValueError as exc:
-        raise SettingsError(f"SWIPELOOP_{name.upper()}={raw!r}: expected {type_name}") from exc
-    return raw
+def _decode(kind: type, value: Any) -> Any:
+    if kind is Path and isinstance(value, str):
+        return Path(value)
+    raise NotImplementedError(kind)
+
+
+def _explain(message: str, raw: Mapping[str, str]) -> str:
+    """msgspec's "Expected `int` >= 1 - at `$.topic_partitions`" as the variable and its value."""
+    found = re.fullmatch(r"(.*) - at `\$\.(\w+)`", message)
+    if not found:
+        return message  # __post_init__'s own, which names its variable
+    expected, field = found.groups()
+    choices = get_args(get_type_hints(Settings, include_extras=True)[field])
+    if expected.startswith("Invalid enum value"):
+        expected = "one of " + ", ".join(map(str, choices))
+    else:
+        expected = expected.removeprefix("Expected ").replace("`", "")
+        expected = re.sub(r", got \w+$", "", expected)
+        for kind, words in _KINDS.items():
+            expected = re.sub(rf"^{kind}\b", words, expected)
+    return f"{PREFIX}{field.upper()}={raw.get(field, '')!r}: expected {expected}"
+
+
+_KINDS = {"int": "an integer", "float": "a number", "bool": "true or false (1 or 0)"}

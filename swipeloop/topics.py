@@ -45,7 +45,7 @@ TOPICS: tuple[TopicSpec, ...] = (
 def ensure_topics(settings: Settings, timeout_s: float = 10.0) -> list[str]:
     """Create the topics that are missing; return the names created."""
     assert settings.kafka_bootstrap, "ensure_topics needs a broker address"
-    admin = AdminClient(client_config(settings.kafka_bootstrap))
+    admin = AdminClient(client_config(settings.kafka_bootstrap, log_level=0))  # failures raise
     existing = set(admin.list_topics(timeout=timeout_s).topics)
     wanted = [
         NewTopic(

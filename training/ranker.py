@@ -32,7 +32,7 @@ from clickhouse_connect.driver.client import Client
 
 from models.features.ranking import FEATURE_NAMES, logged_rows
 from models.rows import run_starts
-from swipeloop import ROOT
+from swipeloop import SQL
 from swipeloop.arrays import Float32s, Floats
 from swipeloop.settings import Settings
 from training import registry
@@ -41,7 +41,7 @@ from training.registry import ModelRecord
 from training.report import Evaluation, Metrics, TrainingReport, record
 from training.skew import skew_check
 
-TRAINING_SQL = ROOT / "sql" / "training" / "training_set.sql"
+TRAINING_SQL = SQL / "training" / "training_set.sql"
 MIN_ROWS = 50
 HOLDOUT = 0.2  # the newest share of requests held out for the gate
 POPULARITY = FEATURE_NAMES.index("plays_24h")  # the baseline ranks by plays in the last day

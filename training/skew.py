@@ -1,6 +1,6 @@
 """Training/serving skew: the features logged with a sample of impressions against the same
-features recomputed offline from the raw events (sql/training/skew_sample.sql), through the
-one `ranking_matrix` the API serves with.
+features recomputed offline from the raw events (sql/training/skew_sample.sql),
+through the one `ranking_matrix` the API serves with.
 
 sample      impressions picked by a fixed hash, each with its item's counters recomputed for
             the ranker's windows as they stood when it was served
@@ -25,10 +25,10 @@ from models.features.counts import RANK_WINDOWS
 from models.features.ranking import FEATURE_NAMES, logged_rows, ranking_matrix
 from models.features.weights import COUNTERS
 from models.windows import WINDOWS
-from swipeloop import ROOT
+from swipeloop import SQL
 from swipeloop.arrays import Floats
 
-SKEW_SQL = ROOT / "sql" / "training" / "skew_sample.sql"
+SKEW_SQL = SQL / "training" / "skew_sample.sql"
 REQUEST_TIME = frozenset(
     {
         "ann_score",

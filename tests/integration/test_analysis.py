@@ -23,7 +23,7 @@ from cli.app import app
 from cli.stack import RUNNING, Stack
 from sim.simulator import simulate
 from sim.world import World, one_burst
-from swipeloop import ROOT, analysis, topics
+from swipeloop import analysis, topics
 from swipeloop.clickhouse import connect
 from swipeloop.settings import Settings
 from swipeloop.waiting import wait_for
@@ -120,6 +120,7 @@ def test_beside_a_running_stack_swipeloop_sql_asks_it(simulated: Settings) -> No
     assert httpx.get(f"{url}/admin/sql/x").status_code == 400
 
 
+ROOT = Path(__file__).resolve().parents[2]
 DASHBOARDS = sorted((ROOT / "grafana" / "dashboards").glob("*.json"))
 
 

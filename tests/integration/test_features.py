@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import random
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -17,7 +16,7 @@ from dataflows.features import written
 from dataflows.runner import run
 from models.features.weights import COUNTERS
 from models.windows import WINDOWS
-from swipeloop import topics
+from swipeloop import SQL, topics
 from swipeloop.broker import EmbeddedBroker
 from swipeloop.clickhouse import connect
 from swipeloop.contracts import ItemFeatures
@@ -28,7 +27,7 @@ from tests.conftest import produce, scalar
 from tests.support.feature_stream import LATENESS, catalog, stream
 
 pytestmark = pytest.mark.integration
-CHECKS = Path(__file__).parents[2] / "sql" / "checks"
+CHECKS = SQL / "checks"
 
 
 @pytest.fixture

@@ -66,6 +66,63 @@ def test_settings_reject_bad_numbers() -> None:
         Settings.from_env({"SWIPELOOP_TOPIC_PARTITIONS": "many"})
 
 
+@pytest.mark.parametrize(
+    ("env", "says"),
+    [
+        (
+            {"SWIPELOOP_TOPIC_PARTITIONS": "abc"},
+            "SWIPELOOP_TOPIC_PARTITIONS='abc': expected an integer",
+        ),
+        (
+            {"SWIPELOOP_TOPIC_PARTITIONS": "-5"},
+            "SWIPELOOP_TOPIC_PARTITIONS='-5': expected an integer >= 1",
+        ),
+        (
+            {"SWIPELOOP_EMBEDDING_FP16": "ture"},
+            "SWIPELOOP_EMBEDDING_FP16='ture': expected true or false",
+        ),
+        (
+            {"SWIPELOOP_API_PORT": "70000"},
+            "SWIPELOOP_API_PORT='70000': expected an integer <= 65535",
+        ),
+        (
+            {"SWIPELOOP_API_ROLE": "both"},
+            "SWIPELOOP_API_ROLE='both': expected one of all, ingest, feed",
+        ),
+        (
+            {"SWIPELOOP_TRAIN_CRON": "nightly"},
+            "SWIPELOOP_TRAIN_CRON='nightly': expected a cron line",
+        ),
+        ({"SWIPELOOP_FEED_DEFAULT_N": "500"}, "SWIPELOOP_FEED_DEFAULT_N=500: expected at most"),
+        ({"SWIPELOOP_TRAIN_CORN": "0 4 * * *"}, "(did you mean SWIPELOOP_TRAIN_CRON?)"),
+        (
+            {"SWIPELOOP_NOTHING_LIKE_IT": "1"},
+            "SWIPELOOP_NOTHING_LIKE_IT is not a swipeloop setting",
+        ),
+    ],
+)
+def test_a_bad_variable_is_named_with_what_it_expects(env: dict[str, str], says: str) -> None:
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env(env)
+    assert says in str(raised.value)
+    assert "\n" not in str(raised.value)
+
+
+def test_values_are_parsed_once_into_their_types() -> None:
+    s = Settings.from_env(
+        {
+            "SWIPELOOP_EMBEDDING_FP16": "TRUE",
+            "SWIPELOOP_DATA_DIR": "/tmp/x",
+            "SWIPELOOP_API_PORT": "0",
+        }
+    )
+    assert (s.embedding_fp16, s.data_dir, s.api_port) == (True, Path("/tmp/x"), 0)
+    assert (
+        Settings.from_env({"SWIPELOOP_EMBEDDING_FP16": "0", "SWIPELOOP_KAFKA_BOOTSTRAP": ""})
+        == Settings()
+    )
+
+
 def test_migrations_are_numbered_and_reversible() -> None:
     migrations = load()
     assert [m.version for m in migrations] == sorted({m.version for m in migrations})

@@ -111,4 +111,4 @@ def test_model_commands(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     assert runner.invoke(app, ["model", "rollback"]).exit_code == 0
     assert registry.production(models) == a
     refused = runner.invoke(app, ["model", "promote", "nope"])
-    assert refused.exit_code == 2 and "no model version" in refused.output
+    assert refused.exit_code == 1 and "no model version" in refused.output
