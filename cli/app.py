@@ -19,13 +19,14 @@ from cli.erasure import erase_user
 from cli.flows import flows
 from cli.model import model, train, trainer
 from cli.schema import migrate, topics
-from cli.shared import BAD_INPUT, UNREACHABLE, console
+from cli.shared import BAD_INPUT, FAILED, UNREACHABLE, console
 from cli.sim import replay, report, simulate
 from cli.sql import sql
 from cli.up import api, up
 from cli.version import version_option
 from swipeloop.broker import BrokerStartError
 from swipeloop.clickhouse import transient
+from swipeloop.migrations import BadMigrations
 from swipeloop.settings import SettingsError
 
 app = typer.Typer(
@@ -51,20 +52,24 @@ app.command("sql")(sql)
 
 def main() -> None:
     """Console-script entry point: what goes wrong outside the program (a bad variable, a
-    broker or ClickHouse that does not answer) is one line and an exit code, not a traceback;
-    a bug in the program keeps its traceback."""
+    broker, ClickHouse or API that does not answer) is one line and an exit code (cli.shared),
+    not a traceback; a bug in the program keeps its traceback."""
     # the HTTP driver warns of each failed request before it raises; the raise is reported below
     logging.getLogger("clickhouse_connect.driver._backend.http_sync").setLevel(logging.ERROR)
     try:
         app()
     except SettingsError as exc:
         _fail(BAD_INPUT, str(exc))
+    except BadMigrations as exc:  # an install without its SQL
+        _fail(FAILED, str(exc))
     except (KafkaException, BrokerStartError) as exc:
         _fail(UNREACHABLE, f"the broker did not answer: {exc}")
-    except (DatabaseError, httpx.TransportError) as exc:
-        if isinstance(exc, DatabaseError) and not transient(exc):
+    except DatabaseError as exc:
+        if not transient(exc):
             raise
         _fail(UNREACHABLE, f"ClickHouse did not answer: {exc}")
+    except httpx.TransportError as exc:  # train and sql ask a running `up` through its API
+        _fail(UNREACHABLE, f"the running swipeloop API did not answer: {exc}")
 
 
 def _fail(code: int, message: str) -> NoReturn:

@@ -19,7 +19,7 @@ console = Console(stderr=True)
 # Exit codes, the same for every command (README, "The command line").
 FAILED = 1  # it ran and refused or failed: nothing to roll back, no such version, too little data
 BAD_INPUT = 2  # a usage error, a bad SWIPELOOP_* variable, a file or query that cannot be read
-UNREACHABLE = 3  # the broker or ClickHouse did not answer
+UNREACHABLE = 3  # the broker, ClickHouse or a running `up` did not answer
 
 
 class Format(StrEnum):
