@@ -210,11 +210,13 @@ class HealthController(Controller):
     @get("/ready", sync_to_thread=True)
     def ready(self, state: State) -> Response[dict[str, Any]]:
         """200 when broker, ClickHouse and the flows answer; 503 with what is missing. A feed
-        API adds which vector index answers and any build of a larger one in progress."""
+        API adds how many items its catalog holds (none on a fresh install: still ready), which
+        vector index answers and any build of a larger one in progress."""
         services = _services(state)
         checks = services.readiness()
         ok = all(checks.values())
         body: dict[str, Any] = {"ready": ok, "checks": checks}
         if services.serving:
+            body["catalog_items"] = len(services.serving.state.catalog)
             body["index"] = services.serving.state.index.describe()
         return Response(body, status_code=200 if ok else 503)

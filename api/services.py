@@ -164,8 +164,7 @@ class Services:
                 checks["clickhouse"] = True
             except Exception:
                 checks["clickhouse"] = False
-        if self.serving:
-            checks["catalog"] = bool(self.serving.state.catalog)
+        # (an empty catalog is no check: a fresh install is ready before its first upload)
         if self._extra_checks:
             checks.update(self._extra_checks())
         return checks

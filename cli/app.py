@@ -19,6 +19,7 @@ from cli.erasure import erase_user
 from cli.flows import flows
 from cli.model import model, train, trainer
 from cli.schema import migrate, topics
+from cli.seed import seed
 from cli.shared import BAD_INPUT, FAILED, UNREACHABLE, console
 from cli.sim import replay, report, simulate
 from cli.sql import sql
@@ -40,6 +41,7 @@ app.command()(api)
 app.add_typer(flows, name="flows")
 app.command()(migrate)
 app.command()(topics)
+app.command()(seed)
 app.command()(train)
 app.add_typer(model, name="model")
 app.command()(trainer)

@@ -11,18 +11,16 @@ from contextlib import contextmanager
 from functools import partial
 from types import TracebackType
 
-import msgspec
 import uvicorn
 from litestar import Litestar
 
 from api.app import create_app
 from api.services import Services
+from cli.seed import seed_catalog
 from dataflows.runner import FLOWS, run_in_thread
-from sim.demo_catalog import demo_catalog
 from swipeloop import topics
 from swipeloop.broker import EmbeddedBroker
 from swipeloop.clickhouse import connect
-from swipeloop.kafka import durable_producer
 from swipeloop.migrations import migrate
 from swipeloop.settings import Settings
 from swipeloop.waiting import wait_for
@@ -78,7 +76,7 @@ class Stack:
         client = connect(self.settings)
         migrate(client)
         if self.settings.seed_items and not client.query("SELECT 1 FROM items LIMIT 1").result_rows:
-            self._seed_catalog()
+            seed_catalog(self.settings, self.settings.seed_items)
         for name in FLOWS if self._run_flows else ():
             self._threads[name] = run_in_thread(
                 name, self.settings, self._stop, partial(self._flow_failed, name)
@@ -92,14 +90,6 @@ class Stack:
 
     def _flow_failed(self, name: str, exc: BaseException) -> None:
         self._failed[name] = repr(exc)
-
-    def _seed_catalog(self) -> None:
-        producer = durable_producer(self.settings)
-        for item in demo_catalog(self.settings.seed_items):
-            producer.produce(topics.ITEMS, key=item.item_id, value=msgspec.json.encode(item))
-            producer.poll(0)
-        producer.flush(30)
-        log.info("seeded a demo catalog of %d items", self.settings.seed_items)
 
     def health(self) -> dict[str, bool]:
         """Each flow thread alive and not failed."""

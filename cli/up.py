@@ -30,7 +30,7 @@ def up(
         f"  API       {stack.url}   (OpenAPI: {stack.url}/schema)\n"
         f"  feed      {stack.url}/v1/feed?user_id=alice\n"
         f"  broker    {s.kafka_bootstrap}{' (embedded, memory only)' if s.broker_epoch else ''}\n"
-        f"  ClickHouse {s.clickhouse_dsn} (database {s.clickhouse_database})\n"
+        f"  ClickHouse {s.clickhouse_url or s.clickhouse_dsn} (database {s.clickhouse_database})\n"
         f"  models    {s.models_dir}   (retrained on cron '{s.train_cron}')\n"
         f"  metrics   http://{s.api_host}:{s.metrics_port}/metrics   (flows; 0 turns it off)\n"
         f"  keys      {_keys_line(s)}"

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_type_hints
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import msgspec
 from croniter import croniter
@@ -42,6 +43,10 @@ class Settings:
     # ClickHouse: unset URL means "chdb on data_dir / clickhouse".
     clickhouse_url: str | None = None
     clickhouse_database: str = "swipeloop"
+    # credentials kept out of the URL (compose passes them apart: a password may hold any
+    # character, and a URL needs it percent-encoded); set, they replace the URL's own
+    clickhouse_user: str = ""
+    clickhouse_password: str = dataclasses.field(default="", repr=False)
     data_dir: Path = Path("var")
     # API
     api_host: str = "127.0.0.1"
@@ -130,6 +135,12 @@ class Settings:
     @property
     def clickhouse_dsn(self) -> str:
         """The clickhouse-connect DSN: the server URL, or chdb on the local data directory."""
+        if self.clickhouse_url and self.clickhouse_user:
+            url = urlsplit(self.clickhouse_url)
+            login = quote(self.clickhouse_user, safe="")
+            if self.clickhouse_password:
+                login += ":" + quote(self.clickhouse_password, safe="")
+            return urlunsplit(url._replace(netloc=f"{login}@{url.netloc.rpartition('@')[2]}"))
         if self.clickhouse_url:
             return self.clickhouse_url
         return f"chdb://{(self.data_dir / 'clickhouse').resolve()}"

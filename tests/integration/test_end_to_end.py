@@ -58,6 +58,10 @@ def test_swipes_to_ranked_feed(stack: Stack) -> None:
     wait_until(
         lambda: count(s, "SELECT count() FROM items FINAL") == 400, what="items in ClickHouse"
     )
+    # (ready needs no catalog: the API follows the items topic on its own time)
+    wait_until(
+        lambda: api.get("/health/ready").json()["catalog_items"] == 400, what="the API's catalog"
+    )
 
     # A cold-start user gets a feed, not an error.
     cold = api.get("/v1/feed", params={"user_id": "nobody", "n": 20}).json()

@@ -61,6 +61,27 @@ def test_settings_from_env() -> None:
     assert Settings.from_env({}).clickhouse_dsn.startswith("chdb://")
 
 
+def test_clickhouse_login_is_encoded_into_the_url() -> None:
+    from urllib.parse import unquote, urlsplit
+
+    password = "p@ss:w/rd#?%&"  # compose cannot percent-encode what it pastes into a URL
+    s = Settings.from_env(
+        {
+            "SWIPELOOP_CLICKHOUSE_URL": "http://clickhouse:8123",
+            "SWIPELOOP_CLICKHOUSE_USER": "swipeloop",
+            "SWIPELOOP_CLICKHOUSE_PASSWORD": password,
+        }
+    )
+    url = urlsplit(s.clickhouse_dsn)
+    assert (url.hostname, url.port, url.username) == ("clickhouse", 8123, "swipeloop")
+    assert url.password and unquote(url.password) == password
+    assert password not in repr(s)
+    # a login of its own replaces the URL's; without one the URL is used as given
+    old = Settings(clickhouse_url="http://a:b@ch:8123", clickhouse_user="c")
+    assert old.clickhouse_dsn == "http://c@ch:8123"
+    assert Settings(clickhouse_url="http://a:b@ch:8123").clickhouse_dsn == "http://a:b@ch:8123"
+
+
 def test_settings_reject_bad_numbers() -> None:
     with pytest.raises(SettingsError, match="SWIPELOOP_TOPIC_PARTITIONS"):
         Settings.from_env({"SWIPELOOP_TOPIC_PARTITIONS": "many"})
