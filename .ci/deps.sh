@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Debian packages the tests need besides Python: docker-compose (`docker-compose config -q`
-# validates compose.yaml; no Docker engine is needed) and prometheus (its `promtool` checks
-# the Prometheus config and alert rules, and runs their unit tests). Idempotent: nothing is
-# fetched when both tools are there already.
+# validates compose.yaml; no Docker engine is needed), prometheus (its `promtool` checks
+# the Prometheus config and alert rules, and runs their unit tests) and curl (the README's
+# first-swipe walk-through runs as written). Idempotent: nothing is fetched when every tool
+# is there already.
 set -euo pipefail
 
 need=()
 command -v docker-compose >/dev/null || need+=(docker-compose)
 command -v promtool >/dev/null || need+=(prometheus)
+command -v curl >/dev/null || need+=(curl)
 [ ${#need[@]} -eq 0 ] && exit 0
 
 sudo=()

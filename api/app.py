@@ -16,7 +16,14 @@ from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 from api.admin import AdminController
 from api.errors import HANDLERS, QUIET, one_value_each
 from api.openapi import StrictStructs
-from api.routes import EventsController, FeedController, HealthController, ModerationController
+from api.routes import (
+    EventsController,
+    FeedController,
+    HealthController,
+    ItemsController,
+    ModerationController,
+    UsersController,
+)
 from api.security import COMPONENTS, Keys, admin_key, cors, rate_limit
 from api.services import Services
 from swipeloop.settings import Settings
@@ -44,8 +51,11 @@ def create_app(
     follows the topics), or "all".
     """
 
+    keys = Keys(settings)
+
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        keys.tokens.start()  # (JWKS keys, fetched in the background)
         services = Services(settings, extra_checks, serve_feed=role != "ingest")
         services.start()
         app.state.services = services
@@ -57,6 +67,7 @@ def create_app(
             yield
         finally:
             services.stop()
+            keys.tokens.stop()
 
     # requests and their latency per route (the path template, not the path), and at
     # /metrics everything this process's default registry holds: the feed's stage latencies,
@@ -67,8 +78,8 @@ def create_app(
     limits = rate_limit(settings)
     return Litestar(
         route_handlers=[
-            *([EventsController] if role != "feed" else []),
-            *([FeedController, ModerationController] if role != "ingest" else []),
+            *([EventsController, ItemsController] if role != "feed" else []),
+            *([FeedController, ModerationController, UsersController] if role != "ingest" else []),
             HealthController,
             *([AdminController] if admin and role != "ingest" else []),
             MetricsController,
@@ -77,7 +88,7 @@ def create_app(
         middleware=[prometheus.middleware, *([limits.middleware] if limits else [])],
         cors_config=cors(settings),
         plugins=[StrictStructs()],
-        state=State({"keys": Keys(settings)}),  # (api.security reads them from here)
+        state=State({"keys": keys}),  # (api.security reads them from here)
         lifespan=[lifespan],
         exception_handlers=HANDLERS,
         before_request=one_value_each,

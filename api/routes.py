@@ -9,9 +9,9 @@ from typing import Annotated, Any
 
 import msgspec
 from clickhouse_connect.driver.exceptions import DatabaseError
-from litestar import Controller, delete, get, post
+from litestar import Controller, Request, delete, get, post
 from litestar.datastructures import State
-from litestar.exceptions import NotFoundException
+from litestar.exceptions import NotAuthorizedException, NotFoundException, PermissionDeniedException
 from litestar.params import JSONBody, Parameter, PathParameter
 from litestar.response import Response
 from litestar.status_codes import HTTP_202_ACCEPTED
@@ -19,7 +19,17 @@ from litestar.status_codes import HTTP_202_ACCEPTED
 from api.errors import BrokerDown, StoreDown, TooLarge, documented
 from api.feed import build_feed
 from api.policies import Policy, baseline_feed
-from api.security import ADMIN, APP, admin_key, app_key
+from api.security import (
+    ADMIN,
+    APP,
+    USER,
+    Keys,
+    acting_for,
+    admin_key,
+    app_key,
+    caller_of,
+    user_token,
+)
 from api.services import Services
 from swipeloop import erasure, topics
 from swipeloop.clickhouse import connect, transient
@@ -61,20 +71,35 @@ class EventsController(Controller):
 
     path = "/v1"
     tags = ["ingest"]
-    guards = [app_key]
-    security = APP
+    guards = [user_token]
+    security = USER
 
     @post("/events", status_code=HTTP_202_ACCEPTED, responses=_INGEST_ERRORS)
-    async def post_events(self, data: JSONBody[EventBatch], state: State) -> Accepted:
-        """Accept a batch of events once the broker has every one (acks=all)."""
+    async def post_events(
+        self, data: JSONBody[EventBatch], state: State, request: Request[Any, Any, Any]
+    ) -> Accepted:
+        """Accept a batch of events once the broker has every one (acks=all). With a user
+        token, every event must be the token's user's (403 otherwise, and none is kept)."""
         services = _services(state)
         _within_limit(len(data.events), "events", services)
+        caller = caller_of(request)
+        for at, ev in enumerate(data.events):
+            acting_for(caller, ev.user_id, f"$.events[{at}].user_id")
         stamper = Stamper(datetime.now(UTC))
         messages = [
             (topic_for(ev.kind), ev.user_id.encode(), stamper.json(ev)) for ev in data.events
         ]
         await _deliver(services, messages)
         return Accepted(len(messages))
+
+
+class ItemsController(Controller):
+    """The upload service registers videos (a server: app or admin keys, never a user token)."""
+
+    path = "/v1"
+    tags = ["ingest"]
+    guards = [app_key]
+    security = APP
 
     @post("/items", status_code=HTTP_202_ACCEPTED, responses=_INGEST_ERRORS)
     async def post_items(self, data: JSONBody[ItemBatch], state: State) -> Accepted:
@@ -93,13 +118,14 @@ class FeedController(Controller):
 
     path = "/v1"
     tags = ["feed"]
-    guards = [app_key]
-    security = APP
+    guards = [user_token]
+    security = USER
 
     @get("/feed", sync_to_thread=True, responses=documented(401, 403, 422, 429))
     def get_feed(
         self,
         state: State,
+        request: Request[Any, Any, Any],
         user_id: Annotated[str, Parameter(min_length=1, max_length=128)],
         n: Annotated[int | None, Parameter(ge=1, le=100)] = None,
         explain: Annotated[bool, Parameter(description="what each stage did")] = False,
@@ -110,7 +136,9 @@ class FeedController(Controller):
     ) -> Response[Feed]:
         """Up to n unseen items, ranked; every one is logged as an impression. With
         `explain=true`, what each stage did and why each item is there. `policy` serves a
-        baseline instead (api.policies): batch, popularity or random."""
+        baseline instead (api.policies): batch, popularity or random. With a user token, only
+        the token's user's feed (403 otherwise)."""
+        acting_for(caller_of(request), user_id, "user_id")
         services = _services(state)
         serving = services.feed
         started = time.perf_counter()
@@ -179,21 +207,47 @@ class ModerationController(Controller):
         """Forget a user: their events, impressions, features, vector and dead letters leave
         ClickHouse now; flows and feed replicas drop what they hold within seconds; events
         that still carry the id are dropped from then on."""
-        services = _services(state)
-        now = datetime.now(UTC)
+        return await _erase(_services(state), user_id)
 
-        def forget() -> int:
-            removed = erasure.erase(connect(services.settings), user_id, now)
-            services.feed.state.follow_erasures()  # this replica at once, the others follow
-            return removed
 
-        try:
-            removed = await asyncio.to_thread(forget)
-        except DatabaseError as exc:
-            if not transient(exc):  # a refused statement is a bug: a 500, not a 503
-                raise
-            raise StoreDown(f"ClickHouse did not answer: {exc}") from exc
-        return Erasure(user_id=user_id, erased_at=now, rows_deleted=removed)
+class UsersController(Controller):
+    """What a person may do about themselves with their token."""
+
+    path = "/v1"
+    tags = ["users"]
+    guards = [user_token]
+    security = USER
+
+    @delete("/users/me", status_code=HTTP_202_ACCEPTED, responses=documented(401, 403, 429, 503))
+    async def erase_me(self, state: State, request: Request[Any, Any, Any]) -> Erasure:
+        """Erase the token's user, as DELETE /v1/users/{user_id} does for an admin. Needs a
+        user token: a key names no person."""
+        caller = caller_of(request)
+        if caller.subject is None:
+            message = "this route erases the token's user: Authorization: Bearer <user token>"
+            raise (
+                PermissionDeniedException(message)
+                if caller.roles
+                else NotAuthorizedException(message)
+            )
+        return await _erase(_services(state), caller.subject)
+
+
+async def _erase(services: Services, user_id: str) -> Erasure:
+    now = datetime.now(UTC)
+
+    def forget() -> int:
+        removed = erasure.erase(connect(services.settings), user_id, now)
+        services.feed.state.follow_erasures()  # this replica at once, the others follow
+        return removed
+
+    try:
+        removed = await asyncio.to_thread(forget)
+    except DatabaseError as exc:
+        if not transient(exc):  # a refused statement is a bug: a 500, not a 503
+            raise
+        raise StoreDown(f"ClickHouse did not answer: {exc}") from exc
+    return Erasure(user_id=user_id, erased_at=now, rows_deleted=removed)
 
 
 class HealthController(Controller):
@@ -214,6 +268,9 @@ class HealthController(Controller):
         vector index answers and any build of a larger one in progress."""
         services = _services(state)
         checks = services.readiness()
+        keys: Keys = state["keys"]
+        if keys.tokens.on:  # a JWKS issuer's keys fetched (a shared secret is always ready)
+            checks["tokens"] = keys.tokens.ready()
         ok = all(checks.values())
         body: dict[str, Any] = {"ready": ok, "checks": checks}
         if services.serving:

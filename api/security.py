@@ -1,10 +1,13 @@
-"""Who may call what: app keys (events, items, feeds), admin keys (erasure, take-downs, metrics,
-operations), a rate limit per key, and CORS closed unless origins are named.
+"""Who may call what: per-user tokens (events and feeds, for the token's user only), app keys
+(item uploads; events and feeds too until tokens are on), admin keys (everything: erasure,
+take-downs, metrics, operations, and events or feeds of any user), a rate limit per caller,
+and CORS closed unless origins are named.
 
-Keys come from the environment only (SWIPELOOP_APP_KEYS, SWIPELOOP_ADMIN_KEYS, comma-separated)
-and are sent as `Authorization: Bearer <key>`; an admin key opens the app's routes too. A class
-of keys left unset closes its routes to everyone but loopback callers (Redis's "protected
-mode"): `swipeloop up` works out of the box on one machine, and nothing is public by default.
+Keys come from the environment only (SWIPELOOP_APP_KEYS, SWIPELOOP_ADMIN_KEYS, comma-separated);
+tokens are JWTs from the app's own login service (api.tokens). Both are sent as
+`Authorization: Bearer ...`. A kind of route nobody can open (no keys, no tokens configured)
+answers loopback callers only (Redis's "protected mode"): `swipeloop up` works out of the box on
+one machine, and nothing is public by default.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from litestar.config.cors import CORSConfig
 from litestar.connection import ASGIConnection
@@ -21,18 +24,29 @@ from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware.rate_limit import RateLimitConfig
 from litestar.openapi.spec import Components, SecurityRequirement, SecurityScheme
 
-from swipeloop.settings import Settings, keys_of
+from api.tokens import BadToken, Tokens
+from swipeloop.settings import Route, Settings, keys_of
 
-Role = Literal["app", "admin"]
 LOOPBACK = frozenset({"127.0.0.1", "::1", "::ffff:127.0.0.1"})
 _SCOPE_KEY = "swipeloop.caller"
 
+USER: list[SecurityRequirement] = [{"userToken": []}, {"appKey": []}, {"adminKey": []}]
 APP: list[SecurityRequirement] = [{"appKey": []}, {"adminKey": []}]
 ADMIN: list[SecurityRequirement] = [{"adminKey": []}]
 COMPONENTS = Components(
     security_schemes={
+        "userToken": SecurityScheme(
+            type="http",
+            scheme="bearer",
+            bearer_format="JWT",
+            description="a user's token from the app's login service (SWIPELOOP_JWT_SECRET or "
+            "SWIPELOOP_JWKS_URL); its subject is the user_id it may act for",
+        ),
         "appKey": SecurityScheme(
-            type="http", scheme="bearer", description="an app key (SWIPELOOP_APP_KEYS)"
+            type="http",
+            scheme="bearer",
+            description="an app key (SWIPELOOP_APP_KEYS): item uploads; events and feeds "
+            "while tokens are off",
         ),
         "adminKey": SecurityScheme(
             type="http", scheme="bearer", description="an admin key (SWIPELOOP_ADMIN_KEYS)"
@@ -43,56 +57,83 @@ COMPONENTS = Components(
 
 @dataclass(frozen=True)
 class Caller:
-    """What a request proved: the roles its key holds, and whom a rate limit counts it as."""
+    """What a request proved: the kinds of route it opens, the user its token names, and whom
+    a rate limit counts it as."""
 
-    roles: frozenset[Role]
+    roles: frozenset[Route]
     loopback: bool
-    identity: str  # a key's fingerprint, or the client address when it showed no valid key
+    identity: str  # user:<subject>, key:<fingerprint>, or addr:<client> without valid credentials
+    subject: str | None = None  # a token's user: the only user_id this caller may act for
+    refused: str = ""  # why the token it showed proves nothing
 
 
 class Keys:
-    """The configured keys; `identify` compares a bearer token with every one of them."""
+    """The configured keys and token issuer; `identify` checks a request's bearer credential."""
 
     def __init__(self, settings: Settings) -> None:
         self.app = tuple(k.encode() for k in keys_of(settings.app_keys))
         self.admin = tuple(k.encode() for k in keys_of(settings.admin_keys))
+        self.tokens = Tokens(settings)
 
-    def configured(self, role: Role) -> tuple[bytes, ...]:
-        """The keys that open a role's routes (an admin key opens the app's too)."""
-        return self.admin if role == "admin" else self.app + self.admin
+    def configured(self, role: Route) -> bool:
+        """Whether any credential opens a kind of route (an admin key opens every kind)."""
+        if role == "admin":
+            return bool(self.admin)
+        if role == "user" and self.tokens.on:
+            return True
+        return bool(self.app or self.admin)
 
-    def roles_of(self, token: bytes) -> frozenset[Role]:
-        """The roles `token` holds; constant time in the token, and every key is compared
+    def roles_of(self, key: bytes) -> frozenset[Route]:
+        """The kinds of route a key opens; constant time in the key, and every key is compared
         (no early exit) so the time taken says nothing about which one was close."""
         app = admin = False
-        for key in self.app:
-            app |= hmac.compare_digest(key, token)
-        for key in self.admin:
-            admin |= hmac.compare_digest(key, token)
+        for known in self.app:
+            app |= hmac.compare_digest(known, key)
+        for known in self.admin:
+            admin |= hmac.compare_digest(known, key)
         if admin:
-            return frozenset({"app", "admin"})
-        return frozenset({"app"}) if app else frozenset()
+            return frozenset({"user", "app", "admin"})
+        if not app:
+            return frozenset()
+        return frozenset({"app"}) if self.tokens.on else frozenset({"user", "app"})
 
     def identify(self, connection: ASGIConnection[Any, Any, Any, Any]) -> Caller:
         """The caller of this request (computed once, kept in its scope)."""
         cached: Caller | None = connection.scope.get(_SCOPE_KEY)  # type: ignore[assignment]
         if cached is not None:
             return cached
-        host = connection.client.host if connection.client else ""
-        scheme, _, token = connection.headers.get("authorization", "").partition(" ")
-        roles = self.roles_of(token.strip().encode()) if scheme.lower() == "bearer" else frozenset()
-        identity = (
-            "key:" + hashlib.sha256(token.strip().encode()).hexdigest()[:16]
-            if roles
-            else f"addr:{host}"
-        )
-        caller = Caller(roles, host in LOOPBACK, identity)
+        caller = self._check(connection)
         connection.scope[_SCOPE_KEY] = caller  # type: ignore[literal-required]
         return caller
 
-    def allows(self, caller: Caller, role: Role) -> bool:
-        """A key of the role (or an admin key); with none configured, loopback callers only."""
+    def _check(self, connection: ASGIConnection[Any, Any, Any, Any]) -> Caller:
+        host = connection.client.host if connection.client else ""
+        loopback = host in LOOPBACK
+        scheme, _, credential = connection.headers.get("authorization", "").partition(" ")
+        credential = credential.strip() if scheme.lower() == "bearer" else ""
+        refused = ""
+        if self.tokens.on and credential.count(".") == 2:  # a JWT's three parts
+            try:
+                subject = self.tokens.subject_of(credential)
+                return Caller(frozenset({"user"}), loopback, f"user:{subject}", subject)
+            except BadToken as exc:
+                refused = str(exc)  # (unless it is a key that happens to look like a JWT)
+        roles = self.roles_of(credential.encode()) if credential else frozenset()
+        if not roles:
+            return Caller(roles, loopback, f"addr:{host}", refused=refused)
+        fingerprint = hashlib.sha256(credential.encode()).hexdigest()[:16]
+        return Caller(roles, loopback, f"key:{fingerprint}")
+
+    def allows(self, caller: Caller, role: Route) -> bool:
+        """Credentials that open the route; with none configured, loopback callers only."""
         return role in caller.roles or (not self.configured(role) and caller.loopback)
+
+
+NEEDS: dict[Route, str] = {
+    "user": "a user token (or an admin key)",
+    "app": "an app key (or an admin key)",
+    "admin": "an admin key",
+}
 
 
 def _keys(connection: ASGIConnection[Any, Any, Any, Any]) -> Keys:
@@ -100,23 +141,47 @@ def _keys(connection: ASGIConnection[Any, Any, Any, Any]) -> Keys:
     return keys
 
 
-def _require(connection: ASGIConnection[Any, Any, Any, Any], role: Role) -> None:
+def _require(connection: ASGIConnection[Any, Any, Any, Any], role: Route) -> None:
     keys = _keys(connection)
     caller = keys.identify(connection)
     if keys.allows(caller, role):
         return
     if caller.roles:
-        raise PermissionDeniedException(f"this route needs an {role} key")
+        raise PermissionDeniedException(f"this route needs {NEEDS[role]}")
+    if caller.refused:
+        raise NotAuthorizedException(caller.refused)
     if not keys.configured(role):
-        variable = "SWIPELOOP_ADMIN_KEYS" if role == "admin" else "SWIPELOOP_APP_KEYS"
+        kind = "admin" if role == "admin" else "app"
         raise NotAuthorizedException(
-            f"no {role} keys are configured ({variable}): this route answers loopback callers only"
+            f"no {kind} keys are configured (SWIPELOOP_{kind.upper()}_KEYS): this route answers "
+            "loopback callers only"
         )
-    raise NotAuthorizedException(f"this route needs an {role} key: Authorization: Bearer <key>")
+    needs = NEEDS[role] if role != "user" or keys.tokens.on else NEEDS["app"]
+    raise NotAuthorizedException(f"this route needs {needs}: Authorization: Bearer <credential>")
+
+
+def caller_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Caller:
+    """Who made this request (after the guards: credentials already checked)."""
+    return _keys(connection).identify(connection)
+
+
+def acting_for(caller: Caller, user_id: str, where: str) -> None:
+    """403 unless the caller may act for `user_id`: a token only for its own subject (keys,
+    and loopback callers while nothing is configured, for anyone)."""
+    if caller.subject is not None and caller.subject != user_id:
+        raise PermissionDeniedException(
+            f"the token is for user {caller.subject!r}, not {user_id[:128]!r} - at {where}"
+        )
+
+
+def user_token(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """Guard: a user token (its subject is checked by the route), or a key that opens user
+    routes (an admin key; an app key while tokens are off)."""
+    _require(connection, "user")
 
 
 def app_key(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-    """Guard: an app or admin key (401 without one, 403 with a key of another role)."""
+    """Guard: an app or admin key (401 without one, 403 with a credential of another kind)."""
     _require(connection, "app")
 
 

@@ -8,7 +8,10 @@
    `broker_ack_*` is the same open loop straight into the API's producer class, in this
    process, with no HTTP: the floor that the broker round trip alone sets.
 2. batch: batches of 100-500 events from a few keep-alive connections, as fast as acked.
-3. flow: the ingest flow (one worker) reads everything the API acknowledged, plus
+3. tokens: the per-user token check's cost on the same API (issue 25): the light open loop and
+   one-user batches with the admin key (`tokens_off_*`) and with each user's own token
+   (`tokens_on_*`), alternated off, on, on, off; `tokens_batch_ratio` is on / off.
+4. flow: the ingest flow (one worker) reads everything the API acknowledged, plus
    `--flow-events` produced straight to the broker, into ClickHouse and exits when caught up
    (`--drain`); then every acked event_id is looked up: `false_acks` counts those missing.
 
@@ -49,7 +52,10 @@ from swipeloop.kafka import AsyncProducer, durable_producer
 from swipeloop.metrics import INGESTED_ROWS
 from swipeloop.migrations import migrate
 from swipeloop.settings import Settings
+from swipeloop.tokens import mint
 from swipeloop.topics import ensure_topics
+
+ADMIN_KEY = "bench-admin-key"  # acts for any user: what the load sends when tokens are off
 
 
 def body(events: list[dict[str, Any]]) -> bytes:
@@ -69,9 +75,27 @@ def make_event(i: int) -> dict[str, Any]:
     }
 
 
-def request(port: int, payload: bytes) -> bytes:
+class Auth:
+    """The Authorization header each request carries: the admin key (which acts for any
+    user), or, `per_user`, the token of the request's user (minted once per user)."""
+
+    def __init__(self, settings: Settings, per_user: bool) -> None:
+        self._settings = settings
+        self._per_user = per_user
+        self._headers: dict[str, str] = {}
+
+    def header(self, user_id: str) -> str:
+        if not self._per_user:
+            return f"Authorization: Bearer {ADMIN_KEY}\r\n"
+        if user_id not in self._headers:
+            token = mint(self._settings, user_id, ttl_s=3600)
+            self._headers[user_id] = f"Authorization: Bearer {token}\r\n"
+        return self._headers[user_id]
+
+
+def request(port: int, payload: bytes, auth: str) -> bytes:
     head = (
-        f"POST /v1/events HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"POST /v1/events HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{auth}"
         f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
     )
     return head.encode() + payload
@@ -108,11 +132,13 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
-async def single_ack(port: int, rate: int, seconds: float, conns: int) -> dict[str, Any]:
+async def single_ack(
+    port: int, rate: int, seconds: float, conns: int, auth: Auth
+) -> dict[str, Any]:
     """Open loop: request i is due at start + i/rate, whatever happened to the ones before."""
     total = int(rate * seconds)
     events = [make_event(i) for i in range(total)]
-    raws = [request(port, body([e])) for e in events]
+    raws = [request(port, body([e]), auth.header(e["user_id"])) for e in events]
     due_queue: asyncio.Queue[tuple[int, float]] = asyncio.Queue()
     latencies: list[float] = []
     service: list[float] = []
@@ -162,19 +188,24 @@ _EVENT = (
 )
 
 
-def batch_pool(port: int, events: int) -> list[tuple[list[str], bytes]]:
-    """Requests of 100-500 distinct events each, `events` in all: (event ids, raw request)."""
+def batch_pool(
+    port: int, events: int, auth: Auth, one_user: bool = False
+) -> list[tuple[list[str], bytes]]:
+    """Requests of 100-500 distinct events each, `events` in all: (event ids, raw request).
+    `one_user`: each request is one user's (as a phone with its token sends them)."""
     rng = random.Random(1)
     now = datetime.now(UTC).isoformat().encode()
-    pool, made = [], 0
+    pool: list[tuple[list[str], bytes]] = []
+    made = 0
     while made < events:
         size = rng.randint(100, 500)
         ids = [str(uuid.uuid4()) for _ in range(size)]
+        user = len(pool) % 5000
         rows = [
             _EVENT
             % (
                 ids[j].encode(),
-                (made + j) % 5000,
+                user if one_user else (made + j) % 5000,
                 (made + j) % 20000,
                 now,
                 (made + j) % 5000,
@@ -182,7 +213,8 @@ def batch_pool(port: int, events: int) -> list[tuple[list[str], bytes]]:
             )
             for j in range(size)
         ]
-        pool.append((ids, request(port, b'{"events":[' + b",".join(rows) + b"]}")))
+        raw = b'{"events":[' + b",".join(rows) + b"]}"
+        pool.append((ids, request(port, raw, auth.header(f"u{user}"))))
         made += size
     return pool
 
@@ -256,6 +288,10 @@ def start_api(
         "SWIPELOOP_BROKER_EPOCH": settings.broker_epoch,
         "SWIPELOOP_DATA_DIR": str(data_dir),
         "SWIPELOOP_SEED_ITEMS": "0",
+        "SWIPELOOP_ADMIN_KEYS": ADMIN_KEY,
+        "SWIPELOOP_JWT_SECRET": settings.jwt_secret,
+        "SWIPELOOP_JWT_ISSUER": settings.jwt_issuer,
+        "SWIPELOOP_JWT_AUDIENCE": settings.jwt_audience,
     }
     cli = [sys.executable, "-m", "cli.app"]
     subprocess.run([*cli, "migrate"], env=env, check=True, capture_output=True)
@@ -365,6 +401,33 @@ def rss_peak_mb(pid: int) -> float:
     return round(total / 1024, 1)
 
 
+def token_cost(
+    port: int, settings: Settings, rate: int, seconds: float, conns: int
+) -> tuple[dict[str, Any], list[str]]:
+    """The per-user token check's price, on the same API process: the light open loop and
+    one-user batches, each with the admin key (tokens off: one constant-time compare) and with
+    each user's own token (HS256 verified, every event's user_id checked against it),
+    alternated twice so that drift on a shared machine falls on both sides."""
+    runs: dict[bool, list[dict[str, Any]]] = {False: [], True: []}
+    acked: list[str] = []
+    for on in (False, True, True, False):
+        auth = Auth(settings, per_user=on)
+        light = asyncio.run(single_ack(port, rate // 4, seconds / 2, conns=16, auth=auth))
+        pool = batch_pool(port, int(150_000 * seconds / 2), auth, one_user=True)
+        batch = asyncio.run(batches(port, pool, seconds / 2, conns=conns))
+        acked += light.pop("_acked") + batch.pop("_acked")
+        runs[on].append({**light, **batch})
+    figures: dict[str, Any] = {}
+    for on, label in ((False, "off"), (True, "on")):
+        for name in ("single_ack_p50_ms", "single_ack_p99_ms", "batch_events_per_s"):
+            values = [r[name] for r in runs[on]]
+            figures[f"tokens_{label}_{name}"] = round(sum(values) / len(values), 3)
+    figures["tokens_batch_ratio"] = round(
+        figures["tokens_on_batch_events_per_s"] / figures["tokens_off_batch_events_per_s"], 3
+    )
+    return figures, acked
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short run (< 60 s)")
@@ -394,23 +457,29 @@ def main() -> None:
             data_dir=tmp / "flow",
             seed_items=0,
             topic_partitions=3,
+            jwt_secret="bench-ingest-secret-of-32-bytes-or-more",
+            jwt_issuer="https://login.bench",
+            jwt_audience="swipeloop",
         )
         ensure_topics(settings)
         port = free_port()
         api = start_api(settings, tmp / "api", port, args.workers)
         try:
-            asyncio.run(single_ack(port, 100, 2, conns=16))  # warm-up: connections, metadata
+            key = Auth(settings, per_user=False)
+            # warm-up: connections, metadata
+            asyncio.run(single_ack(port, 100, 2, conns=16, auth=key))
             # The same open loop at a quarter of the rate: ack latency when not saturated.
-            light = asyncio.run(single_ack(port, args.rate // 4, single_s / 2, conns=16))
+            light = asyncio.run(single_ack(port, args.rate // 4, single_s / 2, conns=16, auth=key))
             floor = asyncio.run(broker_ack(settings, args.rate, single_s / 2))
             cpu = CpuMeter(api.pid, broker.pid)
-            single = asyncio.run(single_ack(port, args.rate, single_s, conns=64))
+            single = asyncio.run(single_ack(port, args.rate, single_s, conns=64, auth=key))
             single.update(cpu.per("single", "request", args.rate * single_s))
-            pool = batch_pool(port, int(150_000 * batch_s))
+            pool = batch_pool(port, int(150_000 * batch_s), key)
             cpu = CpuMeter(api.pid, broker.pid)
             batch = asyncio.run(batches(port, pool, batch_s, conns=args.batch_conns))
             del pool  # a million request bodies: not to be carried into the flow phase
             batch.update(cpu.per("batch", "event", batch["batch_events_acked"]))
+            tokens, token_acked = token_cost(port, settings, args.rate, batch_s, args.batch_conns)
             api_rss = rss_peak_mb(api.pid)
         finally:
             api.terminate()
@@ -430,11 +499,13 @@ def main() -> None:
         ids = {str(r[0]) for r in client.query("SELECT event_id FROM events").result_rows}
 
     acked = set(single.pop("_acked")) | set(batch.pop("_acked")) | set(light.pop("_acked"))
+    acked |= set(token_acked)
     figures = {
         **{k.replace("single_", "light_"): v for k, v in light.items()},
         **single,
         **floor,
         **batch,
+        **tokens,
         "flow_events": stored,
         "flow_seconds": round(flow_s, 2),
         "flow_events_per_s_with_startup": round(stored / flow_s),

@@ -14,6 +14,7 @@ import httpx
 import typer
 from clickhouse_connect.driver.exceptions import DatabaseError
 from confluent_kafka import KafkaException
+from rich.markup import escape
 
 from cli.erasure import erase_user
 from cli.flows import flows
@@ -23,10 +24,12 @@ from cli.seed import seed
 from cli.shared import BAD_INPUT, FAILED, UNREACHABLE, console
 from cli.sim import replay, report, simulate
 from cli.sql import sql
+from cli.token import token
 from cli.up import api, up
 from cli.version import version_option
 from swipeloop.broker import BrokerStartError
 from swipeloop.clickhouse import transient
+from swipeloop.extras import MissingExtra
 from swipeloop.migrations import BadMigrations
 from swipeloop.settings import SettingsError
 
@@ -46,6 +49,7 @@ app.command()(train)
 app.add_typer(model, name="model")
 app.command()(trainer)
 app.command("erase-user")(erase_user)
+app.command()(token)
 app.command()(simulate)
 app.command()(report)
 app.command()(replay)
@@ -60,7 +64,7 @@ def main() -> None:
     logging.getLogger("clickhouse_connect.driver._backend.http_sync").setLevel(logging.ERROR)
     try:
         app()
-    except SettingsError as exc:
+    except (SettingsError, MissingExtra) as exc:
         _fail(BAD_INPUT, str(exc))
     except BadMigrations as exc:  # an install without its SQL
         _fail(FAILED, str(exc))
@@ -76,7 +80,7 @@ def main() -> None:
 
 def _fail(code: int, message: str) -> NoReturn:
     lines = message.strip().splitlines() or [""]
-    console.print(f"[red]swipeloop:[/] {lines[0]}", highlight=False, soft_wrap=True)
+    console.print(f"[red]swipeloop:[/] {escape(lines[0])}", highlight=False, soft_wrap=True)
     raise SystemExit(code)
 
 

@@ -25,9 +25,7 @@ def erase_user(user_id: Annotated[str, typer.Argument(help="the user to forget")
     if url is not None:  # the running `up` owns the embedded ClickHouse: ask it
         import httpx
 
-        r = httpx.delete(
-            f"{url}/v1/users/{user_id}", timeout=120, headers=settings.bearer(admin=True)
-        )
+        r = httpx.delete(f"{url}/v1/users/{user_id}", timeout=120, headers=settings.bearer("admin"))
         if r.status_code != 202:
             console.print(f"[red]not erased:[/] {r.json().get('detail', r.text)}")
             raise typer.Exit(FAILED)

@@ -33,7 +33,7 @@ def train() -> None:
         import httpx
 
         with console.status(f"training inside the running stack at {url}"):
-            r = httpx.post(f"{url}/admin/train", timeout=600, headers=settings.bearer(admin=True))
+            r = httpx.post(f"{url}/admin/train", timeout=600, headers=settings.bearer("admin"))
         if r.status_code != 200:
             console.print(f"[yellow]not trained:[/] {r.json().get('detail', r.text)}")
             raise typer.Exit(FAILED)

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from cli.shared import BAD_INPUT, console, env_settings
+from swipeloop.extras import require
 
 
 def simulate(
@@ -33,6 +34,7 @@ def simulate(
 
     from sim.simulator import simulate as run
     from sim.world import World, one_burst
+    from swipeloop.tokens import Credentials
 
     settings = env_settings()  # (only its keys: the API is at `url`)
     warmup_s, seconds = warmup_minutes * 60, minutes * 60
@@ -41,7 +43,7 @@ def simulate(
     )
 
     async def train() -> None:  # the nightly job, once, inside the running stack
-        async with httpx.AsyncClient(timeout=600, headers=settings.bearer(admin=True)) as client:
+        async with httpx.AsyncClient(timeout=600, headers=settings.bearer("admin")) as client:
             r = await client.post(f"{url}/admin/train")
         if r.status_code != 200:
             console.print(f"[yellow]not trained:[/] {r.text[:300]}")
@@ -56,7 +58,7 @@ def simulate(
                 train,
                 seed=seed,
                 views=(views,),
-                headers=settings.bearer(),
+                credentials=Credentials(settings),
             )
         )
     text = json.dumps(figures.flat())
@@ -76,6 +78,8 @@ def report(
     import msgspec
 
     from sim.figures import ReplayFigures, Summary
+
+    require("matplotlib", "eval", "swipeloop report")
     from sim.report import render
 
     try:

@@ -23,9 +23,7 @@ def _query_names() -> list[str]:
 def sql(
     name: Annotated[
         str | None,
-        typer.Argument(
-            help="a named query (--list shows them)", autocompletion=_query_names
-        ),
+        typer.Argument(help="a named query (--list shows them)", autocompletion=_query_names),
     ] = None,
     param: Annotated[
         list[str] | None, typer.Option("--param", "-p", help="NAME=VALUE, repeatable")
@@ -74,7 +72,7 @@ def sql(
                 f"{url}/admin/sql/{name}",
                 params=given,
                 timeout=600,
-                headers=settings.bearer(admin=True),
+                headers=settings.bearer("admin"),
             )
             if r.status_code != 200:
                 raise analysis.QueryError(r.json().get("detail", r.text))

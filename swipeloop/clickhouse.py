@@ -20,6 +20,7 @@ from clickhouse_connect.driver.exceptions import (
 )
 from tenacity import RetryCallState, Retrying, retry_if_exception, wait_random_exponential
 
+from swipeloop.extras import require
 from swipeloop.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,7 @@ def connect(settings: Settings, database: str | None = None) -> Client:
     """A client on the settings' database (created if missing)."""
     db = settings.clickhouse_database if database is None else database
     if not settings.clickhouse_url:
+        require("chdb", "embedded", "ClickHouse on disk (unless SWIPELOOP_CLICKHOUSE_URL is set)")
         (settings.data_dir / "clickhouse").mkdir(parents=True, exist_ok=True)
     bootstrap = clickhouse_connect.get_client(dsn=settings.clickhouse_dsn)
     bootstrap.command(f"CREATE DATABASE IF NOT EXISTS `{db}`")

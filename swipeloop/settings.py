@@ -16,6 +16,7 @@ import msgspec
 from croniter import croniter
 
 PREFIX = "SWIPELOOP_"
+Route = Literal["user", "app", "admin"]  # whom a route serves (api.security)
 
 
 class SettingsError(ValueError):
@@ -67,6 +68,15 @@ class Settings:
     # only. A class left empty answers loopback callers only.
     app_keys: str = dataclasses.field(default="", repr=False)  # events, items, feeds
     admin_keys: str = dataclasses.field(default="", repr=False)  # erasure, take-downs, metrics
+    # Per-user tokens (api.tokens): JWTs from the app's own login service, signed with a shared
+    # secret (HS256, 32 bytes or more) or with keys published at a JWKS URL (RS256, ES256). Set,
+    # events and feeds need a token whose subject is the user (or an admin key).
+    jwt_secret: str = dataclasses.field(default="", repr=False)
+    jwks_url: str = ""
+    jwt_issuer: str = ""  # the `iss` every token must carry (required with tokens)
+    jwt_audience: str = ""  # the `aud` every token must carry (required with tokens)
+    jwt_leeway_s: Size = 30  # clock skew allowed on exp and nbf
+    jwks_refresh_s: Seconds = 300.0  # how often the JWKS is fetched again (and on an unknown kid)
     rate_limit_per_s: Size = 5000  # requests per second per key (per address without one); 0: off
     cors_origins: str = ""  # comma-separated origins a browser may call from; empty: no CORS
     # Feed
@@ -126,11 +136,36 @@ class Settings:
                 f"{PREFIX}FEED_DEFAULT_N={self.feed_default_n}: expected at most "
                 f"{PREFIX}FEED_MAX_N ({self.feed_max_n})"
             )
+        self._check_tokens()
+
+    def _check_tokens(self) -> None:
+        if self.jwt_secret and self.jwks_url:
+            raise SettingsError(
+                f"{PREFIX}JWT_SECRET and {PREFIX}JWKS_URL are both set: expected one issuer's keys"
+            )
+        if self.jwt_secret and len(self.jwt_secret.encode()) < 32:
+            raise SettingsError(
+                f"{PREFIX}JWT_SECRET: expected at least 32 bytes (HS256 with a shorter secret "
+                "can be brute-forced)"
+            )
+        if self.jwks_url and urlsplit(self.jwks_url).scheme not in ("http", "https"):
+            raise SettingsError(f"{PREFIX}JWKS_URL={self.jwks_url!r}: expected an http(s) URL")
+        for name in ("jwt_issuer", "jwt_audience"):
+            if self.tokens and not getattr(self, name):
+                raise SettingsError(
+                    f"{PREFIX}{name.upper()} is not set: expected the value every token carries "
+                    "(tokens are on)"
+                )
 
     @property
     def embedded_broker(self) -> bool:
         """True when this process must spawn its own broker."""
         return self.kafka_bootstrap is None
+
+    @property
+    def tokens(self) -> bool:
+        """True when events and feeds need a per-user token (a JWT issuer is configured)."""
+        return bool(self.jwt_secret or self.jwks_url)
 
     @property
     def clickhouse_dsn(self) -> str:
@@ -150,11 +185,13 @@ class Settings:
         """Where versioned model artefacts are written and read."""
         return self.data_dir / "models"
 
-    def bearer(self, admin: bool = False) -> dict[str, str]:
-        """The header a client of this API sends: the first admin key (or, for app routes,
-        the first app key); none when no such key is set (the loopback default)."""
+    def bearer(self, route: Route = "app") -> dict[str, str]:
+        """The header a server-side client of this API sends for a kind of route: the first
+        admin key for "admin"; for "app" (items) the first app key, else admin; for "user"
+        (events, feeds of any user: replays, loads) the same, but only an admin key once
+        tokens are on. None when no such key is set (the loopback default)."""
         keys = keys_of(self.admin_keys)
-        if not admin:
+        if route == "app" or (route == "user" and not self.tokens):
             keys = keys_of(self.app_keys) + keys
         return {"Authorization": f"Bearer {keys[0]}"} if keys else {}
 

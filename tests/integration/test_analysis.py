@@ -26,6 +26,7 @@ from sim.world import World, one_burst
 from swipeloop import analysis, topics
 from swipeloop.clickhouse import connect
 from swipeloop.settings import Settings
+from swipeloop.tokens import Credentials
 from swipeloop.waiting import wait_for
 from tests.conftest import isolated, scalar
 from training.ranker import train
@@ -38,7 +39,14 @@ GIVEN = {"top_rising_creators": {"min_plays": "1"}}
 def simulated(chdb_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     """An embedded stack after 20 s of simulated people on every policy arm, with two
     poison messages in the DLQ; yields its settings while its API still runs."""
-    settings = isolated(chdb_path, tmp_path_factory.mktemp("analysis"), metrics_port=0)
+    settings = isolated(  # with tokens on: each simulated person sends their own
+        chdb_path,
+        tmp_path_factory.mktemp("analysis"),
+        metrics_port=0,
+        jwt_secret="analysis-test-secret-of-32-bytes-at-least",
+        jwt_issuer="https://login.test",
+        jwt_audience="swipeloop",
+    )
     world = World.create(3, users=40, videos=300, bursts=one_burst(3, 10, 5))
     with Stack(settings, schedule_training=False) as stack:
         stack.serve_in_thread()
@@ -52,7 +60,11 @@ def simulated(chdb_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
             await asyncio.to_thread(train, client, stack.settings, lambda _line: None)
             stack.services.feed.models.refresh()
 
-        asyncio.run(simulate(stack.url, world, 15.0, 8.0, nightly, concurrency=8, seed=3))
+        people = Credentials(stack.settings)
+        assert people.per_user
+        asyncio.run(
+            simulate(stack.url, world, 15, 8, nightly, concurrency=8, seed=3, credentials=people)
+        )
         producer = Producer({"bootstrap.servers": stack.settings.kafka_bootstrap})
         for poison in (b"\x00\xffnot json", b'{"event_id": 7}'):
             producer.produce(topics.EVENTS_ACTIONS, value=poison)

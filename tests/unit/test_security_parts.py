@@ -25,13 +25,24 @@ def caller(keys: Keys, token: str, loopback: bool = True) -> Caller:
 def test_keys_give_roles_and_admin_includes_app() -> None:
     keys = Keys(Settings(app_keys=" a1 ,a2,,", admin_keys="root"))
     assert keys.app == (b"a1", b"a2")
-    assert keys.roles_of(b"a2") == {"app"}
-    assert keys.roles_of(b"root") == {"app", "admin"}
+    assert keys.roles_of(b"a2") == {"user", "app"}  # tokens off: an app key speaks for users
+    assert keys.roles_of(b"root") == {"user", "app", "admin"}
     assert keys.roles_of(b"a") == set() and keys.roles_of(b"a1 ") == set()
     assert keys.roles_of(b"") == set()
     remote = caller(keys, "a1", loopback=False)
     assert keys.allows(remote, "app") and not keys.allows(remote, "admin")
     assert not keys.allows(caller(keys, "nope"), "app"), "keys configured: loopback needs one too"
+
+
+def test_once_tokens_are_on_an_app_key_opens_uploads_only_and_nothing_is_loopback_open() -> None:
+    tokens = Settings(jwt_secret="s" * 32, jwt_issuer="i", jwt_audience="a")
+    keys = Keys(tokens.with_(app_keys="a1.b.c", admin_keys="root"))  # (a key with dots)
+    assert keys.roles_of(b"a1.b.c") == {"app"}
+    assert keys.roles_of(b"root") == {"user", "app", "admin"}
+    assert not keys.allows(caller(keys, "", loopback=True), "user")
+    bare = Keys(tokens)
+    assert bare.configured("user") and not bare.configured("app")
+    assert bare.allows(caller(bare, "", loopback=True), "app")  # no keys: uploads stay local
 
 
 def test_without_keys_only_loopback_callers_get_in() -> None:
