@@ -10,7 +10,9 @@
 2. batch: batches of 100-500 events from a few keep-alive connections, as fast as acked.
 3. tokens: the per-user token check's cost on the same API (issue 25): the light open loop and
    one-user batches with the admin key (`tokens_off_*`) and with each user's own token
-   (`tokens_on_*`), alternated off, on, on, off; `tokens_batch_ratio` is on / off.
+   (`tokens_on_*`): single requests interleaved, batches in alternating phases (off, on, on,
+   off, twice; medians); `tokens_batch_ratio` is on / off;
+   `token_check_us_per_request` and `key_check_us_per_request` time the check alone.
 4. flow: the ingest flow (one worker) reads everything the API acknowledged, plus
    `--flow-events` produced straight to the broker, into ClickHouse and exits when caught up
    (`--drain`); then every acked event_id is looked up: `false_acks` counts those missing.
@@ -29,6 +31,7 @@ import json
 import os
 import random
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -133,12 +136,18 @@ def percentile(values: list[float], q: float) -> float:
 
 
 async def single_ack(
-    port: int, rate: int, seconds: float, conns: int, auth: Auth
+    port: int, rate: int, seconds: float, conns: int, auth: Auth, other: Auth | None = None
 ) -> dict[str, Any]:
-    """Open loop: request i is due at start + i/rate, whatever happened to the ones before."""
+    """Open loop: request i is due at start + i/rate, whatever happened to the ones before.
+    With `other`, odd requests carry its credential instead: `other_ack_p50_ms` and
+    `other_ack_p99_ms` are theirs, the rest the even ones' (both sides at the same moments)."""
     total = int(rate * seconds)
     events = [make_event(i) for i in range(total)]
-    raws = [request(port, body([e]), auth.header(e["user_id"])) for e in events]
+    arms = (auth, other or auth)
+    raws = [
+        request(port, body([e]), arms[i % 2].header(e["user_id"])) for i, e in enumerate(events)
+    ]
+    per_arm: tuple[list[float], list[float]] = ([], [])
     due_queue: asyncio.Queue[tuple[int, float]] = asyncio.Queue()
     latencies: list[float] = []
     service: list[float] = []
@@ -156,6 +165,7 @@ async def single_ack(
             status = await exchange(reader, writer, raws[i])
             done = time.perf_counter()
             latencies.append((done - due) * 1000)
+            per_arm[i % 2 if other else 0].append((done - due) * 1000)
             service.append((done - sent) * 1000)
             statuses[status] = statuses.get(status, 0) + 1
             if status == 202:
@@ -170,6 +180,14 @@ async def single_ack(
         due_queue.put_nowait((-1, 0.0))
     await asyncio.gather(*workers)
     elapsed = time.perf_counter() - start
+    if other is not None:
+        return {
+            "single_ack_p50_ms": round(percentile(per_arm[0], 0.50), 3),
+            "single_ack_p99_ms": round(percentile(per_arm[0], 0.99), 3),
+            "other_ack_p50_ms": round(percentile(per_arm[1], 0.50), 3),
+            "other_ack_p99_ms": round(percentile(per_arm[1], 0.99), 3),
+            "_acked": acked,
+        }
     return {
         "single_ack_p50_ms": round(percentile(latencies, 0.50), 3),
         "single_ack_p99_ms": round(percentile(latencies, 0.99), 3),
@@ -402,30 +420,67 @@ def rss_peak_mb(pid: int) -> float:
 
 
 def token_cost(
-    port: int, settings: Settings, rate: int, seconds: float, conns: int
+    port: int, settings: Settings, rate: int, seconds: float, conns: int, pids: tuple[int, int]
 ) -> tuple[dict[str, Any], list[str]]:
-    """The per-user token check's price, on the same API process: the light open loop and
-    one-user batches, each with the admin key (tokens off: one constant-time compare) and with
-    each user's own token (HS256 verified, every event's user_id checked against it),
-    alternated twice so that drift on a shared machine falls on both sides."""
+    """The per-user token check's price, on the same API process, against the admin key (tokens
+    off: one constant-time compare); with tokens, each user's own token (HS256 verified, every
+    event's user_id checked against it).
+
+    - single: the light open loop with the two credentials interleaved request by request
+      (both sides at the same moments);
+    - batch: one-user batches, the two in alternating phases of `seconds` (off, on, on, off,
+      twice: drift on a shared machine falls on both sides); medians over the four of each.
+    """
+    off, on = Auth(settings, per_user=False), Auth(settings, per_user=True)
+    light = asyncio.run(single_ack(port, rate // 4, seconds * 2, conns=16, auth=off, other=on))
+    acked: list[str] = light.pop("_acked")
     runs: dict[bool, list[dict[str, Any]]] = {False: [], True: []}
-    acked: list[str] = []
-    for on in (False, True, True, False):
-        auth = Auth(settings, per_user=on)
-        light = asyncio.run(single_ack(port, rate // 4, seconds / 2, conns=16, auth=auth))
-        pool = batch_pool(port, int(150_000 * seconds / 2), auth, one_user=True)
-        batch = asyncio.run(batches(port, pool, seconds / 2, conns=conns))
-        acked += light.pop("_acked") + batch.pop("_acked")
-        runs[on].append({**light, **batch})
-    figures: dict[str, Any] = {}
-    for on, label in ((False, "off"), (True, "on")):
-        for name in ("single_ack_p50_ms", "single_ack_p99_ms", "batch_events_per_s"):
-            values = [r[name] for r in runs[on]]
-            figures[f"tokens_{label}_{name}"] = round(sum(values) / len(values), 3)
+    for tokens in (False, True, True, False) * 2:
+        pool = batch_pool(port, int(150_000 * seconds), on if tokens else off, one_user=True)
+        cpu = CpuMeter(*pids)
+        batch = asyncio.run(batches(port, pool, seconds, conns=conns))
+        batch.update(cpu.per("batch", "event", batch["batch_events_acked"]))
+        acked += batch.pop("_acked")
+        runs[tokens].append(batch)
+    figures: dict[str, Any] = {
+        "tokens_off_single_ack_p50_ms": light["single_ack_p50_ms"],
+        "tokens_off_single_ack_p99_ms": light["single_ack_p99_ms"],
+        "tokens_on_single_ack_p50_ms": light["other_ack_p50_ms"],
+        "tokens_on_single_ack_p99_ms": light["other_ack_p99_ms"],
+    }
+    for tokens, label in ((False, "off"), (True, "on")):
+        for name in ("batch_events_per_s", "batch_api_cpu_us_per_event"):
+            figures[f"tokens_{label}_{name}"] = statistics.median(r[name] for r in runs[tokens])
+        figures[f"tokens_{label}_batch_events_per_s_phases"] = [
+            r["batch_events_per_s"] for r in runs[tokens]
+        ]
     figures["tokens_batch_ratio"] = round(
         figures["tokens_on_batch_events_per_s"] / figures["tokens_off_batch_events_per_s"], 3
     )
+    figures.update(check_cost(settings))
     return figures, acked
+
+
+def check_cost(settings: Settings, n: int = 20_000) -> dict[str, float]:
+    """What the API does per request to know its caller, timed alone: verify a user's token
+    (api.tokens: HS256 and the claims), or compare a key (api.security.Keys.roles_of)."""
+    from api.security import Keys
+
+    keys = Keys(settings.with_(admin_keys=ADMIN_KEY))
+    tokens = [mint(settings, f"u{i % 5000}") for i in range(n)]
+    started = time.perf_counter()
+    for token in tokens:
+        keys.tokens.subject_of(token)
+    verified = time.perf_counter() - started
+    key = ADMIN_KEY.encode()
+    started = time.perf_counter()
+    for _ in range(n):
+        keys.roles_of(key)
+    compared = time.perf_counter() - started
+    return {
+        "token_check_us_per_request": round(verified / n * 1e6, 1),
+        "key_check_us_per_request": round(compared / n * 1e6, 2),
+    }
 
 
 def main() -> None:
@@ -479,7 +534,9 @@ def main() -> None:
             batch = asyncio.run(batches(port, pool, batch_s, conns=args.batch_conns))
             del pool  # a million request bodies: not to be carried into the flow phase
             batch.update(cpu.per("batch", "event", batch["batch_events_acked"]))
-            tokens, token_acked = token_cost(port, settings, args.rate, batch_s, args.batch_conns)
+            tokens, token_acked = token_cost(
+                port, settings, args.rate, batch_s / 4, args.batch_conns, (api.pid, broker.pid)
+            )
             api_rss = rss_peak_mb(api.pid)
         finally:
             api.terminate()

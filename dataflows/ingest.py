@@ -14,6 +14,7 @@ and the sink drops what ClickHouse already holds. Result: every message once in 
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -102,16 +103,23 @@ def parse_poll(polled: Polled, now: datetime | None = None) -> Parsed:
 
 @dataclass
 class SeenIds:
-    """Ids one source partition accepted recently, oldest first (the dedup window)."""
+    """Ids one source partition accepted recently, oldest first (the dedup window).
 
-    received_ms: dict[int, int] = field(default_factory=dict)
+    An OrderedDict, not a dict: the window evicts from the front, and a dict's first key is
+    found by scanning past every slot deleted before it (until the dict is next resized), so
+    once the window was full each event paid a scan of up to ~100,000 slots: the ingest flow
+    fell from ~110,000 to ~25,000 events/s past 200,000 ids per partition (bench/RESULTS.md).
+    A snapshot from before holds a dict: it works (slowly) until the next snapshot converts it.
+    """
+
+    received_ms: OrderedDict[int, int] = field(default_factory=OrderedDict)
     newest_ms: int = 0
     dropped: int = 0
 
     def __deepcopy__(self, _memo: dict[int, Any]) -> SeenIds:
         # Bytewax deep-copies state at every snapshot; keys and values are immutable, so a
-        # shallow copy of the dict is a full copy, about ten times faster.
-        return SeenIds(dict(self.received_ms), self.newest_ms, self.dropped)
+        # shallow copy of the mapping is a full copy, several times faster.
+        return SeenIds(OrderedDict(self.received_ms), self.newest_ms, self.dropped)
 
 
 def dedup(seen: SeenIds, parsed: Parsed, window_ms: int, max_ids: int) -> tuple[SeenIds, Parsed]:
@@ -141,7 +149,7 @@ def dedup(seen: SeenIds, parsed: Parsed, window_ms: int, max_ids: int) -> tuple[
             tables.append(part.take(keep))
     horizon = seen.newest_ms - window_ms
     while ids:  # oldest first: arrival order is (nearly) receive order
-        oldest = next(iter(ids))
+        oldest = next(iter(ids))  # (O(1) in an OrderedDict)
         if len(ids) <= max_ids and ids[oldest] >= horizon:
             break
         del ids[oldest]

@@ -101,6 +101,21 @@ def test_dedup_window_is_capped() -> None:
     assert len(seen.received_ms) == 10
 
 
+def test_a_window_snapshotted_as_a_plain_dict_keeps_working_and_is_converted() -> None:
+    """State from before the window was an OrderedDict: same decisions, converted at the next
+    snapshot (Bytewax deep-copies state to snapshot it)."""
+    import copy
+    from collections import OrderedDict
+
+    old = SeenIds()
+    old.received_ms = {i: i for i in range(12)}  # type: ignore[assignment]
+    polled = Polled(topics.EVENTS_CONTEXT, 0, [(0, received(0), None)])
+    old, out = dedup(old, parse_poll(polled), window_ms=10**15, max_ids=10)
+    assert out.tables[0].offsets == [0] and len(old.received_ms) == 10
+    assert 0 not in old.received_ms and 2 not in old.received_ms  # the oldest three left
+    assert isinstance(copy.deepcopy(old).received_ms, OrderedDict)
+
+
 def test_runs_split_at_month_boundaries() -> None:
     months = [202601, 202601, 202602, 202601]
     part = TableRows("events", [b"a", b"b", b"c", b"d"], [1, 2, 3, 4], months=months)
