@@ -1,5 +1,5 @@
 """Replay benchmark: MovieLens through the real system, next-item HR@10 / NDCG@10 of its feeds
-against popularity and item-kNN on the same leave-last-out split.
+against popularity, item-kNN and recency-weighted item-kNN on the same leave-last-out split.
 
     python bench/replay.py                        # ../shared/data/ml-latest-small/ratings.csv
     python bench/replay.py --ratings PATH         # any file in that format

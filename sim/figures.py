@@ -120,3 +120,6 @@ class ReplayFigures(msgspec.Struct, frozen=True, kw_only=True):
     item_knn: HitRate
     hr_at_10: float  # swipeloop's, again at the top
     ndcg_at_10: float
+    # item-kNN from each user's last 20 items weighted 0.9^age (issue 27's baseline); None in
+    # a file written before it was added
+    recent_item_knn: HitRate | None = None

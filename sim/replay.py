@@ -9,7 +9,8 @@ replay     every rating but each user's last, in time order, as the swipes a pho
            /v1/events; the timeline is compressed into the last `span_s` seconds, order kept
 score      once the flows have caught up, one GET /v1/feed?n=10 per scored user (what they
            rated is filtered out as seen): HR@10 and NDCG@10 of the held-out item
-baselines  popularity and item-kNN from the same replayed ratings (`sim.movielens`)
+baselines  popularity, item-kNN and recency-weighted item-kNN (each user's last 20 items)
+           from the same replayed ratings (`sim.movielens`)
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from sim.movielens import (
     item_knn,
     leave_last_out,
     popularity,
+    recent_item_knn,
     swipes,
     time_order,
 )
@@ -150,6 +152,7 @@ def replay(
         swipeloop=ours,
         popularity=_hit_rate(popularity(train, users, K), held),
         item_knn=_hit_rate(item_knn(train, users, K), held),
+        recent_item_knn=_hit_rate(recent_item_knn(train, users, K), held),
         hr_at_10=ours.hr_at_10,
         ndcg_at_10=ours.ndcg_at_10,
     )

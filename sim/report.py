@@ -158,7 +158,10 @@ def markdown(simulation: Summary, replay: ReplayFigures | None = None) -> str:
         for name, r in (
             ("swipeloop", replay.swipeloop),
             ("item_knn", replay.item_knn),
+            ("recent_item_knn", replay.recent_item_knn),
             ("popularity", replay.popularity),
         ):
+            if r is None:
+                continue  # (a replay file from before that baseline)
             lines.append(f"| {name} | {r.hr_at_10:.3f} | {r.ndcg_at_10:.3f} |")
     return "\n".join(lines) + "\n"

@@ -43,6 +43,8 @@ def test_a_replay_lands_every_swipe_and_scores_feeds_without_rated_items(
     assert figures.swipeloop == HitRate(hr_at_10=1.0, ndcg_at_10=figures.ndcg_at_10)
     assert 0 < figures.ndcg_at_10 <= 1
     assert 0 <= figures.item_knn.ndcg_at_10 <= figures.item_knn.hr_at_10 <= 1
+    recent = figures.recent_item_knn
+    assert recent is not None and 0 <= recent.ndcg_at_10 <= recent.hr_at_10 <= 1
     # a replica starting now knows from ClickHouse alone what each phone showed its user
     # (their `impression` events; the scoring feeds were served on top of those), and what
     # was watched after what (here all of it: its topic replay would start now)

@@ -15,6 +15,7 @@ from sim.movielens import (
     leave_last_out,
     popularity,
     read_ratings,
+    recent_item_knn,
     swipes,
 )
 
@@ -64,6 +65,23 @@ def test_the_baselines_on_tiny_data() -> None:
     pop = popularity(train, users, k=2)
     assert pop == {1: [12, 20], 2: [11, 20], 3: [10, 20], 4: [10, 11]}
     assert hit_rate_and_ndcg(pop, held, k=2)["hr_at_2"] == 3 / 4
+
+
+PAIRS: list[tuple[int, int, float, int]] = [
+    (6, 40, 5, 1), (6, 50, 5, 2), (6, 99, 5, 3),
+    (7, 40, 5, 1), (7, 41, 5, 2), (7, 98, 5, 3),
+    (8, 50, 5, 1), (8, 51, 5, 2), (8, 97, 5, 3),
+]  # fmt: skip
+
+
+def test_recent_items_weigh_more_in_the_recency_weighted_item_knn() -> None:
+    """User 6 rated 40, then 50. 41 goes with 40 and 51 with 50, equally: item-kNN over the
+    whole history ties them (the smaller id wins); weighted by recency, 51 (next to the newer
+    item, weight 1) beats 41 (0.9)."""
+    train, _ = leave_last_out(ratings(PAIRS))
+    assert item_knn(train, [6], k=1) == {6: [41]}
+    assert recent_item_knn(train, [6], k=1) == {6: [51]}
+    assert recent_item_knn(train, [6], k=1, decay=1.0) == {6: [41]}  # no decay: the tie again
 
 
 def test_ratings_map_to_swipes() -> None:
