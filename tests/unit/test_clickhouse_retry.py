@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 
@@ -20,11 +18,10 @@ def test_a_statement_clickhouse_refuses_fails_at_once_naming_it(settings: Settin
         calls += 1
         return client.query("SELECT * FROM no_such_table WHERE user_id = 'u1'")
 
-    started = time.monotonic()
     named = r"read of users failed \(SELECT \* FROM no_such_table WHERE"
     with pytest.raises(StatementError, match=named) as err:
         with_retry("read of users", bad_read)
-    assert calls == 1 and time.monotonic() - started < 1.0
+    assert calls == 1  # at once: not retried (no wall-time bound: a loaded machine is slow)
     assert err.value.name == "UNKNOWN_TABLE"
     assert isinstance(err.value.__cause__, DatabaseError) and not transient(err.value.__cause__)
 

@@ -36,6 +36,17 @@ def test_a_minted_token_names_its_user() -> None:
     assert Tokens(HS).subject_of(mint(HS, "u1")) == "u1"
 
 
+def test_a_remembered_token_still_expires() -> None:
+    tokens = Tokens(HS)
+    token = mint(HS, "u1", ttl_s=60)
+    assert tokens.subject_of(token) == "u1"
+    assert tokens.subject_of(token) == "u1"  # (remembered: not verified again)
+    later = time.time() + 61
+    tokens.clock = lambda: later
+    with pytest.raises(BadToken, match="expired"):
+        tokens.subject_of(token)
+
+
 REFUSED: list[tuple[Callable[[], str], str]] = [  # made when the test runs: exp is relative
     (lambda: jwt.encode(claims(exp=int(time.time()) - 5), SECRET), "expired"),
     (lambda: jwt.encode(claims(aud="another-app"), SECRET), "Audience"),
