@@ -29,6 +29,7 @@ from swipeloop.settings import Settings
 from swipeloop.tokens import Credentials
 from swipeloop.waiting import wait_for
 from tests.conftest import isolated, scalar
+from tests.support.auth import TOKENS
 from training.ranker import train
 
 # parameters whose defaults are too wide for a short run
@@ -43,9 +44,7 @@ def simulated(chdb_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
         chdb_path,
         tmp_path_factory.mktemp("analysis"),
         metrics_port=0,
-        jwt_secret="analysis-test-secret-of-32-bytes-at-least",
-        jwt_issuer="https://login.test",
-        jwt_audience="swipeloop",
+        **TOKENS,
     )
     world = World.create(3, users=40, videos=300, bursts=one_burst(3, 10, 5))
     with Stack(settings, schedule_training=False) as stack:

@@ -28,11 +28,11 @@ from cli.stack import Stack
 from swipeloop.settings import Settings
 from swipeloop.tokens import mint
 from tests.conftest import isolated
+from tests.support.auth import TOKENS
 
 pytestmark = pytest.mark.integration
 
 APP, ADMIN = "fuzz-app-key", "fuzz-admin-key"
-SECRET, ISSUER, AUDIENCE = "fuzz-test-secret-of-32-bytes-or-more", "https://login.test", "swipeloop"
 USER = "fuzz-user"  # the subject of the token every user route is fuzzed with
 # cases per operation and mode: 4 operations x 2 modes x 130, and 2 x 20 erasures by an admin
 # and 10 of oneself (each deletes from nine tables: the slow ones), 1,090 in all
@@ -58,16 +58,11 @@ def running(tmp_path_factory: pytest.TempPathFactory, chdb_path: Path) -> Iterat
         seed_items=300,
         app_keys=APP,
         admin_keys=ADMIN,
-        jwt_secret=SECRET,
-        jwt_issuer=ISSUER,
-        jwt_audience=AUDIENCE,
+        **TOKENS,
     )
-    stack = Stack(settings, schedule_training=False).start()
-    try:
+    with Stack(settings, schedule_training=False) as stack:
         stack.serve_in_thread()
         yield stack
-    finally:
-        stack.stop()
 
 
 def credential(operation: Any, settings: Settings) -> str:

@@ -12,16 +12,13 @@ import pytest
 
 from cli.stack import Stack
 from tests.conftest import isolated
+from tests.support.auth import bearer
 
 pytestmark = pytest.mark.integration
 
 APP, OTHER_APP, ADMIN = "app-key-1", "app-key-2", "admin-key-1"
 ORIGIN = "https://app.example"
 LIMIT = 20  # requests per second per key, low enough for a test to cross
-
-
-def bearer(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
 
 
 @pytest.fixture(scope="module")
@@ -35,12 +32,9 @@ def running(tmp_path_factory: pytest.TempPathFactory, chdb_path: Path) -> Iterat
         rate_limit_per_s=LIMIT,
         cors_origins=ORIGIN,
     )
-    stack = Stack(settings, schedule_training=False, run_flows=False).start()
-    try:
+    with Stack(settings, schedule_training=False, run_flows=False) as stack:
         stack.serve_in_thread()
         yield stack
-    finally:
-        stack.stop()
 
 
 def test_keys_open_their_own_routes_only(running: Stack) -> None:

@@ -20,17 +20,13 @@ from swipeloop import topics
 from swipeloop.kafka import client_config
 from swipeloop.tokens import mint
 from tests.conftest import isolated
+from tests.support.auth import TOKENS, bearer
 from tests.support.ingest_events import api_event
 
 pytestmark = pytest.mark.integration
 
 APP, ADMIN = "tokens-app-key", "tokens-admin-key"
-SECRET = "tokens-test-secret-of-32-bytes-or-more"
-ISSUER, AUDIENCE = "https://login.test", "swipeloop"
-
-
-def bearer(credential: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {credential}"}
+SECRET, ISSUER = TOKENS["jwt_secret"], TOKENS["jwt_issuer"]
 
 
 @pytest.fixture(scope="module")
@@ -41,16 +37,11 @@ def running(tmp_path_factory: pytest.TempPathFactory, chdb_path: Path) -> Iterat
         seed_items=50,
         app_keys=APP,
         admin_keys=ADMIN,
-        jwt_secret=SECRET,
-        jwt_issuer=ISSUER,
-        jwt_audience=AUDIENCE,
+        **TOKENS,
     )
-    stack = Stack(settings, schedule_training=False, run_flows=False).start()
-    try:
+    with Stack(settings, schedule_training=False, run_flows=False) as stack:
         stack.serve_in_thread()
         yield stack
-    finally:
-        stack.stop()
 
 
 @pytest.fixture
