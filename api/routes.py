@@ -82,12 +82,12 @@ class EventsController(Controller):
         token, every event must be the token's user's (403 otherwise, and none is kept)."""
         services = _services(state)
         _within_limit(len(data.events), "events", services)
-        subject = caller_of(request).subject
-        if subject is not None:  # a token: every event must be its user's (one pass, no calls)
+        caller = caller_of(request)
+        if caller.subject is not None:  # a token: every event must be its user's (one pass)
             users = [ev.user_id for ev in data.events]
-            if users.count(subject) != len(users):
-                at = next(at for at, user in enumerate(users) if user != subject)
-                acting_for(caller_of(request), users[at], f"$.events[{at}].user_id")
+            if users.count(caller.subject) != len(users):
+                at = next(at for at, user in enumerate(users) if user != caller.subject)
+                acting_for(caller, users[at], f"$.events[{at}].user_id")
         stamper = Stamper(datetime.now(UTC))
         messages = [
             (topic_for(ev.kind), ev.user_id.encode(), stamper.json(ev)) for ev in data.events

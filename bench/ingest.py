@@ -56,7 +56,7 @@ from swipeloop.kafka import AsyncProducer, durable_producer
 from swipeloop.metrics import INGESTED_ROWS
 from swipeloop.migrations import migrate
 from swipeloop.settings import Settings
-from swipeloop.tokens import mint
+from swipeloop.tokens import Credentials, mint
 from swipeloop.topics import ensure_topics
 
 ADMIN_KEY = "bench-admin-key"  # acts for any user: what the load sends when tokens are off
@@ -80,21 +80,21 @@ def make_event(i: int) -> dict[str, Any]:
 
 
 class Auth:
-    """The Authorization header each request carries: the admin key (which acts for any
-    user), or, `per_user`, the token of the request's user (minted once per user)."""
+    """The Authorization header line each request carries: the admin key (which acts for any
+    user), or, `per_user`, the token of the request's user (swipeloop.tokens.Credentials:
+    minted once per user)."""
 
     def __init__(self, settings: Settings, per_user: bool) -> None:
-        self._settings = settings
-        self._per_user = per_user
-        self._headers: dict[str, str] = {}
+        self._settings = settings.with_(admin_keys=ADMIN_KEY)
+        self._credentials = Credentials(self._settings) if per_user else None
 
     def header(self, user_id: str) -> str:
-        if not self._per_user:
-            return f"Authorization: Bearer {ADMIN_KEY}\r\n"
-        if user_id not in self._headers:
-            token = mint(self._settings, user_id, ttl_s=3600)
-            self._headers[user_id] = f"Authorization: Bearer {token}\r\n"
-        return self._headers[user_id]
+        sent = (
+            self._credentials.user(user_id)
+            if self._credentials
+            else self._settings.bearer("user")  # tokens on: the admin key
+        )
+        return f"Authorization: {sent['Authorization']}\r\n"
 
 
 def request(port: int, payload: bytes, auth: str) -> bytes:

@@ -195,20 +195,16 @@ def recent_item_knn(
     order = np.lexsort((train.items, train.ts, train.users))  # per user, oldest first
     rows_of = np.searchsorted(user_ids, train.users[order])
     cols_of = np.searchsorted(item_ids, train.items[order])
-    weights = sparse.lil_matrix((len(users), len(item_ids)))
-    wanted = {int(u): n for n, u in enumerate(users)}
     starts = run_starts(rows_of)
-    ends = np.r_[starts[1:], len(order)]
-    for start, end in zip(starts, ends, strict=True):
-        user = int(user_ids[rows_of[start]])
-        if user not in wanted:
-            continue
-        recent = cols_of[max(start, end - last) : end][::-1]  # newest first
-        for age, col in enumerate(recent):
-            row = wanted[user]
-            weights[row, col] = max(weights[row, col], decay**age)
-    w = sparse.csr_matrix(weights) @ sparse.diags(inverse)
-    scores = np.asarray(((w @ x.T) @ y).todense())
+    ends = np.repeat(np.r_[starts[1:], len(order)], np.diff(np.r_[starts, len(order)]))
+    age = ends - 1 - np.arange(len(order))  # 0: the user's most recent rating
+    # the user's last `last`, newest first: an item rated twice counts once, at its newest
+    picked = np.flatnonzero(age < last)[::-1]
+    r, c, a = rows_of[picked], cols_of[picked], age[picked]
+    _, first = np.unique(r * len(item_ids) + c, return_index=True)
+    weights = sparse.csr_matrix((decay ** a[first], (r[first], c[first])), shape=x.shape)
     rows = np.searchsorted(user_ids, users)
+    w = weights[rows] @ sparse.diags(inverse)
+    scores = np.asarray(((w @ x.T) @ y).todense())
     top = _top_unseen(scores, x[rows], k)
     return {int(u): item_ids[t].tolist() for u, t in zip(users, top, strict=True)}

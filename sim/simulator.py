@@ -34,7 +34,6 @@ from sim.demo_catalog import TAGS
 from sim.figures import ArmFigures, BurstSpan, Reach, Summary, UploadViews
 from sim.world import POLICIES, Burst, Person, Reaction, Video, World, gini
 from swipeloop.contracts import Event, EventBatch, Item, ItemBatch
-from swipeloop.settings import Settings
 from swipeloop.tokens import Credentials
 
 BUCKET_S = 5.0  # the timeline's resolution
@@ -94,7 +93,7 @@ class Run:
     by_id: dict[str, Video]
     tallies: dict[str, Tally] = field(default_factory=lambda: {p: Tally() for p in POLICIES})
     errors: int = 0
-    credentials: Credentials = field(default_factory=lambda: Credentials(Settings()))
+    credentials: Credentials = field(default_factory=Credentials)
 
     def now(self) -> float:
         """World time: seconds since the world began."""
@@ -120,9 +119,8 @@ async def simulate(
     uploads timed to each number of `views`). `credentials`: what the API wants (each person
     its own token, uploads a key); none: the loopback default."""
     start = datetime.now(UTC)
-    run = Run(world, start, time.monotonic(), {v.item_id: v for v in world.videos})
-    if credentials is not None:
-        run.credentials = credentials
+    by_id = {v.item_id: v for v in world.videos}
+    run = Run(world, start, time.monotonic(), by_id, credentials=credentials or Credentials())
     rng = np.random.default_rng([seed, 3])
     async with httpx.AsyncClient(base_url=api_url, timeout=30.0) as client:
         for at in range(0, len(world.videos), 500):

@@ -38,7 +38,8 @@ class Credentials:
     user routes (`Settings.bearer("user")`). Tokens are minted once and renewed when half
     their life is gone."""
 
-    def __init__(self, settings: Settings, ttl_s: float = 3600.0) -> None:
+    def __init__(self, settings: Settings | None = None, ttl_s: float = 3600.0) -> None:
+        settings = settings or Settings()  # (none: the loopback default, no credentials)
         self._settings = settings
         self._ttl_s = ttl_s
         self._minted: dict[str, tuple[float, dict[str, str]]] = {}
