@@ -16,6 +16,7 @@ import msgspec
 from croniter import croniter
 
 PREFIX = "SWIPELOOP_"
+KAFKA_PREFIX = PREFIX + "KAFKA_"  # what is not a setting of ours is a librdkafka setting
 Route = Literal["user", "app", "admin"]  # whom a route serves (api.security)
 
 
@@ -39,11 +40,22 @@ class Settings:
     # Broker: unset means "spawn the embedded Tansu broker".
     kafka_bootstrap: str | None = None
     topic_partitions: Count = 3
+    # copies of each partition, and how many must have a write before it is acknowledged
+    # (acks=all); 0: 1 on the embedded broker, 3 and 2 on a cluster (a single-node Redpanda
+    # sets them to 1)
+    topic_replicas: Size = 0
+    topic_min_insync: Size = 0
+    # any librdkafka setting for every client (SASL, TLS, ...): SWIPELOOP_KAFKA_<NAME>, the
+    # name with dots as underscores (SWIPELOOP_KAFKA_SECURITY_PROTOCOL=SASL_SSL)
+    kafka_config: dict[str, str] = dataclasses.field(default_factory=dict, repr=False)
     # Distinguishes runs of a memory-only embedded broker, whose offsets restart at 0.
     broker_epoch: str = ""
     # ClickHouse: unset URL means "chdb on data_dir / clickhouse".
     clickhouse_url: str | None = None
     clickhouse_database: str = "swipeloop"
+    # a ClickHouse cluster (remote_servers): set, migrations create Replicated* tables and
+    # Distributed tables over them ON CLUSTER (swipeloop.cluster)
+    clickhouse_cluster: str = ""
     # credentials kept out of the URL (compose passes them apart: a password may hold any
     # character, and a URL needs it percent-encoded); set, they replace the URL's own
     clickhouse_user: str = ""
@@ -92,6 +104,13 @@ class Settings:
         6.0  # vectors scanned per ANN result (recall/cost: bench/RESULTS.md)
     )
     # Flows
+    # the cluster shape of `swipeloop flows run` (Bytewax): processes of one flow, this one's
+    # index, their host:port addresses (";"-separated, the same list for all), worker threads
+    # in each process
+    flow_processes: Count = 1
+    flow_process_id: Size = 0
+    flow_addresses: str = ""
+    flow_workers: Count = 1
     flow_batch_size: Count = 1000
     flow_idle_s: Weight = 0.02  # how long a source partition sleeps when a poll found nothing
     # how often flow state and offsets are snapshotted (recovery): a snapshot waits for the
@@ -137,6 +156,26 @@ class Settings:
                 f"{PREFIX}FEED_MAX_N ({self.feed_max_n})"
             )
         self._check_tokens()
+        self._check_flow_cluster()
+
+    def _check_flow_cluster(self) -> None:
+        if self.flow_process_id >= self.flow_processes:
+            raise SettingsError(
+                f"{PREFIX}FLOW_PROCESS_ID={self.flow_process_id}: expected 0 to "
+                f"{self.flow_processes - 1} ({PREFIX}FLOW_PROCESSES={self.flow_processes})"
+            )
+        addresses = self.flow_cluster_addresses
+        if self.flow_processes > 1 and len(addresses) != self.flow_processes:
+            raise SettingsError(
+                f"{PREFIX}FLOW_ADDRESSES={self.flow_addresses!r}: expected "
+                f"{self.flow_processes} host:port addresses separated by ';', one per process"
+            )
+        for address in addresses:
+            host, _, port = address.rpartition(":")
+            if not host or not port.isdigit():
+                raise SettingsError(
+                    f"{PREFIX}FLOW_ADDRESSES={self.flow_addresses!r}: {address!r} is not host:port"
+                )
 
     def _check_tokens(self) -> None:
         if self.jwt_secret and self.jwks_url:
@@ -161,6 +200,17 @@ class Settings:
     def embedded_broker(self) -> bool:
         """True when this process must spawn its own broker."""
         return self.kafka_bootstrap is None
+
+    @property
+    def flow_cluster_addresses(self) -> list[str]:
+        """The flow cluster's process addresses, in process-id order ([] for one process)."""
+        return [a.strip() for a in self.flow_addresses.split(";") if a.strip()]
+
+    @property
+    def replication(self) -> tuple[int, int]:
+        """(replication factor, min.insync.replicas) of new topics."""
+        default = (1, 1) if self.embedded_broker else (3, 2)
+        return (self.topic_replicas or default[0], self.topic_min_insync or default[1])
 
     @property
     def tokens(self) -> bool:
@@ -206,12 +256,28 @@ class Settings:
         `SettingsError` naming it: a typo must not pass for the default."""
         env = os.environ if env is None else env
         fields = {PREFIX + f.name.upper(): f.name for f in dataclasses.fields(cls)}
+        fields.pop(PREFIX + "KAFKA_CONFIG")  # (filled from the SWIPELOOP_KAFKA_* left over)
+        kafka = {
+            name.removeprefix(KAFKA_PREFIX).lower().replace("_", "."): value
+            for name, value in env.items()
+            if name.startswith(KAFKA_PREFIX) and name not in fields and value
+        }
         for name in sorted(env):
-            if name.startswith(PREFIX) and name not in fields:
+            if name.startswith(KAFKA_PREFIX) and name not in fields:
+                close = difflib.get_close_matches(name, fields, n=1, cutoff=0.9)
+                if close:  # (SWIPELOOP_KAFKA_BOOTSTRAPP is a typo, not a librdkafka setting)
+                    raise SettingsError(
+                        f"{name} is not a swipeloop setting (did you mean {close[0]}?)"
+                    )
+            elif name.startswith(PREFIX) and name not in fields:
                 close = difflib.get_close_matches(name, fields, n=1)
                 hint = f" (did you mean {close[0]}?)" if close else ""
                 raise SettingsError(f"{name} is not a swipeloop setting{hint}")
-        raw = {fields[name]: value for name, value in env.items() if name in fields and value}
+        raw: dict[str, Any] = {
+            fields[name]: value for name, value in env.items() if name in fields and value
+        }
+        if kafka:
+            raw["kafka_config"] = kafka
         try:
             return msgspec.convert(raw, cls, strict=False, dec_hook=_decode)
         except msgspec.ValidationError as exc:
