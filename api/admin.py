@@ -1,5 +1,5 @@
 """Admin routes of the one-process mode: chdb opens a data path from one process only, so
-`swipeloop train` and `swipeloop sql` run beside `swipeloop up` ask the running process."""
+`swipeloop train`, `sql` and `model` run beside `swipeloop up` ask the running process."""
 
 from __future__ import annotations
 
@@ -7,13 +7,14 @@ from typing import Annotated, Any
 
 from litestar import Controller, Request, get, post
 from litestar.datastructures import State
-from litestar.params import PathParameter
+from litestar.params import Parameter, PathParameter
 
 from api.errors import Conflict
 from api.security import admin_key
 from api.services import Services
 from swipeloop import analysis
 from swipeloop.clickhouse import connect
+from training import registry
 from training.ranker import NotEnoughData, train
 from training.report import TrainingReport
 
@@ -48,3 +49,40 @@ class AdminController(Controller):
         query = analysis.load(name)
         columns, rows = analysis.run(connect(services.settings), query, dict(request.query_params))
         return {"columns": columns, "rows": rows}
+
+    @get("/models", sync_to_thread=True)
+    def models(self, state: State) -> registry.Listing:
+        """Every model version and the one that serves."""
+        services: Services = state.services
+        return registry.listing(connect(services.settings))
+
+    @post("/models/{version:str}/promote", sync_to_thread=True, status_code=200)
+    def promote(
+        self,
+        state: State,
+        version: Annotated[str, PathParameter()],
+        reason: Annotated[str, Parameter(description="recorded in the history")] = "by hand",
+    ) -> dict[str, str]:
+        """Serve this version: here at once, on every other replica within model_poll_s."""
+        services: Services = state.services
+        try:
+            registry.promote(connect(services.settings), version, reason)
+        except registry.RegistryError as exc:
+            raise Conflict(str(exc)) from exc
+        services.feed.models.refresh()
+        return {"serving": version}
+
+    @post("/models/rollback", sync_to_thread=True, status_code=200)
+    def rollback(
+        self,
+        state: State,
+        reason: Annotated[str, Parameter(description="recorded in the history")] = "rollback",
+    ) -> dict[str, str]:
+        """Serve again the version that served before the current one."""
+        services: Services = state.services
+        try:
+            version = registry.rollback(connect(services.settings), reason)
+        except registry.RegistryError as exc:
+            raise Conflict(str(exc)) from exc
+        services.feed.models.refresh()
+        return {"serving": version}

@@ -240,7 +240,8 @@ async def _erase(services: Services, user_id: str) -> Erasure:
     now = datetime.now(UTC)
 
     def forget() -> int:
-        removed = erasure.erase(connect(services.settings), user_id, now)
+        settings = services.settings
+        removed = erasure.erase(connect(settings), user_id, now, settings.clickhouse_cluster)
         services.feed.state.follow_erasures()  # this replica at once, the others follow
         return removed
 

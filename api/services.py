@@ -20,39 +20,46 @@ from swipeloop.settings import Settings
 from training.ranker import Ranker, load
 from training.registry import log as registry_log
 from training.registry import production
+from training.registry_import import adopt
 
 log = logging.getLogger(__name__)
 
 
 class ModelHolder:
     """The production ranker; a watcher thread swaps in each newly promoted (or rolled back
-    to) version without a restart: requests already scoring finish with the old one."""
+    to) version without a restart: requests already scoring finish with the old one. The
+    registry is in ClickHouse; this replica's models directory only caches the text."""
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self.current: Ranker | None = None
+        self._client = connect(settings)
+        self._lock = threading.Lock()  # the watcher and the admin route's refresh share a client
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="model-watch", daemon=True)
 
     def refresh(self) -> None:
         """Load the production version if it is not the one serving."""
-        newest = production(self._settings.models_dir)
-        if newest is None or (self.current and self.current.version == newest):
-            return
-        try:
-            previous, self.current = self.current, load(self._settings.models_dir, newest)
+        with self._lock:
+            newest = production(self._client)
+            if newest is None or (self.current and self.current.version == newest):
+                return
+            try:
+                loaded = load(self._client, self._settings.models_dir, newest)
+            except Exception:
+                log.exception("cannot load model %s; keeping the current one", newest)
+                return
+            previous, self.current = self.current, loaded
             log.info("serving model %s", newest)
-        except Exception:
-            log.exception("cannot load model %s; keeping the current one", newest)
-            return
-        if previous is not None:
-            MODEL_SERVING.labels(previous.version).set(0)
-        MODEL_SERVING.labels(newest).set(1)
-        changes = [e for e in registry_log(self._settings.models_dir) if e["version"] == newest]
-        MODEL_CHANGES.labels(changes[-1]["action"] if changes else "unknown").inc()
+            if previous is not None:
+                MODEL_SERVING.labels(previous.version).set(0)
+            MODEL_SERVING.labels(newest).set(1)
+            changes = [c for c in registry_log(self._client) if c.version == newest]
+            MODEL_CHANGES.labels(changes[-1].action if changes else "unknown").inc()
 
     def start(self) -> None:
-        """Load what exists now and keep watching."""
+        """Import an old models directory (once), load what serves now and keep watching."""
+        adopt(self._client, self._settings.models_dir)
         self.refresh()
         self._thread.start()
 
@@ -63,7 +70,10 @@ class ModelHolder:
 
     def _watch(self) -> None:
         while not self._stop.wait(self._settings.model_poll_s):
-            self.refresh()
+            try:
+                self.refresh()
+            except Exception:  # ClickHouse away: the current model serves on; ask again
+                log.exception("polling the model registry failed")
 
 
 class Serving:

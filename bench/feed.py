@@ -72,8 +72,9 @@ def ranking_model(settings: Settings) -> str:
         groups=np.full(len(rows) // 20, 20, dtype=np.int64),
         served=[now] * (len(rows) // 20),
     )
-    info = registry.save(settings.models_dir, fit(data), len(rows), 0, None, now, now)
-    registry.promote(settings.models_dir, info.version, "benchmark")
+    client = connect(settings)
+    info = registry.save(client, registry.artefact(fit(data), len(rows), 0, None, now, now))
+    registry.promote(client, info.version, "benchmark")
     return info.version
 
 
@@ -113,8 +114,7 @@ class Api:
     def __init__(self, data: Path, copy: Path, command: list[str], env: dict[str, str]) -> None:
         copy.mkdir(parents=True)
         skip = shutil.ignore_patterns("tmp*", "status")  # chdb's scratch and lock files
-        for part in ("clickhouse", "models"):
-            shutil.copytree(data / part, copy / part, symlinks=True, ignore=skip)
+        shutil.copytree(data / "clickhouse", copy / "clickhouse", symlinks=True, ignore=skip)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._log = (copy / "api.log").open("wb")

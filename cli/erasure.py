@@ -32,7 +32,7 @@ def erase_user(user_id: Annotated[str, typer.Argument(help="the user to forget")
         result = r.json()
     else:
         now = datetime.now(UTC)
-        removed = erasure.erase(connect(settings), user_id, now)
+        removed = erasure.erase(connect(settings), user_id, now, settings.clickhouse_cluster)
         result = {"user_id": user_id, "erased_at": now.isoformat(), "rows_deleted": removed}
     console.print(f"[green]erased[/] {user_id}: {result['rows_deleted']} rows deleted")
     print(json.dumps(result))

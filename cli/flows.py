@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from cli.shared import Format, console, env_settings, print_rows, setup_logging
 
@@ -39,7 +40,39 @@ def flows_run(
     name: Annotated[
         str, typer.Argument(help="ingest, features or embeddings", autocompletion=_flow_names)
     ],
-    workers: Annotated[int, typer.Option(min=1, help="worker threads in this process")] = 1,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers", "-w", min=1, help="worker threads in each process [SWIPELOOP_FLOW_WORKERS]"
+        ),
+    ] = None,
+    processes: Annotated[
+        int | None,
+        typer.Option(
+            "--processes",
+            "-n",
+            min=1,
+            help="processes of this flow's cluster [SWIPELOOP_FLOW_PROCESSES]",
+        ),
+    ] = None,
+    process_id: Annotated[
+        int | None,
+        typer.Option(
+            "--process-id",
+            "-i",
+            min=0,
+            help="this process's index, from 0 [SWIPELOOP_FLOW_PROCESS_ID]",
+        ),
+    ] = None,
+    addresses: Annotated[
+        str | None,
+        typer.Option(
+            "--addresses",
+            "-a",
+            help="every process's host:port, ';'-separated, in process order: the same list for "
+            "all [SWIPELOOP_FLOW_ADDRESSES]",
+        ),
+    ] = None,
     recovery: Annotated[
         Path | None,
         typer.Option(
@@ -56,22 +89,35 @@ def flows_run(
     ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Run one dataflow in this process (production: one container per flow).
+    """Run one dataflow in this process, alone or as one process of a cluster.
 
-    It resumes from its last snapshot in its recovery store; SIGTERM or Ctrl-C stops it
-    after the current batch. SWIPELOOP_FLOW_API_PORT turns on Bytewax's dataflow API server
+    A cluster of N processes (one container or machine each) runs the same command with
+    the same --processes and --addresses, and each its own --process-id; the broker's
+    partitions spread over every worker, and each key's state lives with one worker. It
+    resumes from its last snapshot in its recovery store; SIGTERM or Ctrl-C stops it after
+    the current batch. SWIPELOOP_FLOW_API_PORT turns on Bytewax's dataflow API server
     (/dataflow, /metrics with consumer lag) on that port.
     """
-    from dataflows.runner import FLOWS, run_process
+    from dataflows.runner import FLOWS, ClusterShapeError, PeerLost, run_process
 
     setup_logging(verbose)
     if name not in FLOWS:
         raise typer.BadParameter(f"unknown flow {name!r}; one of: {', '.join(FLOWS)}")
-    settings = env_settings()
+    flags = {
+        "flow_workers": workers,
+        "flow_processes": processes,
+        "flow_process_id": process_id,
+        "flow_addresses": addresses,
+    }
+    settings = env_settings().with_(**{k: v for k, v in flags.items() if v is not None})
     if settings.embedded_broker:
         raise typer.BadParameter("set SWIPELOOP_KAFKA_BOOTSTRAP (or use `swipeloop up`)")
     drained: dict[str, Any] = {"drain": True} if drain else {}
-    run_process(name, settings, workers=workers, recovery=recovery, **drained)
+    try:
+        run_process(name, settings, recovery=recovery, **drained)
+    except (PeerLost, ClusterShapeError) as exc:  # (the supervisor restarts it: exit non-zero)
+        console.print(escape(str(exc)), style="red")
+        raise typer.Exit(1) from None
 
 
 @flows.command("status")

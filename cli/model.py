@@ -1,17 +1,23 @@
 """`swipeloop train`, `trainer` and `model list | promote | rollback`: the ranker's training and
-its registry."""
+its registry (in ClickHouse; beside a running `up`, asked of it)."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import threading
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
+from urllib.parse import quote
 
 import typer
 from rich.console import Console
 
 from cli.shared import FAILED, console, env_settings, setup_logging
+
+if TYPE_CHECKING:
+    from clickhouse_connect.driver.client import Client
+
+    from swipeloop.settings import Settings
 
 model = typer.Typer(help="The model registry: list versions, promote one, roll back.")
 RANKERS = ("candidate", "production", "popularity")  # judged on each run's holdout
@@ -69,24 +75,58 @@ def _fixed(x: float | None) -> str:
     return "" if x is None else f"{x:.4f}"
 
 
+def _registry(settings: Settings) -> Client:
+    """A client on this data directory's registry when no `up` owns it: the embedded
+    ClickHouse migrated (as `up` does on start), an old models directory imported once."""
+    from swipeloop.clickhouse import connect
+    from swipeloop.migrations import migrate
+    from training.registry_import import adopt
+
+    client = connect(settings)
+    if not settings.clickhouse_url:
+        migrate(client)
+    adopt(client, settings.models_dir)
+    return client
+
+
+def _ask(settings: Settings, url: str, method: str, path: str, reason: str | None = None) -> bytes:
+    """The answer of the running `up`, which owns the embedded ClickHouse; a refusal exits 1."""
+    import httpx
+
+    params = {"reason": reason} if reason is not None else None
+    r = httpx.request(
+        method, f"{url}{path}", params=params, timeout=60, headers=settings.bearer("admin")
+    )
+    if r.status_code != 200:
+        console.print(f"[red]{r.json().get('detail', r.text)}[/]")
+        raise typer.Exit(FAILED)
+    return r.content
+
+
 @model.command("list")
 def model_list() -> None:
     """Every version with its offline metrics; the serving one is marked."""
+    import msgspec
     from rich.table import Table
 
-    from training.registry import production, versions
+    from cli.stack import running_url
+    from training.registry import Listing, listing
 
     settings = env_settings()
-    serving = production(settings.models_dir)
+    url = running_url(settings)
+    if url is not None:
+        found = msgspec.json.decode(_ask(settings, url, "GET", "/admin/models"), type=Listing)
+    else:
+        found = listing(_registry(settings))
     table = Table()
     table.add_column("version", no_wrap=True)
     for name in ("serving", "rows", "NDCG@10", "production's", "popularity's", "AUC"):
         table.add_column(name)
-    for v in versions(settings.models_dir):
+    for v in found.versions:
         ndcg = [(v.metrics.get(who) or {}).get("ndcg_at_10") for who in RANKERS]
         table.add_row(
             v.version,
-            "●" if v.version == serving else "",
+            "●" if v.version == found.serving else "",
             str(v.rows),
             *(_fixed(x) for x in (*ndcg, v.auc)),
         )
@@ -99,13 +139,19 @@ def model_promote(
     reason: Annotated[str, typer.Option(help="recorded in the history")] = "by hand",
 ) -> None:
     """Serve this version (every API swaps within SWIPELOOP_MODEL_POLL_S)."""
+    from cli.stack import running_url
     from training.registry import RegistryError, promote
 
-    try:
-        promote(env_settings().models_dir, version, reason)
-    except RegistryError as exc:
-        console.print(f"[red]{exc}[/]")
-        raise typer.Exit(FAILED) from exc
+    settings = env_settings()
+    url = running_url(settings)
+    if url is not None:
+        _ask(settings, url, "POST", f"/admin/models/{quote(version, safe='')}/promote", reason)
+    else:
+        try:
+            promote(_registry(settings), version, reason)
+        except RegistryError as exc:
+            console.print(f"[red]{exc}[/]")
+            raise typer.Exit(FAILED) from exc
     console.print(f"serving [bold]{version}[/]")
 
 
@@ -114,11 +160,18 @@ def model_rollback(
     reason: Annotated[str, typer.Option(help="recorded in the history")] = "rollback",
 ) -> None:
     """Serve again the version that served before the current one."""
+    from cli.stack import running_url
     from training.registry import RegistryError, rollback
 
-    try:
-        version = rollback(env_settings().models_dir, reason)
-    except RegistryError as exc:
-        console.print(f"[red]{exc}[/]")
-        raise typer.Exit(FAILED) from exc
+    settings = env_settings()
+    url = running_url(settings)
+    if url is not None:
+        answer = json.loads(_ask(settings, url, "POST", "/admin/models/rollback", reason))
+        version = str(answer["serving"])
+    else:
+        try:
+            version = rollback(_registry(settings), reason)
+        except RegistryError as exc:
+            console.print(f"[red]{exc}[/]")
+            raise typer.Exit(FAILED) from exc
     console.print(f"rolled back: serving [bold]{version}[/]")

@@ -38,19 +38,20 @@ def migrate(
     except BadMigrations as exc:
         console.print(f"[red]swipeloop migrate:[/] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(FAILED) from exc
-    client = connect(env_settings())
+    settings = env_settings()
+    client, cluster = connect(settings), settings.clickhouse_cluster
 
     def say(verb: str) -> Callable[[Migration], None]:
         return lambda m: console.print(f"{verb} {m.version:04d}_{m.name}")
 
-    done = sorted(applied(client))
+    done = sorted(applied(client, cluster))
     if down is not None:  # down N: to the version below the newest N
         to = done[-down - 1] if down < len(done) else 0
     if to is not None and done and to < done[-1]:
-        verb, changed = "reversed", reverse(client, to, each=say("reversing"))
+        verb, changed = "reversed", reverse(client, to, each=say("reversing"), cluster=cluster)
     else:
-        verb, changed = "applied", forward(client, to=to, each=say("applying"))
-    now = sorted(applied(client))
+        verb, changed = "applied", forward(client, to=to, each=say("applying"), cluster=cluster)
+    now = sorted(applied(client, cluster))
     console.print(f"{len(changed)} migration(s) {verb}; at version {now[-1] if now else 0}")
 
 

@@ -31,8 +31,13 @@ class Format(StrEnum):
 
 
 def env_settings() -> Settings:
-    """The settings of this run, from the `SWIPELOOP_*` variables."""
-    return Settings.from_env()
+    """The settings of this run, from the `SWIPELOOP_*` variables (the librdkafka ones
+    checked by librdkafka itself)."""
+    from swipeloop.kafka import check_client_config
+
+    settings = Settings.from_env()
+    check_client_config(settings)
+    return settings
 
 
 def setup_logging(verbose: bool) -> None:

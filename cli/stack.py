@@ -74,7 +74,7 @@ class Stack:
             )
         topics.ensure_topics(self.settings)
         client = connect(self.settings)
-        migrate(client)
+        migrate(client, cluster=self.settings.clickhouse_cluster)
         if self.settings.seed_items and not client.query("SELECT 1 FROM items LIMIT 1").result_rows:
             seed_catalog(self.settings, self.settings.seed_items)
         for name in FLOWS if self._run_flows else ():

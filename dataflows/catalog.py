@@ -73,7 +73,7 @@ class Catalog:
     def _run(self) -> None:
         consumer = Consumer(
             client_config(
-                self._settings.kafka_bootstrap,
+                self._settings,
                 **{"group.id": "swipeloop-catalog", "enable.auto.commit": False},
             )
         )

@@ -488,12 +488,14 @@ def build_flow(
         partials,
         lambda resume: Windower(settings, resume, drain, parts),
     )
-    closed = op.filter_map(
-        "closed", windows, lambda kv: kv[1] if isinstance(kv[1], Closed) else None
-    )
-    # (table, Rows): written before the epoch that closed them is committed
+    # (shard, Closed)
+    closed = op.filter_map("closed", windows, lambda kv: kv if isinstance(kv[1], Closed) else None)
+    # (shard, Rows): written before the epoch that closed them is committed, each shard's
+    # through one sink partition (the shards spread the inserts over the cluster's workers)
     rows = op.map(
-        "closed_rows", closed, lambda c: (c.table, closed_rows(c, time.time_ns() // 1000))
+        "closed_rows",
+        closed,
+        lambda kv: (kv[0], closed_rows(kv[1], time.time_ns() // 1000)),  # type: ignore[arg-type]
     )
     op.output("to_clickhouse", rows, CommittedClickHouseSink(settings))
 

@@ -28,9 +28,10 @@ RECENT = timedelta(minutes=10)
 class Forgetting:
     """One sink's view of the erasures."""
 
-    def __init__(self) -> None:
+    def __init__(self, cluster: str = "") -> None:
         self.erased = Erased()
         self._started = False
+        self._cluster = cluster  # deletes run on a cluster's local tables (swipeloop.cluster)
 
     def learn(self, client: Client) -> set[str]:
         """Ids to delete again: erased since the last call (at the first, recently)."""
@@ -66,4 +67,4 @@ class Forgetting:
     def catch_up(self, client: Client, new: set[str]) -> None:
         """Delete newly erased users' rows again: those that landed before this sink knew."""
         for user in sorted(new):
-            with_retry("erasure", partial(delete_user, client, user))
+            with_retry("erasure", partial(delete_user, client, user, self._cluster))

@@ -24,6 +24,7 @@ import bytewax.operators as op
 import msgspec
 from bytewax.dataflow import Dataflow
 
+from dataflows.io.clickhouse_sinks import cluster_workers
 from dataflows.io.kafka_sink import kafka_output, to_kafka
 from dataflows.io.poll_source import KafkaPollSource, Polled
 from dataflows.io.progress import ClickHouseProgressSink
@@ -185,7 +186,9 @@ def build_flow(
     op.output(
         "to_clickhouse",
         tables,
-        ClickHouseProgressSink(settings, connect_clickhouse=connect_clickhouse),
+        ClickHouseProgressSink(
+            settings, parts=cluster_workers(settings), connect_clickhouse=connect_clickhouse
+        ),
     )
     dead = op.flat_map("dead_letters", unique, lambda kv: kv[1].dead)
     op.inspect("count_dead", dead, lambda _step, d: DEAD_LETTERS.labels(d.topic).inc())

@@ -50,61 +50,115 @@ def describe(name: str) -> str:
     return doc.strip().splitlines()[0] if doc.strip() else ""
 
 
+class PeerLost(RuntimeError):
+    """A process of the flow's cluster stopped, so the whole cluster did."""
+
+
+class ClusterShapeError(RuntimeError):
+    """A recovery store made for another cluster shape (processes x workers)."""
+
+
 def recovery_dir(settings: Settings, name: str) -> Path:
-    """Where this flow's snapshots live for the current broker."""
-    return settings.data_dir / "recovery" / f"{name}-{settings.broker_epoch or 'default'}"
+    """Where this process's snapshots of the flow live for the current broker (in a cluster,
+    each process keeps its own workers' partitions: a folder per process)."""
+    store = settings.data_dir / "recovery" / f"{name}-{settings.broker_epoch or 'default'}"
+    if settings.flow_processes > 1:
+        return store / f"process-{settings.flow_process_id}-of-{settings.flow_processes}"
+    return store
 
 
-def recovery_config(
-    settings: Settings, name: str, path: Path | None = None, partitions: int = 1
-) -> RecoveryConfig:
-    """The flow's recovery store (`recovery_dir`, or `path`), created on first use with
-    `partitions` partitions; the stores of older embedded brokers are removed."""
+def recovery_parts(settings: Settings) -> range:
+    """The recovery partitions this process keeps: one per worker of the cluster, numbered
+    in process order (Bytewax routes each key's snapshots to the worker holding its part)."""
+    workers = settings.flow_workers
+    return range(settings.flow_process_id * workers, (settings.flow_process_id + 1) * workers)
+
+
+def recovery_config(settings: Settings, name: str, path: Path | None = None) -> RecoveryConfig:
+    """The flow's recovery store (`recovery_dir`, or `path`), created on first use with a
+    partition per worker of the cluster, of which this process keeps its own; the stores of
+    older embedded brokers are removed."""
     if path is None:
         path = recovery_dir(settings, name)
         if settings.broker_epoch:  # an embedded broker's earlier runs are gone with offsets
-            for stale in path.parent.glob(f"{name}-*"):
-                if stale != path:
+            top = settings.data_dir / "recovery"
+            for stale in top.glob(f"{name}-*"):
+                if stale not in (path, *path.parents):
                     shutil.rmtree(stale, ignore_errors=True)
+    mine = recovery_parts(settings)
     if not any(path.glob("*.sqlite3")):
         path.mkdir(parents=True, exist_ok=True)
-        init_db_dir(path, partitions)  # type: ignore[no-untyped-call]
-        log.info("%s: created %d recovery partition(s) in %s", name, partitions, path)
+        init_db_dir(path, settings.flow_processes * settings.flow_workers)  # type: ignore[no-untyped-call]
+        for file in path.glob("part-*.sqlite3"):
+            if _part_number(file) not in mine:  # another process's
+                file.unlink()
+        log.info("%s: created recovery partitions %s in %s", name, list(mine), path)
+    elif settings.flow_processes > 1:
+        found = sorted(_part_number(f) for f in path.glob("part-*.sqlite3"))
+        if found != list(mine):
+            raise ClusterShapeError(
+                f"{path} holds recovery partitions {found}, but process "
+                f"{settings.flow_process_id} of {settings.flow_processes} with "
+                f"{settings.flow_workers} worker(s) keeps {list(mine)}: it was made for another "
+                "cluster shape (keep the shape, or start the flow from a new store)"
+            )
     dropped = drop_uncommitted(path)
     if dropped:
         log.info("%s: dropped %d snapshots a killed run left past its last commit", name, dropped)
     return RecoveryConfig(str(path))  # type: ignore[no-untyped-call]
 
 
-def resume_epoch(db: sqlite3.Connection) -> int | None:
-    """The epoch Bytewax resumes from (its own rule: the slowest worker's frontier in the
-    last execution, or where that execution itself resumed if it got no further)."""
-    last = db.execute(
-        "SELECT ex_num, worker_count, resume_epoch FROM exs ORDER BY ex_num DESC LIMIT 1"
-    ).fetchone()
-    if last is None:
+def _part_number(file: Path) -> int:
+    return int(file.stem.removeprefix("part-"))
+
+
+def resume_epoch(dbs: list[sqlite3.Connection]) -> int | None:
+    """The epoch Bytewax resumes from, read from the progress its partitions hold (its own
+    rule: the slowest worker's frontier in the last execution, or where that execution itself
+    resumed if it got no further). None when none of them holds the progress: in a cluster,
+    one partition holds it, which may be another process's."""
+    executions = [
+        row
+        for db in dbs
+        for row in db.execute("SELECT ex_num, worker_count, resume_epoch FROM exs")
+    ]
+    if not executions:
         return None
-    ex_num, workers, resumed = last
-    fronts = dict(
-        db.execute(
+    ex_num, workers, resumed = max(executions)
+    fronts: dict[int, int] = {}
+    for db in dbs:
+        for worker, front in db.execute(
             "SELECT worker_index, MAX(worker_frontier) FROM fronts WHERE ex_num = ? "
             "GROUP BY worker_index",
             (ex_num,),
-        ).fetchall()
-    )
+        ):
+            fronts[worker] = max(front, fronts.get(worker, front))
     return int(min(max(fronts.get(w, resumed), resumed) for w in range(workers)))
 
 
 def drop_uncommitted(path: Path) -> int:
     """Delete the snapshots at or past the resume epoch: a run killed mid-way leaves some,
     and Bytewax would later read them as the newest state of keys that the next run did not
-    snapshot again, mixing two runs' states. The next run writes those epochs anew."""
-    dropped = 0
-    for file in sorted(path.glob("*.sqlite3")):
-        with contextlib.closing(sqlite3.connect(file)) as db, db:
-            epoch = resume_epoch(db)
-            if epoch is not None:
-                dropped += db.execute("DELETE FROM snaps WHERE snap_epoch >= ?", (epoch,)).rowcount
+    snapshot again, mixing two runs' states. The next run writes those epochs anew.
+
+    A process of a cluster whose partitions do not hold the progress goes by what each
+    partition committed instead (Bytewax commits an epoch in every partition once the
+    whole cluster is past it, so the resume epoch is the one after)."""
+    files = sorted(path.glob("*.sqlite3"))
+    with contextlib.ExitStack() as stack:
+        dbs = [stack.enter_context(contextlib.closing(sqlite3.connect(f))) for f in files]
+        epoch = resume_epoch(dbs)
+        dropped = 0
+        for db in dbs:
+            with db:
+                after = epoch
+                if after is None:
+                    committed = db.execute("SELECT MAX(commit_epoch) FROM commits").fetchone()[0]
+                    after = None if committed is None else committed + 1
+                if after is not None:
+                    dropped += db.execute(
+                        "DELETE FROM snaps WHERE snap_epoch >= ?", (after,)
+                    ).rowcount
     return dropped
 
 
@@ -124,22 +178,40 @@ def run(
     settings: Settings,
     stop: threading.Event | None = None,
     in_thread: bool = False,
-    workers: int = 1,
     recovery: Path | None = None,
     **options: Any,
 ) -> None:
-    """Run one flow until its sources end (`stop` set, or drained); blocks. `workers` in this
-    process (not in a thread); recovery in `recovery` instead of `recovery_dir`."""
+    """Run one flow until its sources end (`stop` set, or drained); blocks. In a thread: one
+    worker; else this process's part of the settings' cluster (`flow_processes` processes
+    of `flow_workers` workers at `flow_addresses`). Recovery in `recovery` instead of
+    `recovery_dir`."""
     make, recover = FLOWS[name]
     flow = make(settings, stop, **options)
     quiet_gc()
     kwargs: dict[str, Any] = {"epoch_interval": timedelta(seconds=settings.flow_epoch_s)}
     if recover:
-        kwargs["recovery_config"] = recovery_config(settings, name, recovery, workers)
+        kwargs["recovery_config"] = recovery_config(settings, name, recovery)
     if in_thread:
         run_main(flow, **kwargs)  # type: ignore[no-untyped-call]  # one worker, this thread
-    else:
-        cli_main(flow, workers_per_process=workers, **kwargs)  # type: ignore[no-untyped-call]
+        return
+    if settings.flow_processes == 1:
+        cli_main(flow, workers_per_process=settings.flow_workers, **kwargs)  # type: ignore[no-untyped-call]
+        return
+    try:
+        cli_main(  # type: ignore[no-untyped-call]
+            flow,
+            workers_per_process=settings.flow_workers,
+            process_id=settings.flow_process_id,
+            addresses=settings.flow_cluster_addresses,
+            **kwargs,
+        )
+    except BaseException as exc:
+        if type(exc).__name__ != "PanicException":  # (pyo3's, raised by Bytewax's runtime)
+            raise
+        raise PeerLost(
+            f"flow {name}: the cluster stopped (another process of it went away, or could not "
+            "be reached); restart every process: each resumes from its last snapshot"
+        ) from exc
 
 
 def run_process(name: str, settings: Settings, **options: Any) -> None:
@@ -207,26 +279,39 @@ def status(settings: Settings, name: str) -> FlowStatus:
     last committed epoch and the source offsets its last snapshot holds."""
     store = recovery_dir(settings, name)
     files = sorted(store.glob("*.sqlite3"))
-    executions, commits, offsets = 0, [], {}
+    executions, commits, offsets = 0, list[int | None](), dict[str, int]()
     for file in files:
-        with contextlib.closing(sqlite3.connect(f"file:{file}?mode=ro", uri=True)) as db:
-            executions = max(executions, db.execute("SELECT COUNT(*) FROM exs").fetchone()[0])
-            commits.append(db.execute("SELECT MAX(commit_epoch) FROM commits").fetchone()[0])
-            rows = db.execute(
-                "SELECT state_key, ser_change FROM snaps AS s WHERE ser_change IS NOT NULL "
-                "AND state_key LIKE '%:%' AND snap_epoch = (SELECT MAX(snap_epoch) FROM snaps "
-                "WHERE step_id = s.step_id AND state_key = s.state_key)"
-            ).fetchall()
-            for key, blob in rows:
-                value = pickle.loads(blob)  # (Bytewax pickles state; this store is our own)
-                if isinstance(value, int):
-                    offsets[key] = value
+        try:
+            found = _read_store(file)
+        except sqlite3.OperationalError:  # a partition being created right now: not yet
+            continue
+        executions = max(executions, found[0])
+        commits.append(found[1])
+        offsets.update(found[2])
     return FlowStatus(
         name,
         store,
         len(files),
         executions,
-        None if not commits or None in commits else min(commits),
+        None if not commits or None in commits else min(c for c in commits if c is not None),
         max((f.stat().st_mtime for f in files), default=None),
         offsets,
     )
+
+
+def _read_store(file: Path) -> tuple[int, int | None, dict[str, int]]:
+    """One partition's executions, committed epoch and snapshotted source offsets."""
+    offsets = {}
+    with contextlib.closing(sqlite3.connect(f"file:{file}?mode=ro", uri=True)) as db:
+        executions = int(db.execute("SELECT COUNT(*) FROM exs").fetchone()[0])
+        committed = db.execute("SELECT MAX(commit_epoch) FROM commits").fetchone()[0]
+        rows = db.execute(
+            "SELECT state_key, ser_change FROM snaps AS s WHERE ser_change IS NOT NULL "
+            "AND state_key LIKE '%:%' AND snap_epoch = (SELECT MAX(snap_epoch) FROM snaps "
+            "WHERE step_id = s.step_id AND state_key = s.state_key)"
+        ).fetchall()
+    for key, blob in rows:
+        value = pickle.loads(blob)  # (Bytewax pickles state; this store is our own)
+        if isinstance(value, int):
+            offsets[key] = value
+    return executions, committed, offsets

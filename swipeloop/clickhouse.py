@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -20,6 +21,7 @@ from clickhouse_connect.driver.exceptions import (
 )
 from tenacity import RetryCallState, Retrying, retry_if_exception, wait_random_exponential
 
+from swipeloop.cluster import named, on_cluster
 from swipeloop.extras import require
 from swipeloop.settings import Settings
 
@@ -33,9 +35,36 @@ def connect(settings: Settings, database: str | None = None) -> Client:
     if not settings.clickhouse_url:
         require("chdb", "embedded", "ClickHouse on disk (unless SWIPELOOP_CLICKHOUSE_URL is set)")
         (settings.data_dir / "clickhouse").mkdir(parents=True, exist_ok=True)
-    bootstrap = clickhouse_connect.get_client(dsn=settings.clickhouse_dsn)
-    bootstrap.command(f"CREATE DATABASE IF NOT EXISTS `{db}`")
-    return clickhouse_connect.get_client(dsn=settings.clickhouse_dsn, database=db)
+    bootstrap = _bootstrap_client(settings.clickhouse_dsn)
+    on = named(settings.clickhouse_cluster, db)
+    bootstrap.command(on_cluster(f"CREATE DATABASE IF NOT EXISTS `{db}`", on))
+    # on a cluster an insert returns once every shard holds its rows, as on one server (what
+    # a sink's epoch waits for), not once they are queued on the host that took it
+    inserts = {"distributed_foreground_insert": 1} if on else None
+    client = clickhouse_connect.get_client(
+        dsn=settings.clickhouse_dsn, database=db, settings=inserts
+    )
+    if settings.clickhouse_dsn.startswith("chdb:"):
+        with _BOOTSTRAP_LOCK:
+            _CHDB_CLIENTS.append(client)  # see _bootstrap_client: never closed by the collector
+    return client
+
+
+_BOOTSTRAP: dict[str, Client] = {}
+_BOOTSTRAP_LOCK = threading.Lock()
+_CHDB_CLIENTS: list[Client] = []  # every chdb client made, kept for the process's life
+
+
+def _bootstrap_client(dsn: str) -> Client:
+    """One client per DSN that creates databases, kept for the process's life. A dropped
+    client is closed whenever the collector gets to it, and closing a chdb connection can
+    wait forever on the queries other threads run on the same path (a flow process of a
+    cluster hung there, in a worker thread), so chdb clients are never dropped: a process
+    makes a few, at start."""
+    with _BOOTSTRAP_LOCK:
+        if dsn not in _BOOTSTRAP:
+            _BOOTSTRAP[dsn] = clickhouse_connect.get_client(dsn=dsn)
+        return _BOOTSTRAP[dsn]
 
 
 def insert_rows(

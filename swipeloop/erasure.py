@@ -12,6 +12,8 @@ from datetime import UTC, datetime
 
 from clickhouse_connect.driver.client import Client
 
+from swipeloop.cluster import of, on_cluster
+
 log = logging.getLogger(__name__)
 
 # Every table with a row per user action or per user; all have `user_id`.
@@ -28,11 +30,12 @@ USER_TABLES = (
 _DLQ_MATCH = "position(payload, concat('\"user_id\":', toJSONString({u:String}))) > 0"
 
 
-def erase(client: Client, user_id: str, now: datetime) -> int:
-    """Record the erasure, then delete what ClickHouse holds of the user; rows deleted."""
+def erase(client: Client, user_id: str, now: datetime, cluster: str = "") -> int:
+    """Record the erasure, then delete what ClickHouse holds of the user (on every shard of
+    `cluster`, if named); rows deleted."""
     record(client, user_id, now)
     held = sum(remaining(client, user_id).values())
-    delete_user(client, user_id)
+    delete_user(client, user_id, cluster)
     return held
 
 
@@ -41,14 +44,17 @@ def record(client: Client, user_id: str, erased_at: datetime) -> None:
     client.insert("erasures", [[user_id, erased_at]], column_names=["user_id", "erased_at"])
 
 
-def delete_user(client: Client, user_id: str) -> None:
+def delete_user(client: Client, user_id: str, cluster: str = "") -> None:
     """Delete the user's rows from every table of user data and the dead letters that name
-    them. The id travels as a parameter, never in the SQL."""
+    them (on every shard of `cluster`, if named). The id travels as a parameter, never in
+    the SQL."""
+    on = of(client, cluster)
     for table in USER_TABLES:
         client.command(
-            f"DELETE FROM {table} WHERE user_id = {{u:String}}", parameters={"u": user_id}
+            on_cluster(f"DELETE FROM {table} WHERE user_id = {{u:String}}", on),
+            parameters={"u": user_id},
         )
-    client.command(f"DELETE FROM dlq WHERE {_DLQ_MATCH}", parameters={"u": user_id})
+    client.command(on_cluster(f"DELETE FROM dlq WHERE {_DLQ_MATCH}", on), parameters={"u": user_id})
 
 
 def remaining(client: Client, user_id: str) -> dict[str, int]:

@@ -16,7 +16,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from swipeloop.settings import Settings
+from swipeloop.settings import KAFKA_PREFIX, Settings, SettingsError
 
 log = logging.getLogger(__name__)
 
@@ -29,15 +29,45 @@ RDKAFKA_LOG_LEVEL = 3  # librdkafka logs errors only (to stderr; a Python logger
 # called from librdkafka threads during interpreter shutdown, which aborts the process)
 
 
-def client_config(bootstrap: str | None, **extra: Any) -> dict[str, Any]:
-    """Base config of every Kafka client."""
+def client_config(settings: Settings | str | None, **extra: Any) -> dict[str, Any]:
+    """Base config of every Kafka client: the broker's address and the operator's librdkafka
+    settings (`SWIPELOOP_KAFKA_*`: SASL, TLS, ...), then the client's own. A bare address
+    is a test's or a benchmark's broker, with no settings of its own."""
+    if isinstance(settings, Settings):
+        bootstrap, operator = settings.kafka_bootstrap, settings.kafka_config
+    else:
+        bootstrap, operator = settings, {}
     assert bootstrap, "a Kafka client needs a broker address"
-    return {"bootstrap.servers": bootstrap, "log_level": RDKAFKA_LOG_LEVEL, **extra}
+    return {
+        **operator,
+        "bootstrap.servers": bootstrap,
+        "log_level": RDKAFKA_LOG_LEVEL,
+        **extra,
+    }
+
+
+def check_client_config(settings: Settings) -> None:
+    """Refuse, naming the variable, `SWIPELOOP_KAFKA_*` settings librdkafka does not know or
+    cannot take (checked by building a producer, which checks its config before connecting)."""
+    if not settings.kafka_config:
+        return
+    try:
+        Producer({**settings.kafka_config, "bootstrap.servers": "127.0.0.1:1", "log_level": 0})
+    except KafkaException as exc:
+        message = exc.args[0].str()
+        named = [n for n in settings.kafka_config if f'"{n}"' in message] or list(
+            settings.kafka_config
+        )
+        variables = ", ".join(
+            f"{KAFKA_PREFIX}{n.upper().replace('.', '_')}={settings.kafka_config[n]!r}"
+            for n in named
+        )
+        raise SettingsError(f"{variables}: {message}") from None
 
 
 def durable_producer(settings: Settings, **extra: Any) -> Producer:
     """acks=all and idempotence: once delivered, written once, in order per partition."""
-    config = client_config(settings.kafka_bootstrap)
+    config = client_config(settings)
     config.update(
         {"acks": "all", "enable.idempotence": True, "linger.ms": 1, "compression.type": "lz4"}
     )
@@ -190,7 +220,7 @@ def end_offsets(
     """The broker's high watermark of each "topic:partition" ({} if it cannot be reached)."""
     if not settings.kafka_bootstrap:
         return {}
-    consumer = Consumer(client_config(settings.kafka_bootstrap, **{"group.id": "swipeloop-status"}))
+    consumer = Consumer(client_config(settings, **{"group.id": "swipeloop-status"}))
     try:
         out = {}
         for key in partitions:

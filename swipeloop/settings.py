@@ -209,7 +209,7 @@ class Settings:
     @property
     def replication(self) -> tuple[int, int]:
         """(replication factor, min.insync.replicas) of new topics."""
-        default = (1, 1) if self.embedded_broker else (3, 2)
+        default = (1, 1) if self.embedded_broker or self.broker_epoch else (3, 2)
         return (self.topic_replicas or default[0], self.topic_min_insync or default[1])
 
     @property

@@ -42,17 +42,26 @@ TOPICS: tuple[TopicSpec, ...] = (
 )
 
 
+def topic_config(spec: TopicSpec, settings: Settings) -> dict[str, str]:
+    """A new topic's config: compaction, and the replicas a write needs before the broker
+    acknowledges it (with acks=all, a write survives the loss of all but one of them)."""
+    config = {"min.insync.replicas": str(settings.replication[1])}
+    if spec.compacted:
+        config["cleanup.policy"] = "compact"
+    return {**config, **spec.config}
+
+
 def ensure_topics(settings: Settings, timeout_s: float = 10.0) -> list[str]:
     """Create the topics that are missing; return the names created."""
     assert settings.kafka_bootstrap, "ensure_topics needs a broker address"
-    admin = AdminClient(client_config(settings.kafka_bootstrap, log_level=0))  # failures raise
+    admin = AdminClient(client_config(settings, log_level=0))  # failures raise
     existing = set(admin.list_topics(timeout=timeout_s).topics)
     wanted = [
         NewTopic(
             spec.name,
             num_partitions=settings.topic_partitions,
-            replication_factor=-1,
-            config={**({"cleanup.policy": "compact"} if spec.compacted else {}), **spec.config},
+            replication_factor=settings.replication[0],
+            config=topic_config(spec, settings),
         )
         for spec in TOPICS
         if spec.name not in existing

@@ -9,8 +9,8 @@ evaluate       candidate, production model and a popularity baseline on the same
 gate           promote only when the candidate beats production by `promote_margin`
 skew           a sample of impressions' logged features against their recomputation from
                the events (training.skew); the mismatch rate goes in the report
-record         registry version (+ report.json), a `model_runs` row (training.report),
-               the promotion
+record         registry version with its report (ClickHouse, training.registry), a
+               `model_runs` row (training.report), the promotion
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from swipeloop.settings import Settings
 from training import registry
 from training.evaluation import auc, ndcg_at_k, watch_at_k
 from training.registry import ModelRecord
+from training.registry_import import adopt
 from training.report import Evaluation, Metrics, TrainingReport, record
 from training.skew import skew_check
 
@@ -182,6 +183,7 @@ def gate(candidate: Metrics, production: Metrics | None, margin: float) -> tuple
 def train(client: Client, settings: Settings, say: Callable[[str], None] = print) -> TrainingReport:
     """Build the training set, fit a candidate, judge it against production and popularity
     on the newest requests, record the run, promote if it wins. Returns the run's report."""
+    adopt(client, settings.models_dir)  # an old models directory first: its model serves
     say("building the training set in ClickHouse")
     started = time.perf_counter()
     data = training_set(client, settings)
@@ -194,13 +196,14 @@ def train(client: Client, settings: Settings, say: Callable[[str], None] = print
     train_s = time.perf_counter() - started
     say(f"evaluating on the newest {len(holdout)} impressions")
     started = time.perf_counter()
-    current = registry.production(settings.models_dir)
+    current = registry.production(client)
     candidate = evaluate(_scores(booster, holdout.features), holdout)
     serving = None
     if current:
         try:
             serving = evaluate(
-                _scores(registry.load(settings.models_dir, current), holdout.features), holdout
+                _scores(registry.load(client, settings.models_dir, current), holdout.features),
+                holdout,
             )
         except registry.RegistryError as exc:  # e.g. trained on other features: not comparable
             say(f"production model {current} cannot score this holdout ({exc}); judged alone")
@@ -212,8 +215,7 @@ def train(client: Client, settings: Settings, say: Callable[[str], None] = print
     started = time.perf_counter()
     skew = skew_check(client)
     skew_s = time.perf_counter() - started
-    info = registry.save(
-        settings.models_dir,
+    made = registry.artefact(
         booster,
         len(older),
         int(older.labels.sum()),
@@ -222,6 +224,7 @@ def train(client: Client, settings: Settings, say: Callable[[str], None] = print
         data.served[-1],
         msgspec.to_builtins(metrics),
     )
+    info = made.info
     record_of = {name: getattr(info, name) for name in ModelRecord.__struct_fields__}
     report = TrainingReport(
         **record_of,
@@ -236,19 +239,18 @@ def train(client: Client, settings: Settings, say: Callable[[str], None] = print
         skew=skew,
         skew_s=round(skew_s, 3),
     )
-    report_json = json.dumps(msgspec.to_builtins(report), indent=2)
-    (settings.models_dir / info.version / "report.json").write_text(report_json)
+    registry.save(client, made, json.dumps(msgspec.to_builtins(report), indent=2))
     record(client, report)
     if promoted:
-        registry.promote(settings.models_dir, info.version, reason)
-    registry.prune(settings.models_dir)  # rejected candidates count against the limit too
+        registry.promote(client, info.version, reason)
+    registry.prune(client, settings.models_dir)  # rejected candidates count against the limit too
     say(f"model {info.version}: {'promoted' if promoted else 'not promoted'} ({reason})")
     return report
 
 
-def load(models_dir: Path, version: str) -> Ranker:
-    """One registry version, ready to score."""
-    return Ranker(version, registry.load(models_dir, version))
+def load(client: Client, cache: Path, version: str) -> Ranker:
+    """One registry version, ready to score (`cache`: this host's models directory)."""
+    return Ranker(version, registry.load(client, cache, version))
 
 
 def _scores(booster: lgb.Booster, features: Float32s) -> Floats:

@@ -2,8 +2,8 @@
 the skew check and the timings.
 
 One struct for every reader: `train` returns it, the admin route answers with it, `swipeloop
-train` prints it, `report.json` beside the model and the run's `model_runs` row are written
-from it. Its JSON is flat: the registry's `ModelRecord` fields, then the run's own.
+train` prints it, the model's registry row (its `report`) and the run's `model_runs` row are
+written from it. Its JSON is flat: the registry's `ModelRecord` fields, then the run's own.
 """
 
 from __future__ import annotations

@@ -30,11 +30,11 @@ class _CommittedPartition(StatefulSinkPartition[Rows, int]):
     not hold back the live windows); one batch is in flight at a time, and a snapshot waits
     for it."""
 
-    def __init__(self, client: Client, written: int) -> None:
+    def __init__(self, client: Client, written: int, cluster: str) -> None:
         self._client = client
         self._written = written
         self._inserts: OneInFlight[None] = OneInFlight("clickhouse-insert")
-        self._forgetting = Forgetting()
+        self._forgetting = Forgetting(cluster)
 
     def write_batch(self, items: list[Rows]) -> None:
         self._inserts.submit(write_rows, self._client, items, self._forgetting)
@@ -51,20 +51,30 @@ class _CommittedPartition(StatefulSinkPartition[Rows, int]):
 class CommittedClickHouseSink(FixedPartitionedSink[Rows, int]):
     """Inserts that a recovery snapshot waits for. A stateless sink does not hold back the
     epoch's commit: state snapshotted after emitting rows could outlive rows lost in a crash.
-    Items are `(any key, Rows)`; one partition. Rows must be idempotent (a replay repeats
-    them): ReplacingMergeTree tables."""
+    Items are `(any key, Rows)`, a key's rows always through the same partition: one per
+    worker of the flow's cluster, so every worker inserts (one worker: one partition, named
+    as before clusters). Rows must be idempotent (a replay repeats them): ReplacingMergeTree
+    tables."""
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
+        self._parts = cluster_workers(settings)
 
     def list_parts(self) -> list[str]:
-        return ["clickhouse"]
-
-    def part_fn(self, item_key: str) -> int:
-        return 0
+        return (
+            ["clickhouse"] if self._parts == 1 else [f"clickhouse-{i}" for i in range(self._parts)]
+        )
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> Any:
-        return _CommittedPartition(connect(self._settings), resume_state or 0)
+        settings = self._settings
+        return _CommittedPartition(
+            connect(settings), resume_state or 0, settings.clickhouse_cluster
+        )
+
+
+def cluster_workers(settings: Settings) -> int:
+    """Workers in the flow's cluster, all processes together (a sink partition for each)."""
+    return settings.flow_processes * settings.flow_workers
 
 
 def write_rows(client: Client, items: list[Rows], forgetting: Forgetting | None = None) -> None:

@@ -60,7 +60,7 @@ class _PollPartition(StatefulSourcePartition[Polled, int]):
     ) -> None:
         self._consumer = Consumer(
             client_config(
-                settings.kafka_bootstrap,
+                settings,
                 **{
                     "group.id": "swipeloop-unused",  # assignment is manual, offsets are ours
                     "enable.auto.commit": False,
@@ -179,7 +179,7 @@ class KafkaPollSource(FixedPartitionedSource[Polled, int]):
         self._heartbeat_s = heartbeat_s
 
     def list_parts(self) -> list[str]:
-        admin = AdminClient(client_config(self._settings.kafka_bootstrap))
+        admin = AdminClient(client_config(self._settings))
         meta = admin.list_topics(timeout=10)
         parts: list[str] = []
         for topic in self._topics:

@@ -42,7 +42,7 @@ class _ProgressPartition(StatefulSinkPartition[SourceRows, Progress]):
         self._pending_rows = 0
         self._oldest: float | None = None
         self._inserts: OneInFlight[Progress] = OneInFlight("clickhouse-insert")
-        self._forgetting = Forgetting()
+        self._forgetting = Forgetting(settings.clickhouse_cluster)
 
     def write_batch(self, items: list[SourceRows]) -> None:
         for source, tables in items:

@@ -17,6 +17,7 @@ import httpx
 import msgspec
 import numpy as np
 import pytest
+from clickhouse_connect.driver.client import Client
 
 from api.feed import STAGES, build_feed
 from api.feeder import Feeder
@@ -201,7 +202,7 @@ def test_a_blocked_creator_never_appears_and_every_page_is_diverse(stack: Stack)
     assert picky.seen == set(replica.items.known([i["item_id"] for i in served]).tolist())
 
 
-def trained(models_dir: Path, seed: int) -> str:
+def trained(client: Client, seed: int) -> str:
     """A real LightGBM ranker saved in the registry (not promoted)."""
     rng = np.random.default_rng(seed)
     rows = rng.random((2_000, len(FEATURE_NAMES))).astype(np.float32)
@@ -215,18 +216,20 @@ def trained(models_dir: Path, seed: int) -> str:
         np.full(200, 10, dtype=np.int64),
         [now] * 200,
     )
-    return registry.save(models_dir, fit(data), len(data), 0, None, now, now).version
+    return registry.save(client, registry.artefact(fit(data), len(data), 0, None, now, now)).version
 
 
 def test_promotions_and_a_rollback_reach_every_replica_without_a_failed_feed(
-    stack: Stack,
+    stack: Stack, tmp_path: Path
 ) -> None:
     """Feeds stream from two clients while three models are promoted and one rolled back:
     every request answers 200, and each version serves on both replicas (the stack's API
-    over HTTP, and a second replica's model holder) within 10 s of its promotion."""
-    models_dir = stack.settings.models_dir
-    versions = [trained(models_dir, seed) for seed in range(3)]
-    replica = ModelHolder(stack.settings)  # replica B: polls the same registry
+    over HTTP, and a second replica's model holder with a data directory of its own) within
+    10 s of its promotion."""
+    store = connect(stack.settings)  # the registry
+    versions = [trained(store, seed) for seed in range(3)]
+    # replica B: polls the same registry, with a data directory (a models cache) of its own
+    replica = ModelHolder(stack.settings.with_(data_dir=tmp_path / "replica-b"))
     replica.start()
     users = ["reload-0", "reload-1"]
     answers: dict[str, list[tuple[int, str]]] = {u: [] for u in users}  # (status, version)
@@ -255,11 +258,11 @@ def test_promotions_and_a_rollback_reach_every_replica_without_a_failed_feed(
     reached: list[float] = []
     try:
         for version in versions:
-            registry.promote(models_dir, version, "test")
+            registry.promote(store, version, "test")
             promoted = time.monotonic()
             wait_until(partial(serving, version), 10, f"model {version} on both replicas")
             reached.append(time.monotonic() - promoted)
-        back = registry.rollback(models_dir)
+        back = registry.rollback(store)
         wait_until(lambda: serving(back), 10, f"the rollback to {back} on both replicas")
     finally:
         stop.set()
@@ -319,8 +322,9 @@ def test_baseline_policies_serve_unseen_items_under_their_name(stack: Stack) -> 
     with its name; batch ranks with the production model; an unknown policy is a 422."""
     api = httpx.Client(base_url=stack.url, timeout=30)
     models = stack.services.feed.models
-    version = trained(stack.settings.models_dir, seed=7)
-    registry.promote(stack.settings.models_dir, version, "test")
+    client = connect(stack.settings)
+    version = trained(client, seed=7)
+    registry.promote(client, version, "test")
     wait_until(
         lambda: models.current is not None and models.current.version == version,
         10,

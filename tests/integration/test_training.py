@@ -140,8 +140,7 @@ def test_a_run_is_recorded_promoted_first_and_rolled_back(settings: Settings) ->
     assert metrics.candidate.ndcg_at_10 is not None
     assert metrics.popularity.ndcg_at_10 is not None
     assert metrics.candidate.ndcg_at_10 > metrics.popularity.ndcg_at_10
-    saved = settings.models_dir / first.version / "report.json"
-    assert json.loads(saved.read_text()) == msgspec.to_builtins(first)
+    assert json.loads(registry.report(client, first.version)) == msgspec.to_builtins(first)
 
     simulated(client, settings, 150, seed=2)
     second = train(client, settings, say=lambda _m: None)
@@ -160,12 +159,12 @@ def test_a_run_is_recorded_promoted_first_and_rolled_back(settings: Settings) ->
     holder = ModelHolder(settings)  # what every API replica runs
     holder.refresh()
     assert holder.current is not None
-    assert holder.current.version == registry.production(settings.models_dir)
+    assert holder.current.version == registry.production(client)
     if not second.promoted:
-        registry.promote(settings.models_dir, second.version, "test")
+        registry.promote(client, second.version, "test")
         holder.refresh()
     assert holder.current.version == second.version
-    registry.rollback(settings.models_dir)
+    registry.rollback(client)
     holder.refresh()
     assert holder.current.version == first.version
 
@@ -182,13 +181,14 @@ def test_a_production_model_that_cannot_score_does_not_stop_the_nightly_run(
     )
     simulated(client, settings, 150, seed=1)
     first = train(client, settings, say=lambda _m: None)
-    (settings.models_dir / first.version / "model.txt").write_text("damaged")
+    damaged = registry.Artefact(registry.info(client, first.version), "damaged")
+    registry.save(client, damaged)  # its stored text no longer matches its checksum
     said: list[str] = []
     second = train(client, settings, say=said.append)
     assert second.promoted and second.production_version == first.version
     assert second.metrics.production is None
     assert any("cannot score" in line for line in said)
-    assert registry.production(settings.models_dir) == second.version
+    assert registry.production(client) == second.version
 
 
 def test_the_skew_check_recomputes_served_features_from_the_events(settings: Settings) -> None:

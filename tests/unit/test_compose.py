@@ -124,7 +124,7 @@ def test_state_lives_on_named_volumes(example: dict[str, Any]) -> None:
         source = mounts(service).get(f"{data_dir}/recovery")
         assert source in volumes, f"{name}: no named volume on {data_dir}/recovery"
         stores.add(source)
-    assert len(stores) == len(FLOWS), "each flow keeps its own recovery store"
+    assert len(stores) == len(flows), "each flow process keeps its own recovery store"
     # the model registry: written by the trainer, read by the api
     models = {mounts(services[name]).get("/data/models") for name in ("api", "trainer")}
     assert len(models) == 1 and models <= set(volumes), models
@@ -230,3 +230,49 @@ def test_alerts_use_metrics_the_code_exports() -> None:
 def test_no_reference_to_missing_documents() -> None:
     for path in (ROOT / "compose.yaml", ROOT / "bench/RESULTS.md", ROOT / "Dockerfile"):
         assert "DESIGN.md" not in path.read_text(), path
+
+
+def test_the_cluster_profile_runs_three_brokers_and_each_flow_as_a_cluster(
+    tmp_path: Path,
+) -> None:
+    lines = (ROOT / ".env.example").read_text().splitlines()
+    uncommented = [line.removeprefix("# ") for line in lines]
+    env_file = tmp_path / ".env"
+    env_file.write_text("\n".join(uncommented) + "\n")
+    config = compose_config(env_file)
+    services = config["services"]
+    brokers = [name for name in services if re.fullmatch(r"redpanda(-\d)?", name)]
+    assert sorted(brokers) == ["redpanda", "redpanda-1", "redpanda-2"]
+    for name in ("redpanda-1", "redpanda-2"):
+        assert "--seeds redpanda:33145" in " ".join(services[name]["command"])
+    bootstrap = env_of(services["api"])["SWIPELOOP_KAFKA_BOOTSTRAP"]
+    assert bootstrap.split(",") == [f"{b}:9092" for b in sorted(brokers)]
+    for flow in FLOWS:
+        shapes = [
+            Settings.from_env(env_of(services[s]))
+            for s in (f"dataflow-{flow}", f"dataflow-{flow}-1")
+        ]
+        assert [s.flow_process_id for s in shapes] == [0, 1]
+        assert {s.flow_processes for s in shapes} == {2}
+        assert shapes[0].flow_cluster_addresses == shapes[1].flow_cluster_addresses
+        assert [a.split(":")[0] for a in shapes[0].flow_cluster_addresses] == [
+            f"dataflow-{flow}",
+            f"dataflow-{flow}-1",
+        ]
+        own = [
+            mounts(services[s])["/data/recovery"]
+            for s in (f"dataflow-{flow}", f"dataflow-{flow}-1")
+        ]
+        assert len(set(own)) == 2, "each process keeps its own recovery partitions"
+        assert shapes[0].replication == (3, 2)
+
+
+def test_the_default_stack_is_one_broker_and_one_process_per_flow(example: dict[str, Any]) -> None:
+    services = example["services"]
+    cluster_only = {name for name, service in services.items() if service.get("profiles")}
+    assert cluster_only == {"redpanda-1", "redpanda-2", *(f"dataflow-{f}-1" for f in FLOWS)}
+    assert all(services[name]["profiles"] == ["cluster"] for name in cluster_only)
+    for flow in FLOWS:
+        settings = Settings.from_env(env_of(services[f"dataflow-{flow}"]))
+        assert settings.flow_processes == 1
+        assert settings.replication == (1, 1)

@@ -1,18 +1,15 @@
-"""Offline metrics, the promotion gate on real LightGBM models, and the registry's pointer."""
+"""Offline metrics and the promotion gate on real LightGBM models (the registry, on ClickHouse:
+tests/integration/test_registry.py)."""
 
 from datetime import UTC, datetime
-from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 import pytest
-from typer.testing import CliRunner
 
 from models.features.ranking import FEATURE_NAMES
-from training import registry
 from training.evaluation import auc, ndcg_at_k, watch_at_k
 from training.ranker import Impressions, Ranker, evaluate, fit, gate
-from training.registry import RegistryError
 
 
 def test_ndcg_of_a_hand_made_ranking() -> None:
@@ -69,46 +66,3 @@ def test_a_model_trained_on_shuffled_labels_is_not_promoted() -> None:
     assert gate(honest, None, margin=0.0) == (True, "no model in production")
     assert production.ndcg_at_10 is not None and shuffled.ndcg_at_10 is not None
     assert production.ndcg_at_10 > shuffled.ndcg_at_10 + 0.1
-
-
-def saved(models_dir: Path) -> str:
-    data = impressions(seed=5, requests=20)
-    now = datetime.now(UTC)
-    return registry.save(models_dir, fit(data), len(data), 0, None, now, now).version
-
-
-def test_promote_and_rollback_move_the_production_pointer(tmp_path: Path) -> None:
-    a, b, c = saved(tmp_path), saved(tmp_path), saved(tmp_path)
-    assert registry.production(tmp_path) is None
-    with pytest.raises(RegistryError):
-        registry.rollback(tmp_path)
-    for version in (a, b, c):
-        registry.promote(tmp_path, version, "test")
-    assert registry.production(tmp_path) == c
-    assert registry.rollback(tmp_path) == b and registry.production(tmp_path) == b
-    assert registry.rollback(tmp_path) == a  # twice: two versions back, not forth
-    with pytest.raises(RegistryError):
-        registry.rollback(tmp_path)
-    with pytest.raises(RegistryError):
-        registry.promote(tmp_path, "no-such-version", "test")
-    assert [e["action"] for e in registry.log(tmp_path)] == ["promote"] * 3 + ["rollback"] * 2
-    (tmp_path / a / "model.txt").write_text("tampered")
-    with pytest.raises(RegistryError, match="checksum"):
-        registry.load(tmp_path, a)
-
-
-def test_model_commands(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from cli.app import app
-
-    monkeypatch.setenv("SWIPELOOP_DATA_DIR", str(tmp_path))
-    models = tmp_path / "models"
-    a, b = saved(models), saved(models)
-    runner = CliRunner()
-    assert runner.invoke(app, ["model", "promote", a]).exit_code == 0
-    assert runner.invoke(app, ["model", "promote", b]).exit_code == 0
-    listed = runner.invoke(app, ["model", "list"])
-    assert listed.exit_code == 0 and a in listed.output and b in listed.output
-    assert runner.invoke(app, ["model", "rollback"]).exit_code == 0
-    assert registry.production(models) == a
-    refused = runner.invoke(app, ["model", "promote", "nope"])
-    assert refused.exit_code == 1 and "no model version" in refused.output
