@@ -31,7 +31,8 @@ def up(
         f"  feed      {stack.url}/v1/feed?user_id=alice\n"
         f"  broker    {s.kafka_bootstrap}{' (embedded, memory only)' if s.broker_epoch else ''}\n"
         f"  ClickHouse {s.clickhouse_url or s.clickhouse_dsn} (database {s.clickhouse_database})\n"
-        f"  models    {s.models_dir}   (retrained on cron '{s.train_cron}')\n"
+        f"  models    {s.models_dir}   (a cache: the registry is in ClickHouse; retrained on cron "
+        f"'{s.train_cron}')\n"
         + (
             f"  metrics   http://{s.api_host}:{s.metrics_port}/metrics   (the flows')\n"
             if s.metrics_port

@@ -58,7 +58,11 @@ def start_cluster(flow: str, envs: list[dict[str, str]]) -> list[subprocess.Pope
             return False
         return all(_epoch(n) > _epoch(b) for n, b in zip(now, before, strict=True))
 
-    wait_until(running, 90, f"every process of {flow} running")
+    try:
+        wait_until(running, 90, f"every process of {flow} running")
+    except BaseException:
+        stop_all(processes, timeout_s=0)  # none left running after the test
+        raise
     return processes
 
 

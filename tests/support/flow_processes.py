@@ -30,7 +30,12 @@ def started(flow: str, env: dict[str, str], timeout_s: float = 60.0) -> subproce
         was = -1 if before.committed_epoch is None else before.committed_epoch
         return now.executions > before.executions and committed > was
 
-    wait_until(running, timeout_s, f"flow {flow} running")
+    try:
+        wait_until(running, timeout_s, f"flow {flow} running")
+    except BaseException:
+        process.kill()  # none left running after the test
+        process.communicate()
+        raise
     return process
 
 
