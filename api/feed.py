@@ -29,8 +29,9 @@ import numpy as np
 import numpy.typing as npt
 
 from api.diversity import Slot, arrange
-from api.index import VectorIndex, best
+from api.index import VectorIndex
 from api.item_columns import ItemColumns
+from api.ivf import best
 from api.retrieval import RANKER_SOURCE, SOURCES, Retrieved, retrieve
 from api.state import ServingState, as_codes
 from models.affinity import prior as affinity_prior

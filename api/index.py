@@ -1,40 +1,32 @@
 """The API's FAISS index of item vectors: add, replace, remove by item id; inner-product search.
 
-Why it is built this way:
+Why it is built this way (the faiss structure itself: `api.ivf`):
 
-- One faiss structure at every size: an `IndexIVFFlat` (inner product) whose direct map is a
-  hash table. Removing or replacing an id then moves the last entry of its inverted list into
-  its slot, O(1), where `remove_ids` on a flat `IndexIDMap2` compacts the whole store (256 MB at
-  1M x 64) on every call.
-- Below `exact_below` vectors the index has a single list whose centroid is the zero vector (so
-  nothing to train): every query scans every vector, and the search is exact.
-- At or above it, nlist ≈ 4·√N rounded to a power of two, capped at `max_nlist` = 2048. At
-  1M x 64 (clustered vectors), 2048 lists matched 4096 in recall and latency for the same number
-  of scanned vectors, and took half the build (~14 s against ~28 s on two cores). nprobe is set
-  per query so that the probed lists hold about `candidates_per_result` · k vectors (8 gave a
-  recall of the top 10,000 of ≈ 0.97 against exact search), at least `min_nprobe` lists, and is
-  doubled while they hold fewer than k vectors: a search always yields min(k, N) results.
-- A search for k >= `SELECT_ABOVE_K` results (a feed asks for 10,000) takes every vector of the
-  probed lists with a range search and selects the top k with numpy (`select_top`): faiss's
-  k-heap alone was half of a top-10,000 search (`bench/RESULTS.md`).
+- Below `exact_below` vectors the index is exact (a single list); at or above it, an IVF of
+  `nlist_for(N)` lists, capped at `max_nlist` = 2048. nprobe is set per query
+  (`candidates_per_result`, `min_nprobe`), and doubled while the probed lists hold fewer than k
+  vectors: a search always yields min(k, N) results.
 - faiss ids are the items' codes (`api.codes`), shared with the API's other per-item arrays: a
   search answers in codes, and `vectors` gathers the rows of any codes (a pre-ranker scores
   every candidate from any source with them).
+- The inverted lists are the only copy of the vectors a replica holds: `vectors` reads rows
+  back through the direct map, so a million vectors cost their 256 MB once, not once more in a
+  matrix by code. A row costs ~1 µs so (a hash lookup and a copy), a third of that from a
+  matrix: ~0.2 ms of a feed that scores ~300 candidates no vector search found.
 - Switching kinds, or retraining once N has doubled since the last training, builds a new index
-  on a daemon thread while the current one answers. The index keeps its own copy of the vectors
-  (a float32 matrix; row = code), so a build reads them without the lock; codes changed
-  meanwhile are recorded and replayed into the new index (in rounds outside the lock, the last
-  few under it) just before the swap.
-- A reader-writer lock: searches share it (several run at once on several cores), the live
-  flags and list edits take it alone (faiss lists must not change under a running search;
-  a waiting writer holds back new searches, so updates are not starved); upserts assign
-  their vectors to lists before taking it.
+  on a daemon thread while the current one answers. The build reads the vectors out of the
+  current index by code, `READ_CHUNK` at a time under the read lock (`api.ivf.filled`); codes
+  changed meanwhile are recorded and replayed into the new index (in rounds outside the lock,
+  the last few under it) just before the swap.
+- A reader-writer lock: searches and reads of rows share it (several run at once on several
+  cores), the live flags and list edits take it alone (faiss lists must not change under a
+  running search or read; a waiting writer holds back new searches, so updates are not
+  starved); upserts assign their vectors to lists before taking it.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import threading
 from collections.abc import Iterator, Mapping
 
@@ -44,95 +36,24 @@ import numpy as np
 import numpy.typing as npt
 
 from api.codes import Interner
+from api.ivf import (
+    HASH_ENTRY_BYTES,
+    assign,
+    filled,
+    new_index,
+    nlist_for,
+    nprobe_for,
+    remove_keys,
+    select_top,
+)
 from swipeloop.arrays import Codes, Vector
 
 log = logging.getLogger(__name__)
 
-
-TRAIN_POINTS_PER_LIST = 64  # k-means sample; faiss asks for at least 39 per centroid
-KMEANS_ITERATIONS = 10  # faiss's default 25 costs 2.5x the training for no measured recall gain
-BUILD_CHUNK = 65_536  # rows copied out of the store per add while building
+READ_CHUNK = 16_384  # rows a build reads out of the current index per hold of the read lock
 FINAL_REPLAY = 4_096  # changed ids small enough to replay while holding the lock
 REPLAY_ROUNDS = 8  # catch-up rounds outside the lock before replaying the rest under it
-ASSIGN_BLOCK = 1 << 22  # scores computed at once when assigning rows to lists (16 MB)
 SELECT_ABOVE_K = 1_000  # from this k on, searches select from a range search (`select_top`)
-EVERYTHING = float(np.finfo(np.float32).min)  # a range-search radius every score passes
-
-
-def nlist_for(n: int, max_nlist: int) -> int:
-    """Inverted lists for n vectors: about 4·√n, as a power of two, within [1, min(n, max)]."""
-    if n <= 1:
-        return 1
-    return max(1, min(1 << round(math.log2(4 * math.sqrt(n))), max_nlist, n))
-
-
-def nprobe_for(k: int, ntotal: int, nlist: int, per_result: float, floor: int) -> int:
-    """Lists to probe so that they hold about per_result·k vectors, and at least `floor` lists."""
-    wanted = math.ceil(per_result * k * nlist / max(ntotal, 1))
-    return max(1, min(nlist, max(floor, wanted)))
-
-
-def new_index(dim: int, nlist: int, sample: Vector) -> faiss.IndexIVFFlat:
-    """An empty inner-product IVF index with a hash-table direct map (trained when nlist > 1)."""
-    quantizer = faiss.IndexFlatIP(dim)
-    if nlist == 1:
-        quantizer.add(np.zeros((1, dim), dtype=np.float32))
-    index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
-    if nlist > 1:
-        index.cp.niter = KMEANS_ITERATIONS
-        index.train(sample)
-    # The hash table lets ids be removed one by one; faiss's stubs lack `DirectMap`.
-    index.set_direct_map_type(faiss.DirectMap.Hashtable)  # type: ignore[attr-defined]
-    return index
-
-
-def assign(index: faiss.IndexIVF, matrix: Vector) -> Codes:
-    """The list of each row; reads only the trained centroids, so it needs no lock.
-
-    numpy's matmul + argmax is faster here than the quantizer's own k=1 search."""
-    centroids = index.quantizer.reconstruct_n(0, index.nlist)
-    step = max(1, ASSIGN_BLOCK // index.nlist)
-    blocks = [
-        np.argmax(matrix[start : start + step] @ centroids.T, axis=1)
-        for start in range(0, len(matrix), step)
-    ]
-    return np.concatenate(blocks or [np.zeros(0, dtype=np.int64)]).astype(np.int64)
-
-
-def select_top(
-    index: faiss.IndexIVF, query: Vector, k: int, params: faiss.SearchParametersIVF
-) -> tuple[Codes, npt.NDArray[np.float32]]:
-    """The k best of every vector in the probed lists, best first: a range search with no
-    radius (it appends, where `search` keeps a heap of k), then a partial sort in numpy."""
-    _, scores, codes = index.range_search(query, EVERYTHING, params=params)
-    top = best(scores, k)
-    return codes[top], scores[top]
-
-
-def best(scores: npt.NDArray[np.floating], k: int) -> Codes:
-    """Positions of the k best scores, best first (ties in no particular order: an unstable
-    sort of 10,000 floats takes half the time of a stable one)."""
-    top = np.argpartition(-scores, k - 1)[:k] if len(scores) > k else np.arange(len(scores))
-    return top[np.argsort(-scores[top])]
-
-
-def remove_keys(index: faiss.IndexIVF, keys: Codes) -> None:
-    """Drop keys through the hash table (O(1) each); keys not in the index are skipped."""
-    if keys.size:
-        index.remove_ids(faiss.IDSelectorArray(keys.size, faiss.swig_ptr(keys)))
-
-
-def replay(
-    index: faiss.IndexIVF, dirty: set[int], store: Vector, live: npt.NDArray[np.bool_]
-) -> None:
-    """Bring `dirty` keys of a new index to the state the store holds for them now."""
-    if not dirty:
-        return
-    keys = np.fromiter(dirty, dtype=np.int64, count=len(dirty))
-    remove_keys(index, keys)
-    alive = keys[live[keys]]
-    if alive.size:
-        index.add_with_ids(store[alive], alive)
 
 
 class VectorIndex:
@@ -158,8 +79,7 @@ class VectorIndex:
         self._trained_on = 0
         self.names = Interner() if names is None else names  # item id <-> code (= faiss id)
         self._count = 0  # codes with a vector
-        self._store: Vector = np.zeros((1024, dim), dtype=np.float32)
-        self._live = np.zeros(1024, dtype=np.bool_)
+        self._live = np.zeros(1024, dtype=np.bool_)  # by code: has a vector in the index
         self._dirty: set[int] | None = None  # keys changed since the running build started
         self._builder: threading.Thread | None = None
         self._building_nlist = 0
@@ -195,7 +115,6 @@ class VectorIndex:
             if not keys.size:
                 return
             self._live[keys] = False
-            self._store[keys] = 0.0
             self._count -= int(keys.size)
             remove_keys(self._index, keys)
             if self._dirty is not None:
@@ -212,15 +131,27 @@ class VectorIndex:
         return code < len(live) and bool(live[code])
 
     def vectors(self, codes: Codes) -> Vector:
-        """The rows of these codes (zeros for a code without a vector); no lock: a row being
-        replaced meanwhile reads as its old or its new vector."""
-        store = self._store
-        inside = codes < len(store)
-        if inside.all():
-            return store[codes]
+        """The rows of these codes (zeros for a code without a vector)."""
+        found, rows = self._gather(codes)
+        if len(found) == len(codes):
+            return rows
         out = np.zeros((len(codes), self.dim), dtype=np.float32)
-        out[inside] = store[codes[inside]]
+        out[found] = rows
         return out
+
+    def _gather(self, codes: Codes) -> tuple[Codes, Vector]:
+        """Positions of the codes that have a vector, and their rows read out of the lists
+        (under the read lock: a writer may move entries or grow a list)."""
+        codes = np.ascontiguousarray(codes, dtype=np.int64)
+        with self._lock.read_lock():
+            live = self._live
+            inside = codes < len(live)
+            found = np.flatnonzero(inside & live[np.where(inside, codes, 0)])
+            keys = codes if len(found) == len(codes) else codes[found]
+            if not len(keys):
+                return found, np.zeros((0, self.dim), dtype=np.float32)
+            rows: Vector = self._index.reconstruct_batch(keys)
+        return found, rows
 
     def search(self, query: Vector, k: int) -> tuple[list[str], npt.NDArray[np.float32]]:
         """The k nearest item ids by inner product, best first, with their scores."""
@@ -265,6 +196,20 @@ class VectorIndex:
                 "last_build_error": self._build_error,
             }
 
+    def memory(self) -> dict[str, int]:
+        """Bytes held, by part: the vectors and ids in the lists, the direct map (estimated),
+        the centroids and the live flags."""
+        with self._lock.read_lock():
+            index = self._index
+            entries = int(index.ntotal)
+            return {
+                "vectors": entries * int(index.code_size),
+                "ids": entries * 8,
+                "direct_map": entries * HASH_ENTRY_BYTES,
+                "centroids": int(index.nlist) * self.dim * 4,
+                "live_flags": int(self._live.nbytes),
+            }
+
     def wait_ready(self, timeout: float | None = None) -> bool:
         """Wait until the running build (if any) is swapped in; False if it is still running."""
         builder = self._builder
@@ -281,6 +226,7 @@ class VectorIndex:
             return
         if matrix.shape != (len(keys), self.dim):  # checked before anything changes
             raise ValueError(f"expected a ({len(keys)}, {self.dim}) matrix, got {matrix.shape}")
+        keys = np.ascontiguousarray(keys, dtype=np.int64)
         matrix = np.ascontiguousarray(matrix, dtype=np.float32)
         index = self._index
         lists = assign(index, matrix)
@@ -290,7 +236,6 @@ class VectorIndex:
                 lists = assign(index, matrix)
             self._reserve(int(keys.max()) + 1)
             self._count += int(len(keys) - self._live[keys].sum())
-            self._store[keys] = matrix
             self._live[keys] = True
             remove_keys(index, keys)
             index.add_core(  # the lists were assigned above, outside the lock
@@ -303,13 +248,9 @@ class VectorIndex:
     def _reserve(self, size: int) -> None:
         if size <= len(self._live):
             return
-        capacity = max(size, 2 * len(self._live))
-        store = np.zeros((capacity, self.dim), dtype=np.float32)
-        live = np.zeros(capacity, dtype=np.bool_)
-        store[: len(self._store)] = self._store
+        live = np.zeros(max(size, 2 * len(self._live)), dtype=np.bool_)
         live[: len(self._live)] = self._live
-        # A running build keeps reading the old arrays; what changes from now on it replays.
-        self._store, self._live = store, live
+        self._live = live
 
     # ---- background builds ----
 
@@ -333,27 +274,23 @@ class VectorIndex:
             self._dirty = set()
             self._building_nlist = nlist
             self._builder = threading.Thread(
-                target=self._build,
-                args=(nlist, keys, self._store),
-                name="vector-index-build",
-                daemon=True,
+                target=self._build, args=(nlist, keys), name="vector-index-build", daemon=True
             )
             self._builder.start()
 
-    def _build(self, nlist: int, keys: Codes, store: Vector) -> None:
+    def _build(self, nlist: int, keys: Codes) -> None:
         """Build the next index off the lock, catch up with changes made meanwhile, swap it in."""
         try:
-            index = self._fill(nlist, keys, store)
+            index = filled(self.dim, nlist, keys, self._gather, READ_CHUNK)
             for _ in range(REPLAY_ROUNDS):
                 with self._lock.write_lock():
                     dirty = self._dirty or set()
                     if len(dirty) <= FINAL_REPLAY:
                         break
                     self._dirty = set()
-                    store, live = self._store, self._live
-                replay(index, dirty, store, live)
+                self._replay(index, dirty)
             with self._lock.write_lock():
-                replay(index, self._dirty or set(), self._store, self._live)
+                self._replay(index, self._dirty or set())
                 self._index = index
                 self._trained_on = keys.size
                 self._build_error = None
@@ -365,18 +302,17 @@ class VectorIndex:
                 self._build_error = repr(exc)
                 self._dirty, self._builder = None, None
 
-    def _fill(self, nlist: int, keys: Codes, store: Vector) -> faiss.IndexIVFFlat:
-        """A new index holding `keys` as the store has them (rows may change meanwhile)."""
-        sample = store[:0]
-        if nlist > 1:
-            rng = np.random.default_rng(keys.size)
-            size = min(keys.size, TRAIN_POINTS_PER_LIST * nlist)
-            sample = store[np.sort(rng.choice(keys, size=size, replace=False))]
-        index = new_index(self.dim, nlist, sample)
-        for start in range(0, keys.size, BUILD_CHUNK):
-            chunk = keys[start : start + BUILD_CHUNK]
-            index.add_with_ids(store[chunk], chunk)
-        return index
+    def _replay(self, index: faiss.IndexIVF, dirty: set[int]) -> None:
+        """Bring `dirty` keys of a new index to what the current index holds for them now."""
+        if not dirty:
+            return
+        keys = np.fromiter(dirty, dtype=np.int64, count=len(dirty))
+        remove_keys(index, keys)
+        for start in range(0, keys.size, READ_CHUNK):
+            chunk = keys[start : start + READ_CHUNK]
+            found, rows = self._gather(chunk)
+            if len(found):
+                index.add_with_ids(rows, chunk[found])
 
 
 class ByName(Mapping[str, Vector]):

@@ -54,6 +54,10 @@ class Lists:
         for name in REFRESHED:
             self._values[name] = (time.monotonic(), COMPUTE[name](self))
 
+    def nbytes(self) -> int:
+        """Bytes the lists hold as last computed."""
+        return sum(value.nbytes for _, value in list(self._values.values()))
+
     def get(self, name: Name) -> npt.NDArray[Any]:
         """The list as last refreshed; computed here only when it is missing or the refresher
         has not run for `STALE_S`."""

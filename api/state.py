@@ -8,31 +8,36 @@ calls and no string in sight until the response is written.
 The state holds the caches and the appliers that change them; it starts from a snapshot of
 ClickHouse (`api.bootstrap`), a feeder thread applies each message of the topics
 (`api.feeder`), and the lists every feed reads are recomputed once a second (`api.lists`).
+
+Each item costs a replica its row of the columns, its id (interned once), and its vector once,
+in the index's lists (`api.index`); the catalog is a view of the columns (`memory` says what
+each part holds).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from array import array
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import msgspec
 import numpy as np
 import numpy.typing as npt
 from clickhouse_connect.driver.client import Client
 
-from api.bootstrap import read_snapshot, replay_start_ms
+from api.bootstrap import CatalogRows, read_snapshot, replay_start_ms
 from api.codes import Interner
 from api.index import ByName, VectorIndex
-from api.item_columns import NO_CODE, ItemColumns
+from api.item_columns import NO_CODE, Catalog, ItemColumns, Names
 from api.lists import Lists
 from models.affinity import Affinity, Momentum
 from models.covisit import PAIR_WINDOW, CoVisits
 from models.embeddings import normalized, normalized_rows
 from models.features.session import Session, advance_session
 from models.features.weights import PLAY_KINDS, affinity_weight, early_skip_ms, engagement_weight
-from swipeloop.arrays import Codes, Vector
+from swipeloop.arrays import Codes, Vector, Vectors
 from swipeloop.contracts import (
     Impression,
     Item,
@@ -47,6 +52,19 @@ from swipeloop.settings import Settings
 log = logging.getLogger(__name__)
 RECENT_POSITIVES = 20
 EMPTY: Codes = np.zeros(0, dtype=np.int64)
+NORMALIZE_ROWS = 65_536  # rows normalized at once, in place
+ID_BYTES = 140  # an interned id: its string, its dict entry and code, its slot (measured, 1M)
+USER_VECTOR_OVERHEAD = 250  # a user vector's array object, dict entry and id string
+
+
+def normalize_in_place(matrix: Vectors) -> Vectors:
+    """Every row at unit length (a zero row stays zero), in the matrix itself: at bootstrap a
+    copy would be another 256 MB at a million items."""
+    for start in range(0, len(matrix), NORMALIZE_ROWS):
+        block = matrix[start : start + NORMALIZE_ROWS]
+        norms = np.linalg.norm(block, axis=1, keepdims=True)
+        block /= np.where(norms > 0, norms, 1.0)
+    return matrix
 
 
 class Shown(msgspec.Struct, frozen=True):
@@ -87,10 +105,13 @@ class ServingState:
         self.items = Interner()  # item id <-> code (rows of `columns`, ids of `index`)
         self.creators = Interner()
         self.tags = Interner()
+        self.sounds = Interner()
         self.columns = ItemColumns()
-        self.catalog: dict[str, Item] = {}
+        self.catalog = Catalog(  # items in the catalog by id, read back from the columns
+            Names(self.items, self.creators, self.tags, self.sounds), lambda: self.columns
+        )
         self.deleted: set[str] = set()  # items taken down
-        self.creator_items: dict[int, list[int]] = {}  # creator -> items, in upload order
+        self.creator_items: dict[int, array[int]] = {}  # creator -> items, in upload order
         self.index = VectorIndex(
             settings.embedding_dim, names=self.items, candidates_per_result=settings.ann_oversample
         )
@@ -135,14 +156,15 @@ class ServingState:
                 self.replay_from_ms,
                 positives=5 * RECENT_POSITIVES,  # repeats are passed over as they are applied
             )
-        for item in snapshot.items:
-            self.apply_item(item)
+        self.apply_catalog(snapshot.catalog)
         for features in snapshot.features:
             self.apply_features(features)
         ids, matrix = snapshot.item_vectors
-        live = [k for k, item_id in enumerate(ids) if item_id not in self.deleted]
+        if self.deleted:
+            live = [k for k, item_id in enumerate(ids) if item_id not in self.deleted]
+            ids, matrix = [ids[k] for k in live], matrix[live]
         # (ids are distinct: one current row per id); exact at once, the IVF follows behind
-        self.index.upsert_codes(self.codes([ids[k] for k in live]), normalized_rows(matrix[live]))
+        self.index.upsert_codes(self.codes(ids), normalize_in_place(matrix))
         users, user_matrix = snapshot.user_vectors
         self.user_vectors.update(zip(users, normalized_rows(user_matrix), strict=True))
         for user_id, shown in snapshot.seen:
@@ -170,9 +192,44 @@ class ServingState:
         )
 
     def _creators_of(self, item_ids: list[str]) -> list[int]:
-        return [
-            self.creators.code(self.catalog[i].creator_id) for i in item_ids if i in self.catalog
-        ]
+        codes = self.items.known(item_ids)
+        columns = self.columns
+        creators: list[int] = columns.creator[codes[columns.alive[codes]]].tolist()
+        return creators
+
+    def apply_catalog(self, catalog: CatalogRows) -> None:
+        """Many catalog entries at once (the bootstrap's): as `apply_item` on each, in columns."""
+        if not catalog.ids:
+            return
+        codes = self.codes(catalog.ids)
+        rows = catalog.rows
+        creators = self.creators.codes(catalog.creator_ids)[rows.creator]
+        sounds = np.append(self.sounds.codes(catalog.sound_ids), NO_CODE)  # (NO_CODE: -1)
+        rows = replace(
+            rows,
+            creator=creators,
+            tag=self.tags.codes(catalog.tag_names)[rows.tag],
+            sound=sounds[rows.sound],
+        )
+        columns = self.columns
+        was_alive, previous = columns.alive[codes], columns.creator[codes]
+        columns.set_items(codes, rows)
+        if self.deleted:  # (taken down before: this snapshot may put some back)
+            self.deleted.difference_update(catalog.ids[k] for k in np.flatnonzero(~rows.deleted))
+        gone = np.flatnonzero(rows.deleted)
+        if len(gone):
+            self.deleted.update(catalog.ids[k] for k in gone.tolist())
+            columns.clear_features(codes[gone])
+            self.index.remove_codes(codes[gone])
+        moved = creators != previous
+        for row in np.flatnonzero(was_alive & (rows.deleted | moved)).tolist():  # (rare)
+            self.creator_items[int(previous[row])].remove(int(codes[row]))
+        new = np.flatnonzero(~rows.deleted & (~was_alive | moved))
+        new = new[np.argsort(creators[new], kind="stable")]  # by creator, in snapshot order
+        starts = np.flatnonzero(np.diff(creators[new])) + 1
+        for group in np.split(codes[new], starts) if len(new) else ():
+            creator = int(columns.creator[group[0]])
+            self.creator_items.setdefault(creator, array("q")).frombytes(group.tobytes())
 
     # ---- stream updates ----
 
@@ -180,20 +237,20 @@ class ServingState:
         """A new or changed catalog entry; a deleted one leaves the catalog and the index."""
         code = self.code(item.item_id)
         creator = self.creators.code(item.creator_id)
-        tag = self.tags.code(item.tags[0]) if item.tags else NO_CODE
+        tags = self.tags.codes(item.tags)
+        sound = self.sounds.code(item.sound_id) if item.sound_id else NO_CODE
+        was_alive, previous = bool(self.columns.alive[code]), int(self.columns.creator[code])
+        self.columns.set_item(code, item, creator, tags, sound)
+        if was_alive and (item.deleted or creator != previous):
+            self.creator_items[previous].remove(code)  # rare: a list scan is fine
         if item.deleted:
             self.deleted.add(item.item_id)
-            if self.catalog.pop(item.item_id, None) is not None:
-                self.creator_items[creator].remove(code)  # rare: a list scan is fine
-            self.columns.set_item(code, item, creator, tag)
-            self.columns.clear_features(code)
+            self.columns.clear_features(np.array([code]))
             self.index.remove_codes(np.array([code]))
         else:
             self.deleted.discard(item.item_id)
-            if item.item_id not in self.catalog:
-                self.creator_items.setdefault(creator, []).append(code)
-            self.catalog[item.item_id] = item
-            self.columns.set_item(code, item, creator, tag)
+            if not was_alive or creator != previous:
+                self.creator_items.setdefault(creator, array("q")).append(code)
 
     def apply_features(self, f: ItemFeatures) -> None:
         """Keep the newest windows of each item in the catalog."""
@@ -205,7 +262,7 @@ class ServingState:
         never brings it back); expired items leave it."""
         fresh = {v.item_id: v.vector for v in vectors if v.item_id not in self.deleted}
         if fresh:
-            matrix = normalized_rows(np.asarray(list(fresh.values()), dtype=np.float32))
+            matrix = normalize_in_place(np.asarray(list(fresh.values()), dtype=np.float32))
             self.index.upsert_codes(self.codes(list(fresh)), matrix)
         if removed:
             self.index.remove_codes(self.items.known(removed))
@@ -229,18 +286,20 @@ class ServingState:
         if ev.user_id in self.erased.users:
             return
         user = self.user(ev.user_id)
-        item = self.catalog.get(ev.item_id)
         code = self.code(ev.item_id)
-        duration = item.duration_ms if item else None
+        columns = self.columns
+        known = bool(columns.alive[code])  # in the catalog
+        creator = int(columns.creator[code])
+        duration = int(columns.duration_ms[code]) if known else None
         user.session = advance_session(
             user.session, ev.session_id, ev.client_ts.timestamp(), ev.kind, ev.watch_ms, duration
         )
-        if item is not None and ev.kind != "impression":
+        if known and ev.kind != "impression":
             weight = affinity_weight(ev.kind, ev.watch_ms, duration)
             if weight:
                 at = ev.client_ts.timestamp()
-                user.creator_affinity.add(self.creators.code(item.creator_id), weight, at)
-                for tag in self.tags.codes(item.tags).tolist():
+                user.creator_affinity.add(creator, weight, at)
+                for tag in columns.tags_of(code).tolist():
                     user.tag_affinity.add(tag, weight, at)
                     self.momentum.add(tag, weight, at)
         if ev.kind in PLAY_KINDS and ev.watch_ms >= early_skip_ms(duration):
@@ -249,11 +308,11 @@ class ServingState:
         if ev.kind == "impression":
             user.seen.add(code)
         elif ev.kind == "block":
-            if item is not None:
-                user.blocked_creators.add(self.creators.code(item.creator_id))
+            if known:
+                user.blocked_creators.add(creator)
         elif ev.kind == "follow":
-            if item is not None:
-                user.followed.add(self.creators.code(item.creator_id))
+            if known:
+                user.followed.add(creator)
         elif ev.kind == "not_interested":
             user.hidden_items.add(code)
         elif engagement_weight(ev.kind, ev.watch_ms) > 0 and code not in user.positives:
@@ -320,6 +379,18 @@ class ServingState:
         """Every item in the catalog: trending first, then the rest (the last resort)."""
         return self._lists.get("catalog_order")
 
+    def memory(self) -> dict[str, int]:
+        """Bytes each part of the state holds (numpy parts exactly, the rest estimated)."""
+        ids = len(self.items)
+        return {
+            "item_columns": self.columns.nbytes(),
+            **{f"index_{part}": size for part, size in self.index.memory().items()},
+            "item_ids": ids * ID_BYTES,
+            "creator_items": sum(len(items) for items in list(self.creator_items.values())) * 8,
+            "shared_lists": self._lists.nbytes(),
+            "user_vectors": len(self.user_vectors) * (USER_VECTOR_OVERHEAD + 4 * self.index.dim),
+        }
+
     def popular(self) -> Codes:
         """Every item in the catalog by plays in the last 24 h, most first (for the
         popularity and batch policies: computed when asked, not by the refresher)."""
@@ -331,8 +402,10 @@ class ServingState:
 
     def by_creators(self, creators: set[int]) -> Codes:
         """The items of these creators in the catalog, newest uploads first."""
-        lists = [self.creator_items.get(c, [])[::-1] for c in list(creators)]
-        codes = np.fromiter((c for items in lists for c in items), np.int64)
+        mine = [self.creator_items.get(c) for c in list(creators)]
+        # (a copy of the bytes: a view would stop the feeder thread from appending to them)
+        lists = [np.frombuffer(items.tobytes(), dtype=np.int64)[::-1] for items in mine if items]
+        codes = np.concatenate(lists) if lists else EMPTY
         return codes[self.columns.alive[codes]]
 
     # ---- erasure ----

@@ -20,6 +20,14 @@ latency; `bench/RESULTS.md` has the curve). `--with-flows` measures `swipeloop u
 everything in one process, where the flows sink every served impression into ClickHouse on
 the same two cores. `stage_p99_ms` comes from the API's Server-Timing header. A second phase
 asks with `explain=true`.
+
+Memory: `replica_rss_mb` is a replica's resident set (the largest of them) once bootstrapped
+with its index built, after the load, and at its peak (the bootstrap's or an index build's);
+`replica_rss_mb_per_100k_items` is the one after the load per 100,000 items of the catalog (and
+`..._bootstrapped` the first). The chdb engine each replica carries here (~250 MB) is included:
+a production replica reads a ClickHouse server instead. `replica_state_mb` is what each part of
+a serving state holds (`ServingState.memory`), from one more bootstrap in this process after the
+replicas have stopped, with the resident growth that bootstrap caused.
 """
 
 from __future__ import annotations
@@ -46,6 +54,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from api.feed import STAGES
+from api.state import ServingState
 from bench.e2e import preload, server_timing
 from cli.stack import Stack
 from models.features.ranking import FEATURE_NAMES
@@ -104,12 +113,37 @@ def spawned(pid: int) -> int:
     return int(child)
 
 
+def rss_mb(pid: int | str = "self", field: str = "VmRSS") -> float:
+    """A process's resident set in MB (`VmHWM`: the most it has held)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def state_memory(settings: Settings, items: int) -> dict[str, Any]:
+    """What each part of a serving state bootstrapped from `settings`' ClickHouse holds (MB, and
+    in all per 100,000 items), and the resident growth of this process that it caused."""
+    before = rss_mb()
+    state = ServingState(settings, connect(settings))
+    state.bootstrap()
+    state.index.wait_ready()
+    state.refresh()
+    parts = {part: round(size / 2**20, 1) for part, size in state.memory().items()}
+    return {
+        **parts,
+        "total": round(sum(parts.values()), 1),
+        "total_per_100k_items": round(sum(parts.values()) / (items / 100_000), 1),
+        "rss_growth": round(rss_mb() - before, 1),
+    }
+
+
 NO_METRICS = {"SWIPELOOP_METRICS_PORT": "0"}  # `swipeloop up`'s flow metrics server: off
 
 
 class Api:
-    """One API process started from the command line on a copy of the data directory (the
-    ClickHouse data and the model registry)."""
+    """One API process started from the command line on a copy of the data directory's
+    ClickHouse data (the model registry with it; the copy's models directory is its own cache)."""
 
     def __init__(self, data: Path, copy: Path, command: list[str], env: dict[str, str]) -> None:
         copy.mkdir(parents=True)
@@ -142,10 +176,7 @@ class Api:
         raise TimeoutError(f"the API at {self.url} was not ready in {timeout_s} s")
 
     def rss_mb(self) -> float:
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        return float("nan")
+        return rss_mb(self.process.pid)
 
     def stop(self) -> None:
         self.process.terminate()
@@ -253,6 +284,7 @@ def main() -> None:
                 apis.append(Api(settings.data_dir, Path(tmp) / f"api{k}", command, env))
             index = [api.wait_ready(600) for api in apis][-1]
             bootstrap_s = time.perf_counter() - t0
+            bootstrapped_mb = max(api.rss_mb() for api in apis)
             urls = [api.url for api in apis]
             pids = [api.process.pid for api in apis]
             assert stack.broker is not None, "the benchmark spawns its broker"
@@ -263,8 +295,12 @@ def main() -> None:
                 plain, client_cpu = load(pool, urls, phase, clients, False)
                 api_cpu = sum(map(cpu_s, pids)) - api_cpu
                 broker_cpu = cpu_s(broker) - broker_cpu
-                rss_mb = [api.rss_mb() for api in apis]
+                loaded_mb = max(api.rss_mb() for api in apis)
+                peak_mb = max(rss_mb(api.process.pid, "VmHWM") for api in apis)
                 explained, _ = load(pool, urls, phase / 2, clients, True)
+            for api in apis:
+                api.stop()
+            state_mb = state_memory(stack.settings, items)
         finally:
             for api in apis:
                 api.stop()
@@ -288,7 +324,17 @@ def main() -> None:
                 "wait_p99_ms": p([r["stages"]["wait"] for r in plain], 99),
                 "p99_ms_explain": p([r["ms"] for r in explained], 99),
                 "index": {k: v for k, v in index.items() if k in ("kind", "nlist", "vectors")},
-                "api_rss_mb": round(max(rss_mb)),
+                "api_rss_mb": round(loaded_mb),
+                "replica_rss_mb": {
+                    "bootstrapped": round(bootstrapped_mb),
+                    "after_run": round(loaded_mb),
+                    "peak": round(peak_mb),
+                },
+                "replica_rss_mb_per_100k_items": round(loaded_mb / (items / 100_000), 1),
+                "replica_rss_mb_per_100k_items_bootstrapped": round(
+                    bootstrapped_mb / (items / 100_000), 1
+                ),
+                "replica_state_mb": state_mb,
                 "preload_s": round(preload_s, 1),
                 "api_bootstrap_s": round(bootstrap_s, 1),
                 "replicas": replicas,

@@ -10,7 +10,8 @@ Latency is one query at a time on one thread (`faiss.omp_set_num_threads(1)` whi
 through `VectorIndex.search`, so it includes the id mapping. Recall is against an exact flat
 index on 20 of the queries, after the upserts. `upsert_1000_ms` is the median of five batches,
 each replacing 1,000 random existing items. `rss_mb` is the peak RSS before that flat index is
-built; it includes the benchmark's own copy of the vectors.
+built; it includes the benchmark's own copy of the vectors. `index_mb` is what the index holds
+(`VectorIndex.memory`: the vectors once, in its lists, their ids and its direct map).
 """
 
 from __future__ import annotations
@@ -85,6 +86,7 @@ def measure(items: int, dim: int, k: int, queries: int) -> dict[str, float]:
         upserts.append((time.perf_counter() - t0) * 1000)
         matrix[replaced] = fresh
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    held_mb = sum(index.memory().values()) / 2**20
 
     flat = faiss.IndexFlatIP(dim)
     flat.add(matrix)
@@ -109,6 +111,7 @@ def measure(items: int, dim: int, k: int, queries: int) -> dict[str, float]:
         "recall_at_10k_vs_flat": round(float(np.mean(recalls)), 4),
         "upsert_1000_ms": round(percentile(upserts, 0.5), 2),
         "rss_mb": round(rss_mb, 1),
+        "index_mb": round(held_mb, 1),
     }
 
 

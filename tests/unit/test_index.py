@@ -10,7 +10,8 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from api.index import FINAL_REPLAY, VectorIndex, nlist_for, nprobe_for, select_top
+from api.index import FINAL_REPLAY, VectorIndex
+from api.ivf import nlist_for, nprobe_for, select_top
 from swipeloop.arrays import Vectors
 
 DIM = 32
@@ -180,6 +181,23 @@ def test_updates_made_during_a_build_survive_the_swap() -> None:
     names, _ = index.search(matrix[150], len(index))
     assert len(names) == len(index)
     assert not {f"i{i}" for i in range(100, 200)} & set(names)
+
+
+def test_the_lists_hold_each_vector_once_and_give_it_back_after_a_build() -> None:
+    index, ids, matrix = loaded(20_000, exact_below=5_000)
+    fresh = clustered(3_000, seed=6)
+    index.upsert(dict(zip(ids_for(3_000, "new"), fresh, strict=True)))  # during the build
+    index.upsert({"i7": matrix[8]})
+    index.remove(["i9"])
+    assert index.wait_ready(60)
+    assert index.describe()["kind"] == "ivf"
+    expected = {**dict(zip(ids, matrix, strict=True)), "i7": matrix[8]}
+    expected.update(zip(ids_for(3_000, "new"), fresh, strict=True))
+    del expected["i9"]
+    codes = index.names.codes(list(expected))
+    np.testing.assert_array_equal(index.vectors(codes), np.stack(list(expected.values())))
+    assert index.memory()["vectors"] == len(index) * DIM * 4 == len(expected) * DIM * 4
+    np.testing.assert_array_equal(index.vectors(index.names.codes(["i9"])), np.zeros((1, DIM)))
 
 
 def test_shrinking_below_half_the_threshold_returns_to_exact_search() -> None:
