@@ -268,7 +268,8 @@ class FlowStatus:
     name: str
     store: Path
     partitions: int  # recovery partitions (0: never ran here)
-    executions: int  # runs that started from this store (restarts included)
+    executions: int  # runs that started from this store (restarts included; in a cluster,
+    # as far as this process's partitions know)
     committed_epoch: int | None  # the newest epoch every partition has committed
     snapshot_at: float | None  # when the store was last written (Unix time)
     offsets: dict[str, int]  # "topic:partition" -> the next offset to read, as snapshotted
@@ -303,7 +304,8 @@ def _read_store(file: Path) -> tuple[int, int | None, dict[str, int]]:
     """One partition's executions, committed epoch and snapshotted source offsets."""
     offsets = {}
     with contextlib.closing(sqlite3.connect(f"file:{file}?mode=ro", uri=True)) as db:
-        executions = int(db.execute("SELECT COUNT(*) FROM exs").fetchone()[0])
+        # executions are numbered across the store, each recorded in one of its partitions
+        executions = int(db.execute("SELECT COALESCE(MAX(ex_num) + 1, 0) FROM exs").fetchone()[0])
         committed = db.execute("SELECT MAX(commit_epoch) FROM commits").fetchone()[0]
         rows = db.execute(
             "SELECT state_key, ser_change FROM snaps AS s WHERE ser_change IS NOT NULL "

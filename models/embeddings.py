@@ -18,6 +18,11 @@ import numpy as np
 from models.rows import run_starts
 from swipeloop.arrays import Ints, Vector, Vectors
 
+# Who takes the changes of a table (`take_changed`), each its own: the publication, and a
+# copy kept elsewhere (the embeddings flow's mirrors).
+PUBLISHED, COPIED = 1, 2
+_EVERY_TAKER = PUBLISHED | COPIED
+
 
 class EmbeddingTable:
     """Rows of `dim` floats by string id; -1 stands for "no row" in every row array."""
@@ -30,7 +35,8 @@ class EmbeddingTable:
         self._free: list[int] = []
         self._matrix = np.zeros((capacity, dim), dtype=self.dtype)
         self._last_seen = np.zeros(capacity, dtype=np.int64)  # event second
-        self._changed = np.zeros(capacity, dtype=bool)
+        self._changed = np.zeros(capacity, dtype=np.uint8)  # which takers have not seen it
+        self._live = np.zeros(capacity, dtype=bool)  # the row is some id's
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -53,9 +59,18 @@ class EmbeddingTable:
                 self._keys[row] = key
                 self._matrix[row] = vectors[i]
                 self._last_seen[row] = seen_s
-                self._changed[row] = True
+                self._changed[row] = _EVERY_TAKER
+                self._live[row] = True
             rows[i] = row
         return rows
+
+    def put(self, keys: Sequence[str], vectors: Vectors, seen_s: int = 0) -> None:
+        """Set these ids' vectors, giving a row to those without one (a copy's writes)."""
+        rows = self.rows_of(keys)
+        new = np.flatnonzero(rows < 0)
+        if len(new):
+            rows[new] = self.insert([keys[i] for i in new.tolist()], vectors[new], seen_s)
+        self._matrix[rows] = vectors.astype(self.dtype)
 
     def _grow(self) -> int:
         row = len(self._keys)
@@ -69,6 +84,7 @@ class EmbeddingTable:
         self._matrix = _zero_extended(self._matrix, capacity)
         self._last_seen = _zero_extended(self._last_seen, capacity)
         self._changed = _zero_extended(self._changed, capacity)
+        self._live = _zero_extended(self._live, capacity)
 
     def gather(self, rows: Ints) -> Vectors:
         """The vectors of `rows`, as float32 copies."""
@@ -83,9 +99,13 @@ class EmbeddingTable:
         if not self._keys:
             return np.full(n, -1, dtype=np.int64)
         rows = rng.integers(0, len(self._keys), size=n)
-        free = np.fromiter((self._keys[r] is None for r in rows.tolist()), dtype=bool, count=n)
-        rows[free] = -1
+        rows[~self._live[rows]] = -1
         return rows
+
+    def keys_at(self, rows: Ints) -> list[str | None]:
+        """The id of each row (None: a free row, or -1)."""
+        keys = self._keys
+        return [keys[r] if r >= 0 else None for r in rows.tolist()]
 
     def add(self, rows: Ints, deltas: Vectors, max_step: float = 0.5) -> None:
         """Add each row's deltas (a row may repeat: its deltas are summed). A row's step is
@@ -103,7 +123,7 @@ class EmbeddingTable:
         too_long = norms > max_step
         summed[too_long] *= (max_step / norms[too_long]).astype(np.float32)[:, None]
         self._matrix[unique] = (self._matrix[unique].astype(np.float32) + summed).astype(self.dtype)
-        self._changed[unique] = True
+        self._changed[unique] = _EVERY_TAKER
 
     def touch(self, rows: Ints, seconds: Ints) -> None:
         """Mark rows seen at these event seconds (-1 rows are skipped)."""
@@ -124,14 +144,16 @@ class EmbeddingTable:
                 gone.append(key)
                 self._keys[row] = None
                 self._free.append(row)
-                self._changed[row] = False
+                self._changed[row] = 0
+                self._live[row] = False
         return gone
 
-    def take_changed(self) -> tuple[list[str], Vectors]:
-        """The ids whose vectors changed since the last call, and their vectors."""
-        rows = np.flatnonzero(self._changed[: len(self._keys)])
-        self._changed[rows] = False
-        return self._named(rows)
+    def take_changed(self, taker: int = PUBLISHED) -> tuple[list[str], Vectors]:
+        """The ids whose vectors changed since this taker's last call, and their vectors."""
+        rows = np.flatnonzero(self._changed[: len(self._keys)] & taker)
+        self._changed[rows] &= ~np.uint8(taker)
+        keys = self._keys  # (a freed row's flags are cleared: these rows are all in use)
+        return [keys[row] for row in rows.tolist()], self.gather(rows)  # type: ignore[misc]
 
     def items(self) -> tuple[list[str], Vectors]:
         """Every id and its vector."""
@@ -148,8 +170,8 @@ class EmbeddingTable:
         return keys, self.gather(np.asarray(kept, dtype=np.int64))
 
     def nbytes(self) -> int:
-        """Memory of the rows in use (vectors, last-seen second, changed flag)."""
-        per_row = self.dim * self.dtype.itemsize + 8 + 1
+        """Memory of the rows in use (vectors, last-seen second, changed and live flags)."""
+        per_row = self.dim * self.dtype.itemsize + 8 + 1 + 1
         return len(self._keys) * per_row
 
     def __getstate__(self) -> dict[str, Any]:
@@ -159,10 +181,15 @@ class EmbeddingTable:
         state["_matrix"] = self._matrix[:used].copy()
         state["_last_seen"] = self._last_seen[:used].copy()
         state["_changed"] = self._changed[:used].copy()
+        state["_live"] = self._live[:used].copy()
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+        if self._changed.dtype == bool:  # a snapshot from before there were two takers
+            self._changed = self._changed.astype(np.uint8) * np.uint8(_EVERY_TAKER)
+        if "_live" not in state:  # (and before the live-row mask)
+            self._live = np.fromiter((k is not None for k in self._keys), bool, len(self._keys))
         self._reserve(max(1024, 2 * len(self._keys)))
 
 

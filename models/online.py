@@ -26,91 +26,38 @@ being rebuilt from item vectors at request time.
 Monolith's table rules hold for every kind of id (`models.embeddings`,
 `models.frequency`): no shared rows, a row only after `min_count` sightings, rows freed
 after `ttl_s` of event time without a sighting.
+
+This is the whole table in one learner; `models.shards` splits the same method over shards
+of users and of items (the embeddings flow's parameter servers).
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
 from models.embeddings import EmbeddingTable
 from models.frequency import CountMinFilter
-from models.items import keys_of, stable_ids
+from models.learning import (
+    KINDS,
+    LearnerConfig,
+    Meta,
+    Published,
+    Starts,
+    Swipes,
+    admit,
+    cold_item_vectors,
+    cold_user_vectors,
+    logistic_step,
+    meta_at,
+    starting,
+    table_lookup,
+)
+from models.recent import Reservoir, Sessions
 from swipeloop.arrays import Bools, Floats, Ints, Vectors
 
-Meta = tuple[str | None, tuple[str, ...]]  # an item's creator and tags
-# where newly admitted ids start (ids, their first event): cold vectors, and which have one
-Starts = Callable[[list[str], list[int]], tuple[Vectors, Bools]]
-KINDS = ("user", "item", "creator", "tag")
-# keeps the sketch counts of a user and an item with the same name apart
-_KIND_SALT = {
-    kind: np.uint64((0x9E37_79B9_7F4A_7C15 * (i + 1)) % 2**64) for i, kind in enumerate(KINDS)
-}
-
-
-@dataclass(frozen=True)
-class LearnerConfig:
-    dim: int = 64
-    lr: float = 0.1
-    reg: float = 0.001  # L2 pull toward 0 on every step: vectors stay bounded
-    negatives: int = 3  # label-0 items drawn per positive
-    uniform_negatives: float = 1.0  # share drawn uniformly over items (rest: impressions)
-    negatives_move_items: bool = True  # a drawn negative steps the item as well as the user
-    item_bias: bool = True  # last coordinate: 1 for users, a learned bias for items
-    min_count: int = 5  # sightings before an id gets a vector
-    ttl_s: int = 7 * 86_400  # event seconds without a sighting before its vector goes
-    fp16: bool = False
-    session_items: int = 20  # items of a new user's first session kept for their vector
-    pending_users: int = 100_000  # new users whose first session is kept (least recent go)
-    reservoir: int = 100_000  # recent impressions to draw negatives from
-    sketch_width: int = 1 << 20
-
-
-@dataclass
-class Swipes:
-    """A batch of events as columns, in stream order; tags flattened as (event, tag)."""
-
-    users: list[str]
-    items: list[str]
-    creators: list[str | None]
-    weights: Floats  # > 0: more like this, < 0: less, 0: neutral (an impression)
-    impression: Bools
-    seconds: Ints
-    tag_event: Ints = field(default_factory=lambda: np.zeros(0, np.int64))  # ascending
-    tags: list[str] = field(default_factory=list)
-
-
-@dataclass
-class Published:
-    """What changed since the last publication: vectors (cold: not the id's own yet) and
-    ids that expired."""
-
-    items: list[str] = field(default_factory=list)
-    item_vectors: list[Vectors] = field(default_factory=list)
-    item_cold: list[bool] = field(default_factory=list)
-    users: list[str] = field(default_factory=list)
-    user_vectors: list[Vectors] = field(default_factory=list)
-    user_cold: list[bool] = field(default_factory=list)
-    expired_items: list[str] = field(default_factory=list)
-    expired_users: list[str] = field(default_factory=list)
-
-
-def _meta_at(swipes: Swipes, events: list[int]) -> list[Meta]:
-    """The creator and tags of the items of these events."""
-    first = np.searchsorted(swipes.tag_event, events, "left").tolist()
-    end = np.searchsorted(swipes.tag_event, events, "right").tolist()
-    return [
-        (swipes.creators[e], tuple(swipes.tags[a:b]))
-        for e, a, b in zip(events, first, end, strict=True)
-    ]
-
-
-def _sigmoid(x: Floats) -> Floats:
-    out: Floats = 1.0 / (1.0 + np.exp(-np.clip(x, -30.0, 30.0)))
-    return out
+__all__ = ["KINDS", "LearnerConfig", "OnlineMF", "Published", "Swipes"]
 
 
 class OnlineMF:
@@ -122,18 +69,20 @@ class OnlineMF:
         self.tables = {kind: EmbeddingTable(config.dim, fp16=config.fp16) for kind in KINDS}
         self.filter = CountMinFilter(config.min_count, config.sketch_width)
         self.rng = np.random.default_rng(seed)
-        self.reservoir = np.empty(config.reservoir, dtype=object)
-        self.reservoir_size = 0
-        self.reservoir_at = 0
+        self.reservoir = Reservoir(config.reservoir)
         self.newest_s: int | None = None
         self.updates = 0  # gradient steps applied, all kinds together
-        # new users: the items of their first session (positives only), least recent first
-        self.pending: OrderedDict[str, list[str]] = OrderedDict()
-        self._pending_changed: set[str] = set()
+        # new users: the items of their first session (positives only)
+        self.sessions = Sessions(config.session_items, config.pending_users)
         # items without a vector of their own that had events: (creator, tags)
         self._cold_items: dict[str, Meta] = {}
         self._forgotten: list[str] = []  # deleted items, to publish as gone
         self._erased: list[str] = []  # erased users, to publish as gone
+
+    @property
+    def pending(self) -> dict[str, list[str]]:
+        """New users' first sessions (the items they liked), least recent first."""
+        return self.sessions.items
 
     # --- learning -------------------------------------------------------------------------
 
@@ -142,7 +91,7 @@ class OnlineMF:
         if not len(swipes.users):
             return
         self.newest_s = max(self.newest_s or 0, int(swipes.seconds.max()))
-        self._remember_impressions(swipes)
+        self.reservoir.remember([swipes.items[i] for i in np.flatnonzero(swipes.impression)])
         creators = self._rows("creator", swipes.creators, swipes.seconds)
         tags = self._rows("tag", swipes.tags, swipes.seconds[swipes.tag_event])
         items = self._rows("item", swipes.items, swipes.seconds, self._item_starts(swipes))
@@ -162,16 +111,6 @@ class OnlineMF:
             self._step(users[ev[on]], "tag", tags[on], label[ev[on]], strength[ev[on]], True)
         self._negatives(users, items, w)
 
-    def _remember_impressions(self, swipes: Swipes) -> None:
-        shown = [swipes.items[i] for i in np.flatnonzero(swipes.impression).tolist()]
-        size = len(self.reservoir)
-        for start in range(0, len(shown), size):
-            chunk = shown[start : start + size]
-            at = (self.reservoir_at + np.arange(len(chunk))) % size
-            self.reservoir[at] = chunk
-            self.reservoir_at = int((self.reservoir_at + len(chunk)) % size)
-            self.reservoir_size = min(size, self.reservoir_size + len(chunk))
-
     def _rows(
         self,
         kind: str,
@@ -181,52 +120,20 @@ class OnlineMF:
     ) -> Ints:
         """Each key's row (-1: none): counted by the filter, admitted when it passes, and
         marked seen."""
-        table = self.tables[kind]
-        present = [i for i, k in enumerate(keys) if k is not None]
-        named: list[str] = [keys[i] for i in present]  # type: ignore[misc]
-        rows = np.full(len(keys), -1, dtype=np.int64)
-        if not named:
-            return rows
-        found = table.rows_of(named)
-        waiting = np.flatnonzero(found < 0)  # ids with a vector skip the filter
-        new: dict[str, int] = {}  # newly admitted id -> its first event
-        if len(waiting):
-            names = [named[i] for i in waiting.tolist()]
-            hashed = stable_ids(keys_of(names, len(names))) ^ _KIND_SALT[kind]
-            for i in waiting[self.filter.add(hashed)].tolist():
-                new.setdefault(named[i], present[i])
-        if new:
-            fresh = list(new)
-            start = self._noise(len(fresh))
-            if starts is not None:
-                cold, has = starts(fresh, list(new.values()))
-                start[has] = cold[has] + 0.1 * start[has]  # a little noise: siblings differ
-            if kind == "user" and self.config.item_bias:
-                start[:, -1] = 1.0  # the bias coordinate's constant
-            table.insert(fresh, start, int(seconds.max()))
-            found = table.rows_of(named)
-        at = np.asarray(present, dtype=np.int64)
-        rows[at] = found
-        table.touch(found, seconds[at])
-        return rows
-
-    def _noise(self, n: int) -> Vectors:
-        scale = 0.1 / np.sqrt(self.config.dim)
-        return self.rng.normal(0.0, scale, (n, self.config.dim)).astype(np.float32)
+        start = starting(self.rng, self.config, kind, starts)
+        return admit(self.tables[kind], self.filter, kind, keys, seconds, start)
 
     def _item_starts(self, swipes: Swipes) -> Starts:
         """A newly admitted item starts from its cold vector (creator and tags), if any."""
 
         def starts(_new: list[str], events: list[int]) -> tuple[Vectors, Bools]:
-            return self.cold_item_vectors(_meta_at(swipes, events))
+            return self.cold_item_vectors(meta_at(swipes, events))
 
         return starts
 
     def _user_starts(self, new: list[str], _events: list[int]) -> tuple[Vectors, Bools]:
         """A newly admitted user starts from the items of their first session, if any."""
-        sessions = [self.pending.pop(user, []) for user in new]
-        self._pending_changed.difference_update(new)
-        return self.cold_user_vectors(sessions)
+        return self.cold_user_vectors([self.sessions.pop(user) or [] for user in new])
 
     def _note_cold(self, swipes: Swipes, users: Ints, items: Ints) -> None:
         """Items without a vector get a cold one published; users without one remember the
@@ -234,20 +141,10 @@ class OnlineMF:
         cold: dict[str, int] = {}
         for i in np.flatnonzero(items < 0).tolist():
             cold.setdefault(swipes.items[i], i)
-        metas = _meta_at(swipes, list(cold.values()))
+        metas = meta_at(swipes, list(cold.values()))
         self._cold_items.update(zip(cold, metas, strict=True))
-        liked = np.flatnonzero((users < 0) & (swipes.weights > 0)).tolist()
-        limit = self.config.session_items
-        for i in liked:
-            user = swipes.users[i]
-            session = self.pending.pop(user, [])
-            if len(session) < limit and swipes.items[i] not in session:
-                session.append(swipes.items[i])
-            self.pending[user] = session  # most recent last
-            self._pending_changed.add(user)
-        while len(self.pending) > self.config.pending_users:
-            user, _ = self.pending.popitem(last=False)
-            self._pending_changed.discard(user)
+        for i in np.flatnonzero((users < 0) & (swipes.weights > 0)).tolist():
+            self.sessions.like(swipes.users[i], swipes.items[i])
 
     def _negatives(self, users: Ints, items: Ints, weights: Floats) -> None:
         """Label-0 steps for users toward items drawn uniformly from those with a vector
@@ -268,9 +165,8 @@ class OnlineMF:
         if uniform.any():
             rows[uniform] = table.sample_rows(self.rng, int(uniform.sum()))
         shown = ~uniform
-        if shown.any() and self.reservoir_size:
-            drawn = self.rng.integers(0, self.reservoir_size, size=int(shown.sum()))
-            rows[shown] = table.rows_of(self.reservoir[drawn].tolist())
+        if shown.any() and self.reservoir.size:
+            rows[shown] = table.rows_of(self.reservoir.draw(self.rng, int(shown.sum())))
         owner = np.repeat(positive, k)
         ok = (rows >= 0) & (rows != items[owner])
         m = int(ok.sum())
@@ -283,62 +179,27 @@ class OnlineMF:
         """One logistic SGD step per (user, target) pair, summed per row (`EmbeddingTable.add`)."""
         if not len(users):
             return
-        lr, reg = self.config.lr, self.config.reg
         u_table, t_table = self.tables["user"], self.tables[kind]
-        u, v = u_table.gather(users), t_table.gather(targets)
-        score = np.einsum("ij,ij->i", u, v)
-        g = (lr * weight * (label - _sigmoid(score))).astype(np.float32)[:, None]
-        du = g * v - lr * reg * u
-        if self.config.item_bias:
-            du[:, -1] = 0.0  # the user's bias coordinate stays 1
+        du, dv = logistic_step(
+            u_table.gather(users), t_table.gather(targets), label, weight, self.config
+        )
         u_table.add(users, du)
         if move:
-            t_table.add(targets, g * u - lr * reg * v)
+            t_table.add(targets, dv)
         self.updates += len(users)
 
     # --- cold starts ----------------------------------------------------------------------
 
-    def _means(
-        self, groups: int, parts: list[tuple[str, Sequence[str | None], Ints]]
-    ) -> tuple[Vectors, Bools]:
-        """The mean vector of each of `groups` groups over the ids (kind, keys, group of
-        each) that have a vector; and whether a group had any."""
-        sums = np.zeros((groups, self.config.dim), dtype=np.float32)
-        counts = np.zeros(groups)
-        for kind, keys, group in parts:
-            table = self.tables[kind]
-            rows = table.rows_of(keys)
-            ok = rows >= 0
-            if ok.any():
-                np.add.at(sums, group[ok], table.gather(rows[ok]))
-                counts += np.bincount(group[ok], minlength=groups)
-        has = counts > 0
-        sums[has] /= counts[has, None].astype(np.float32)
-        return sums, has
-
     def cold_item_vectors(self, metas: list[Meta]) -> tuple[Vectors, Bools]:
-        """Each item's cold vector: the mean of its creator's and tags' vectors (and whether
-        any of them has one), with a bias of 0: a tag's bias is learned from every positive
-        of its items and no sampled negative, and inherited it would rank each new item
-        above established ones."""
-        creators = [creator for creator, _ in metas]
-        tags = [tag for _, item_tags in metas for tag in item_tags]
-        group = np.repeat(np.arange(len(metas)), [len(item_tags) for _, item_tags in metas])
-        vectors, has = self._means(
-            len(metas), [("creator", creators, np.arange(len(metas))), ("tag", tags, group)]
-        )
-        if self.config.item_bias:
-            vectors[:, -1] = 0.0
-        return vectors, has
+        """Each item's cold vector: the mean of its creator's and tags' vectors
+        (`models.learning.cold_item_vectors`)."""
+        creators, tags = table_lookup(self.tables["creator"]), table_lookup(self.tables["tag"])
+        return cold_item_vectors(self.config.dim, self.config.item_bias, creators, tags, metas)
 
     def cold_user_vectors(self, sessions: list[list[str]]) -> tuple[Vectors, Bools]:
         """Each new user's cold vector: the mean of their first session's items' vectors."""
-        items = [item for session in sessions for item in session]
-        group = np.repeat(np.arange(len(sessions)), [len(session) for session in sessions])
-        vectors, has = self._means(len(sessions), [("item", items, group)])
-        if self.config.item_bias:
-            vectors[has, -1] = 1.0
-        return vectors, has
+        items = table_lookup(self.tables["item"])
+        return cold_user_vectors(self.config.dim, self.config.item_bias, items, sessions)
 
     def announce(self, items: Sequence[tuple[str, str | None, tuple[str, ...]]]) -> None:
         """New uploads (item, creator, tags): published with a cold vector before any event."""
@@ -356,14 +217,10 @@ class OnlineMF:
     def forget_users(self, users: Iterable[str]) -> None:
         """Erased users: their vectors and first sessions go, each published as expired (a
         tombstone) if it had either."""
-        had = []
         for user in users:
-            pending = self.pending.pop(user, None) is not None
-            self._pending_changed.discard(user)
+            pending = self.sessions.pop(user) is not None
             if self.tables["user"].remove([user]) or pending:
-                had.append(user)
-        # (a learner snapshotted before erasures existed has no such list yet)
-        self._erased = [*getattr(self, "_erased", []), *had]
+                self._erased.append(user)
 
     # --- publication ----------------------------------------------------------------------
 
@@ -377,7 +234,7 @@ class OnlineMF:
             out.expired_items, out.expired_users = expired["item"], expired["user"]
         out.expired_items.extend(self._forgotten)
         self._forgotten = []
-        out.expired_users.extend(getattr(self, "_erased", []))
+        out.expired_users.extend(self._erased)
         self._erased = []
         for kind, ids, own, cold in (
             ("item", out.items, out.item_vectors, out.item_cold),
@@ -394,13 +251,12 @@ class OnlineMF:
             out.item_vectors.append(vectors[k])
             out.item_cold.append(True)
         self._cold_items = {}
-        new_users = list(self._pending_changed)
-        vectors, has = self.cold_user_vectors([self.pending.get(u, []) for u in new_users])
+        new_users = self.sessions.take_changed()
+        vectors, has = self.cold_user_vectors([session for _, session in new_users])
         for k in np.flatnonzero(has).tolist():
-            out.users.append(new_users[k])
+            out.users.append(new_users[k][0])
             out.user_vectors.append(vectors[k])
             out.user_cold.append(True)
-        self._pending_changed = set()
         return out
 
     def nbytes(self) -> int:

@@ -136,6 +136,9 @@ class Settings:
     embedding_ttl_s: Count = 7 * 86_400  # event seconds unseen before an id's vector expires
     embedding_fp16: bool = False  # store vectors as float16 (half the memory)
     embedding_batch_size: Count = 5000  # events per poll of the embeddings flow
+    # shards of each side of the table (dataflows.embeddings); 0: one per worker of the flow's
+    # cluster. A snapshot holds its count: a new count learns on from the vectors in ClickHouse
+    embedding_shards: Size = 0
     explore_every: Size = 10  # every n-th feed slot explores the fresh pool (0: never)
     publish_interval_s: Seconds = 1.0  # how often changed vectors are published
     # Trainer

@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 import threading
 import time
+import zlib
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import msgspec
 import pytest
 
 from api.feeder import Feeder
 from api.state import ServingState
-from dataflows.runner import run_in_thread
+from dataflows.runner import run
 from swipeloop import topics
 from swipeloop.broker import EmbeddedBroker
 from swipeloop.clickhouse import connect
+from swipeloop.contracts import ReceivedEvent
+from swipeloop.erasure import erase
 from swipeloop.migrations import migrate
 from swipeloop.settings import Settings
 from tests.conftest import produce, wait_until
@@ -25,8 +29,14 @@ from tests.support.embedding_stream import START, catalog, event
 pytestmark = pytest.mark.integration
 
 
+@pytest.fixture(params=[1, 2], ids=["one_worker", "two_workers"])
+def workers(request: pytest.FixtureRequest) -> int:
+    """One worker: one learner holds the table; two: a user and an item shard each."""
+    return int(request.param)
+
+
 @pytest.fixture
-def live(settings: Settings, broker: EmbeddedBroker) -> Settings:
+def live(settings: Settings, broker: EmbeddedBroker, workers: int) -> Settings:
     wired = settings.with_(
         kafka_bootstrap=broker.bootstrap,
         broker_epoch=broker.epoch,
@@ -35,6 +45,7 @@ def live(settings: Settings, broker: EmbeddedBroker) -> Settings:
         embedding_ttl_s=600,
         publish_interval_s=0.3,
         flow_epoch_s=1.0,
+        flow_workers=workers,
     )
     topics.ensure_topics(wired)
     migrate(connect(wired))
@@ -48,11 +59,21 @@ def serving(live: Settings) -> Iterator[ServingState]:
     feeder = Feeder(state, live)
     feeder.start()
     stop = threading.Event()
-    flow = run_in_thread("embeddings", live, stop, on_error=print)
+    failed: list[BaseException] = []
+
+    def target() -> None:
+        try:  # (one worker: Bytewax's run_main; more: its cluster of threads)
+            run("embeddings", live, stop, in_thread=live.flow_workers == 1)
+        except BaseException as exc:
+            failed.append(exc)
+
+    flow = threading.Thread(target=target, name="flow-embeddings", daemon=True)
+    flow.start()
     yield state
     stop.set()
     flow.join(30)
     feeder.stop()
+    assert not failed, failed
 
 
 def cosine(state: ServingState, a: str, b: str) -> float:
@@ -142,3 +163,41 @@ def test_a_deleted_item_leaves_the_index_and_the_current_vectors(
         30,
         "i0 gone from ClickHouse's current vectors",
     )
+
+
+def _on_the_partition_of(user: str, partitions: int) -> str:
+    """Another user whose events go to the same partitions as `user`'s (the producer's
+    partitioner: CRC-32 of the key), so they are read in the order they were sent."""
+    return next(
+        other
+        for k in itertools.count()
+        if zlib.crc32((other := f"kept{k}").encode()) % partitions
+        == zlib.crc32(user.encode()) % partitions
+    )
+
+
+def test_an_erased_user_loses_their_vector_and_gets_no_new_one(
+    live: Settings, serving: ServingState
+) -> None:
+    gone, kept = "gone", _on_the_partition_of("gone", live.topic_partitions)
+
+    def likes(user: str, at: datetime) -> list[ReceivedEvent]:
+        return [event(user, f"i{k}", "like", at) for k in range(10)]
+
+    produce(live, catalog(10), likes(gone, START) + likes(kept, START))
+    client = connect(live)
+    current = "SELECT user_id, version FROM user_embeddings FINAL WHERE deleted = 0"
+
+    def stored() -> dict[str, int]:
+        return {str(user): int(version) for user, version in client.query(current).result_rows}
+
+    wait_until(lambda: {gone, kept} <= stored().keys(), 60, "both users' vectors in ClickHouse")
+    wait_until(lambda: gone in serving.user_vectors, 30, "the user's vector in the API")
+    erase(client, gone, datetime.now(UTC))
+    version = stored()[kept]
+    later = START + timedelta(seconds=5)  # their phone is still sending
+    produce(live, [], likes(gone, later) + likes(kept, later))
+    wait_until(lambda: gone not in serving.user_vectors, 30, "the vector gone from the API")
+    # (the other user's later likes, read after theirs, learned: theirs were read too)
+    wait_until(lambda: stored().get(kept, 0) > version, 60, "the other user's later likes")
+    assert gone not in stored() and gone not in serving.user_vectors

@@ -1,15 +1,27 @@
-"""The online embeddings' parts: frequency filter, collisionless table, the learner."""
+"""The online embeddings' parts: frequency filter, collisionless table, the learner, and the
+learner in shards."""
 
 from __future__ import annotations
 
 import pickle
+from typing import Any
 
+import bytewax.operators as op
 import numpy as np
+import pytest
+from bytewax.dataflow import Dataflow
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from bytewax.testing import TestingSource, cluster_main
 
+from dataflows.embedding_keys import shard_keys, worker_of
+from dataflows.embedding_shared import MirrorFeed
 from models.embeddings import EmbeddingTable
 from models.frequency import CountMinFilter
 from models.items import keys_of, stable_ids
+from models.mirror import MirrorUpdate
 from models.online import LearnerConfig, OnlineMF, Swipes
+from models.sharded_mf import ShardedMF
+from models.shards import shard_of, split
 
 
 def ids(*names: str) -> np.ndarray:
@@ -169,3 +181,124 @@ def test_an_erased_user_is_dropped_and_published_as_expired_once() -> None:
     published = mf.publish()
     assert published.expired_users == ["gone"] and "gone" not in published.users
     assert mf.publish().expired_users == []
+
+
+# --- the table in shards (models.shards, dataflows.embedding_keys) ------------------------
+
+
+def test_a_batch_split_by_user_shard_keeps_each_events_tags() -> None:
+    batch = swipes([(f"u{k}", f"i{k}") for k in range(50)])
+    parts = split(batch, 3)
+    assert sum(len(p.users) for p in parts) == 50
+    for k, part in enumerate(parts):
+        assert set(shard_of(part.users, 3).tolist()) <= {k}
+        assert part.tags == [f"tag-of-{i}" for i in part.items]  # each event's own tag
+    whole = Swipes.concat(parts)
+    assert sorted(whole.items) == sorted(batch.items)
+    assert whole.tags == [f"tag-of-{i}" for i in whole.items]
+
+
+def test_shards_admit_exactly_the_ids_one_learner_admits() -> None:
+    rng = np.random.default_rng(4)
+    one, sharded = (
+        OnlineMF(LearnerConfig(dim=8, min_count=3)),
+        ShardedMF(LearnerConfig(dim=8, min_count=3), 3),
+    )
+    for _ in range(6):
+        pairs = [(f"u{rng.integers(40)}", f"i{rng.integers(60)}") for _ in range(80)]
+        one.learn(swipes(pairs))
+        sharded.learn(swipes(pairs))
+    users = {u for s in sharded.users for u in s.table.items()[0]}
+    items = {i for s in sharded.items for i in s.tables["item"].items()[0]}
+    assert users == set(one.tables["user"].items()[0]) and len(users) > 10
+    assert items == set(one.tables["item"].items()[0]) and len(items) > 10
+    assert all(set(shard_of(s.table.items()[0], 3).tolist()) <= {s.shard} for s in sharded.users)
+
+
+def test_sharded_co_engagement_moves_two_items_closer() -> None:
+    mf = ShardedMF(LearnerConfig(dim=16, min_count=1), 2)
+    fans = [f"u{k}" for k in range(40)]
+    mf.learn(swipes([(u, f"other{k}") for k, u in enumerate(fans)], impression=True))
+    mf.learn(swipes([("x", "a"), ("y", "b")], impression=True))
+    mf.publish()
+
+    def vector(item: str) -> np.ndarray:
+        return next(v for s in mf.items if (v := s.tables["item"].vector(item)) is not None)
+
+    before = cos(vector("a"), vector("b"))
+    for _ in range(15):
+        mf.learn(swipes([(u, "a") for u in fans] + [(u, "b") for u in fans]))
+    assert cos(vector("a"), vector("b")) > max(before + 0.5, 0.8)
+    fan = mf.user_vector("u0")
+    assert fan is not None and fan @ vector("a") > fan @ vector("other5")
+
+
+def test_an_item_shard_without_events_still_expires_its_idle_ids() -> None:
+    mf = ShardedMF(LearnerConfig(dim=4, min_count=1, ttl_s=100), 4)
+    mf.learn(swipes([(f"u{k}", f"old{k}") for k in range(20)], second=1_000))
+    mf.publish()
+    mf.learn(swipes([("u_new", "i_new")], second=1_200))  # one user and one item shard see it
+    published = mf.publish()
+    assert sorted(published.expired_items) == sorted(f"old{k}" for k in range(20))
+    assert "u0" in published.expired_users and all(s.newest_s == 1_200 for s in mf.items)
+
+
+def test_a_cold_upload_takes_creator_and_tags_from_other_shards() -> None:
+    mf = ShardedMF(LearnerConfig(dim=8, min_count=2), 4)
+    seen = [("u1", "known"), ("u2", "known")]
+    mf.learn(swipes(seen))
+    mf.learn(swipes(seen))
+    mf.publish()  # creator-of-known and tag-of-known: in the mirror
+    owner = mf.items[int(shard_of(["upload"], 4)[0])]
+    owner.announce([("upload", "creator-of-known", ("tag-of-known",))])
+    published = mf.publish()
+    assert published.items == ["upload"] and published.item_cold == [True]
+    lookup = mf.mirror.lookup
+    creator, tag = (
+        lookup("creator")(["creator-of-known"])[0][0],
+        lookup("tag")(["tag-of-known"])[0][0],
+    )
+    assert np.allclose(published.item_vectors[0][:-1], ((creator + tag) / 2)[:-1])
+
+
+def test_a_pickled_shard_continues_exactly_like_the_original() -> None:
+    mf = ShardedMF(LearnerConfig(dim=8, min_count=1), 2)
+    mf.learn(swipes([(f"u{k % 7}", f"i{k % 11}") for k in range(60)]))
+    batch = swipes([(f"u{k % 5}", f"i{k % 9}") for k in range(40)])
+    copy: ShardedMF = pickle.loads(pickle.dumps(mf))
+    mf.learn(batch)
+    copy.learn(batch)
+    a, b = mf.item_vectors(), copy.item_vectors()
+    assert a[0] == b[0] and np.array_equal(a[1], b[1])
+
+
+def test_one_publication_reaches_the_mirror_once_through_the_first_key() -> None:
+    feed = MirrorFeed(dim=2)
+    first = MirrorUpdate(0, vectors={"item": (["a"], np.ones((1, 2), np.float32))})
+    later = MirrorUpdate(0, removed={"item": ["a"]})
+    feed.deliver("shard-1", first)
+    feed.deliver("shard-0", later)  # the same publication to another key of this process
+    assert feed.mirror.lookup("item")(["a"])[1].tolist() == [True]
+    feed.deliver("shard-1", later)
+    assert feed.mirror.lookup("item")(["a"])[1].tolist() == [False]
+
+
+@pytest.mark.parametrize("workers", [2, 3, 4])
+def test_shard_keys_put_one_shard_on_each_worker_as_bytewax_places_them(workers: int) -> None:
+    keys = shard_keys("shard", workers, workers)
+    assert [worker_of(key, workers) for key in keys] == list(range(workers))
+    placed: dict[str, int] = {}
+
+    class Seen(DynamicSink[tuple[str, str]]):
+        def build(self, step_id: str, worker_index: int, worker_count: int) -> Any:
+            class Part(StatelessSinkPartition[tuple[str, str]]):
+                def write_batch(self, items: list[tuple[str, str]]) -> None:
+                    placed.update((key, worker_index) for key, _ in items)
+
+            return Part()
+
+    flow = Dataflow("placement")
+    keyed = op.key_on("key", op.input("keys", flow, TestingSource(keys)), lambda k: k)
+    op.output("seen", op.stateful_map("state", keyed, lambda s, k: (s, k)), Seen())
+    cluster_main(flow, [], 0, worker_count_per_proc=workers)  # type: ignore[no-untyped-call]
+    assert [placed[key] for key in keys] == list(range(workers))  # where Bytewax put them
