@@ -33,7 +33,6 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.features import produce_events, produce_items
-from dataflows.runner import status
 from swipeloop import topics
 from swipeloop.broker import EmbeddedBroker, free_port
 from swipeloop.settings import Settings
@@ -130,11 +129,9 @@ def measure(flow: str, processes: int, events: int, tmp: Path) -> dict[str, Any]
         first = next(t for t, n in samples if n > 0)
         before = max((t for t, n in samples if n == 0), default=first)
         seconds = samples[-1][0] - (first + before) / 2  # (the first count fell between polls)
-        executions = sum(status(Settings.from_env(env), flow).executions for env in envs)
     return {
         "events_per_s": round(events / seconds),
         "seconds": round(seconds, 2),
-        "runs": executions,
     }
 
 

@@ -194,19 +194,14 @@ def run(
     if in_thread:
         run_main(flow, **kwargs)  # type: ignore[no-untyped-call]  # one worker, this thread
         return
-    if settings.flow_processes == 1:
-        cli_main(flow, workers_per_process=settings.flow_workers, **kwargs)  # type: ignore[no-untyped-call]
-        return
+    if settings.flow_processes > 1:
+        kwargs["process_id"] = settings.flow_process_id
+        kwargs["addresses"] = settings.flow_cluster_addresses
     try:
-        cli_main(  # type: ignore[no-untyped-call]
-            flow,
-            workers_per_process=settings.flow_workers,
-            process_id=settings.flow_process_id,
-            addresses=settings.flow_cluster_addresses,
-            **kwargs,
-        )
+        cli_main(flow, workers_per_process=settings.flow_workers, **kwargs)  # type: ignore[no-untyped-call]
     except BaseException as exc:
-        if type(exc).__name__ != "PanicException":  # (pyo3's, raised by Bytewax's runtime)
+        # (pyo3's PanicException, raised by Bytewax's runtime when a peer's connection drops)
+        if settings.flow_processes == 1 or type(exc).__name__ != "PanicException":
             raise
         raise PeerLost(
             f"flow {name}: the cluster stopped (another process of it went away, or could not "

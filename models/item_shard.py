@@ -3,12 +3,13 @@ half of every step, and the publications the user side reads (`models.shards`)."
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import numpy as np
 
 from models.embeddings import COPIED, PUBLISHED, EmbeddingTable
 from models.learning import (
+    CatalogChanges,
     LearnerConfig,
     Lookup,
     Meta,
@@ -28,7 +29,7 @@ from swipeloop.arrays import Bools, Floats, Ints, Vectors
 ColdItems = Callable[[list[Meta]], tuple[Vectors, Bools]]
 
 
-class ItemShard:
+class ItemShard(CatalogChanges):
     """The items, creators and tags that hash to one shard of `shards`."""
 
     def __init__(self, config: LearnerConfig, shard: int, shards: int, seed: int = 0) -> None:
@@ -112,19 +113,6 @@ class ItemShard:
             return cold_item_vectors(dim, bias, creators, tags, metas)
 
         return cold
-
-    def announce(self, items: Sequence[tuple[str, str | None, tuple[str, ...]]]) -> None:
-        """New uploads (item, creator, tags): published with a cold vector before any event."""
-        for item, creator, tags in items:
-            if item not in self.tables["item"]:
-                self._cold_items[item] = (creator, tags)
-
-    def forget_items(self, items: Sequence[str]) -> None:
-        """Deleted items: their vectors go (published as expired), and they are not
-        announced again."""
-        for item in items:
-            self._cold_items.pop(item, None)
-        self._forgotten.extend(self.tables["item"].remove(items))
 
     def copied(self, whole: bool = False) -> MirrorUpdate:
         """For the mirrors: the vectors that changed since they last heard from this shard

@@ -121,6 +121,15 @@ def meta_at(swipes: Swipes, events: list[int]) -> list[Meta]:
     ]
 
 
+def uniform_draws(rng: np.random.Generator, n: int, share: float) -> Bools:
+    """Which of `n` negatives are drawn uniformly over items (the rest: from impressions)."""
+    if share >= 1.0:
+        return np.ones(n, dtype=bool)
+    if share <= 0.0:
+        return np.zeros(n, dtype=bool)
+    return np.asarray(rng.random(n) < share)
+
+
 def sigmoid(x: Floats) -> Floats:
     out: Floats = 1.0 / (1.0 + np.exp(-np.clip(x, -30.0, 30.0)))
     return out
@@ -273,3 +282,25 @@ def cold_user_vectors(
     if item_bias:
         vectors[has, -1] = 1.0
     return vectors, has
+
+
+class CatalogChanges:
+    """Uploads and deletions for a learner that owns item rows: an upload gets a cold vector
+    before any event, a deleted item's vector goes (published as expired)."""
+
+    tables: dict[str, EmbeddingTable]
+    _cold_items: dict[str, Meta]
+    _forgotten: list[str]
+
+    def announce(self, items: Sequence[tuple[str, str | None, tuple[str, ...]]]) -> None:
+        """New uploads (item, creator, tags): published with a cold vector before any event."""
+        for item, creator, tags in items:
+            if item not in self.tables["item"]:
+                self._cold_items[item] = (creator, tags)
+
+    def forget_items(self, items: Sequence[str]) -> None:
+        """Deleted items: their vectors go (published as expired), and they are not
+        announced again."""
+        for item in items:
+            self._cold_items.pop(item, None)
+        self._forgotten.extend(self.tables["item"].remove(items))

@@ -33,7 +33,7 @@ of users and of items (the embeddings flow's parameter servers).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -41,6 +41,7 @@ from models.embeddings import EmbeddingTable
 from models.frequency import CountMinFilter
 from models.learning import (
     KINDS,
+    CatalogChanges,
     LearnerConfig,
     Meta,
     Published,
@@ -53,6 +54,7 @@ from models.learning import (
     meta_at,
     starting,
     table_lookup,
+    uniform_draws,
 )
 from models.recent import Reservoir, Sessions
 from swipeloop.arrays import Bools, Floats, Ints, Vectors
@@ -60,7 +62,7 @@ from swipeloop.arrays import Bools, Floats, Ints, Vectors
 __all__ = ["KINDS", "LearnerConfig", "OnlineMF", "Published", "Swipes"]
 
 
-class OnlineMF:
+class OnlineMF(CatalogChanges):
     """The tables, the frequency filter and the state of cold starts; `learn` a batch,
     `publish` what changed."""
 
@@ -155,12 +157,7 @@ class OnlineMF:
             return
         n = len(positive) * k
         table = self.tables["item"]
-        if share >= 1.0:
-            uniform = np.ones(n, dtype=bool)
-        elif share <= 0.0:
-            uniform = np.zeros(n, dtype=bool)
-        else:
-            uniform = self.rng.random(n) < share
+        uniform = uniform_draws(self.rng, n, share)
         rows = np.full(n, -1, dtype=np.int64)
         if uniform.any():
             rows[uniform] = table.sample_rows(self.rng, int(uniform.sum()))
@@ -200,19 +197,6 @@ class OnlineMF:
         """Each new user's cold vector: the mean of their first session's items' vectors."""
         items = table_lookup(self.tables["item"])
         return cold_user_vectors(self.config.dim, self.config.item_bias, items, sessions)
-
-    def announce(self, items: Sequence[tuple[str, str | None, tuple[str, ...]]]) -> None:
-        """New uploads (item, creator, tags): published with a cold vector before any event."""
-        for item, creator, tags in items:
-            if item not in self.tables["item"]:
-                self._cold_items[item] = (creator, tags)
-
-    def forget_items(self, items: Sequence[str]) -> None:
-        """Deleted items: their vectors go (published as expired), and they are not
-        announced again."""
-        for item in items:
-            self._cold_items.pop(item, None)
-        self._forgotten.extend(self.tables["item"].remove(items))
 
     def forget_users(self, users: Iterable[str]) -> None:
         """Erased users: their vectors and first sessions go, each published as expired (a

@@ -18,6 +18,7 @@ from models.learning import (
     cold_user_vectors,
     logistic_step,
     starting,
+    uniform_draws,
 )
 from models.mirror import Mirror
 from models.recent import Reservoir, Sessions
@@ -154,12 +155,7 @@ class UserShard:
         if not k or not len(positive):
             return
         n = len(positive) * k
-        if share >= 1.0:
-            uniform = np.ones(n, dtype=bool)
-        elif share <= 0.0:
-            uniform = np.zeros(n, dtype=bool)
-        else:
-            uniform = self.rng.random(n) < share
+        uniform = uniform_draws(self.rng, n, share)
         shown = np.flatnonzero(~uniform)
         impressions = np.full(len(shown), None, dtype=object)  # (none yet: no draw)
         if len(shown) and self.reservoir.size:

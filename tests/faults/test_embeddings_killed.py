@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from swipeloop.contracts import ReceivedEvent
 from swipeloop.settings import Settings
 from tests.conftest import drain, json_of, produce, role_env, swipeloop_process
 from tests.support.embedding_stream import READ_IDS, START, catalog, event
@@ -28,6 +29,20 @@ def _role(live: Settings, data_dir: Path, database: str, workers: int = 1) -> di
     return role_env(live, data_dir, database, embedding_dim="16", flow_workers=str(workers))
 
 
+def _swipes(rng: random.Random, n: int, users: int, items: int) -> list[ReceivedEvent]:
+    """`n` swipes of random users on random items, 20 ms apart in event time."""
+    return [
+        event(
+            f"u{rng.randrange(users)}",
+            f"i{rng.randrange(items)}",
+            rng.choice(["impression", "impression", "watch", "like", "skip"]),
+            START + timedelta(milliseconds=20 * k),
+            rng.choice([500, 9_000]),
+        )
+        for k in range(n)
+    ]
+
+
 @pytest.mark.parametrize("workers", [1, 2], ids=["one_learner", "two_workers_sharded"])
 def test_kill_9_mid_stream_resumes_learning_and_loses_no_vector(
     live: Settings, tmp_path: Path, workers: int
@@ -35,16 +50,7 @@ def test_kill_9_mid_stream_resumes_learning_and_loses_no_vector(
     rng = random.Random(17)
     # many ids near the admission count (5): a lost or twice-counted event changes who has a
     # vector, so the admitted sets of both runs are equal only if each event counted once
-    events = [
-        event(
-            f"u{rng.randrange(3_000)}",
-            f"i{rng.randrange(4_000)}",
-            rng.choice(["impression", "impression", "watch", "like", "skip"]),
-            START + timedelta(milliseconds=20 * k),
-            rng.choice([500, 9_000]),
-        )
-        for k in range(40_000)
-    ]
+    events = _swipes(rng, 40_000, users=3_000, items=4_000)
     calm = _role(live, tmp_path / "calm", "calm")
     killed = _role(live, tmp_path / "killed", "killed", workers)
     had: set[str] = set()
@@ -70,16 +76,7 @@ def test_a_cluster_of_two_processes_admits_the_ids_one_learner_admits(
     copies over Bytewax's network; what they store (each process its own chdb path, so the
     cluster's tables are the union of theirs) is each id once, and the ids one learner's."""
     rng = random.Random(23)
-    events = [
-        event(
-            f"u{rng.randrange(1_500)}",
-            f"i{rng.randrange(2_000)}",
-            rng.choice(["impression", "impression", "watch", "like", "skip"]),
-            START + timedelta(milliseconds=20 * k),
-            rng.choice([500, 9_000]),
-        )
-        for k in range(15_000)
-    ]
+    events = _swipes(rng, 15_000, users=1_500, items=2_000)
     one = _role(live, tmp_path / "one", "one")
     envs = cluster_envs(live, tmp_path / "cluster", "cluster", embedding_dim="16")
     for env in (one, *envs):
