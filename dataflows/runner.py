@@ -12,7 +12,6 @@ import contextlib
 import gc
 import logging
 import os
-import pickle
 import shutil
 import signal
 import sqlite3
@@ -30,6 +29,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.recovery import RecoveryConfig, init_db_dir
 
 from dataflows import embeddings, features, ingest
+from dataflows.store_reader import read_parts
 from swipeloop.metrics import serve_metrics
 from swipeloop.settings import Settings
 
@@ -276,10 +276,8 @@ def status(settings: Settings, name: str) -> FlowStatus:
     store = recovery_dir(settings, name)
     files = sorted(store.glob("*.sqlite3"))
     executions, commits, offsets = 0, list[int | None](), dict[str, int]()
-    for file in files:
-        try:
-            found = _read_store(file)
-        except sqlite3.OperationalError:  # a partition being created right now: not yet
+    for found in read_parts(files):  # (from a child process: this one may run the flow)
+        if found is None:
             continue
         executions = max(executions, found[0])
         commits.append(found[1])
@@ -293,22 +291,3 @@ def status(settings: Settings, name: str) -> FlowStatus:
         max((f.stat().st_mtime for f in files), default=None),
         offsets,
     )
-
-
-def _read_store(file: Path) -> tuple[int, int | None, dict[str, int]]:
-    """One partition's executions, committed epoch and snapshotted source offsets."""
-    offsets = {}
-    with contextlib.closing(sqlite3.connect(f"file:{file}?mode=ro", uri=True)) as db:
-        # executions are numbered across the store, each recorded in one of its partitions
-        executions = int(db.execute("SELECT COALESCE(MAX(ex_num) + 1, 0) FROM exs").fetchone()[0])
-        committed = db.execute("SELECT MAX(commit_epoch) FROM commits").fetchone()[0]
-        rows = db.execute(
-            "SELECT state_key, ser_change FROM snaps AS s WHERE ser_change IS NOT NULL "
-            "AND state_key LIKE '%:%' AND snap_epoch = (SELECT MAX(snap_epoch) FROM snaps "
-            "WHERE step_id = s.step_id AND state_key = s.state_key)"
-        ).fetchall()
-    for key, blob in rows:
-        value = pickle.loads(blob)  # (Bytewax pickles state; this store is our own)
-        if isinstance(value, int):
-            offsets[key] = value
-    return executions, committed, offsets
