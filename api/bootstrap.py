@@ -68,8 +68,8 @@ GROUP BY user_id
 """
 USERS_SIGNALS_SQL = """
 SELECT user_id,
-       groupUniqArrayIf(item_id, kind = 'block'),
-       groupUniqArrayIf(item_id, kind = 'follow'),
+       arrayMap(x -> (x.2, x.3), arraySort(x -> x.1, groupArrayIf((client_ts, item_id, kind),
+           kind IN ('follow', 'unfollow', 'block', 'unblock')))),
        groupUniqArrayIf(item_id, kind = 'not_interested'),
        arraySlice(arrayMap(x -> x.2, arraySort(x -> x.1, groupArrayIf((client_ts, item_id),
            kind IN {positive:Array(String)}
@@ -119,7 +119,8 @@ class Snapshot:
     item_vectors: tuple[list[str], npt.NDArray[np.float32]]  # (ids, matrix), as stored
     user_vectors: tuple[list[str], npt.NDArray[np.float32]]
     seen: Rows  # (user, items shown)
-    signals: Rows  # (user, items of blocked and of followed creators, hidden, last positives)
+    # (user, [(item, follow | unfollow | block | unblock)] oldest first, hidden, last positives)
+    signals: Rows
     watched: Rows  # (user, items watched past the early skip, in order)
 
 

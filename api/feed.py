@@ -46,7 +46,6 @@ log = logging.getLogger(__name__)
 NO_MODEL = "none"
 NOT_INTERESTED_PUSH = 1.0  # pre-rank penalty for a creator the user hid an item of
 TRENDING_PRIOR = 0.1  # weight of the trending score in the pre-rank
-COVISIT_WEIGHT = 3.0  # weight of the co-visitation score (0-1) in the pre-rank (RESULTS)
 AFFINITY_WEIGHT = 1.0  # weight of the tag and creator affinity (-1 to 1) in the pre-rank
 MOMENTUM_WEIGHT = 2.0  # weight of the tag's momentum (mean swipe weight now less usual)
 TOP_CONTRIBUTIONS = 5
@@ -105,6 +104,7 @@ def prerank(
     affinity: Floats,
     momentum: Floats,
     pushed_down: Codes,
+    covisit_weight: float,
 ) -> Floats:
     """A cheap score over every candidate: vector score + co-visitation + the user's tag and
     creator affinity (`models.affinity.prior`) + its tag's momentum + trending prior, minus
@@ -112,7 +112,7 @@ def prerank(
     prior = np.zeros(len(codes), dtype=np.float64)
     known = codes < len(trending)  # items newer than the last trending table score 0
     prior[known] = trending[codes[known]]
-    scores = ann + COVISIT_WEIGHT * covisit + AFFINITY_WEIGHT * affinity + TRENDING_PRIOR * prior
+    scores = ann + covisit_weight * covisit + AFFINITY_WEIGHT * affinity + TRENDING_PRIOR * prior
     scores += MOMENTUM_WEIGHT * momentum
     if len(pushed_down):
         scores -= NOT_INTERESTED_PUSH * np.isin(columns.creator[codes], pushed_down)
@@ -126,8 +126,13 @@ def build_feed(
     n: int,
     explain: bool = False,
     rng: random.Random | None = None,
+    *,
+    covisit_weight: float | None = None,
+    mark_seen: bool = True,
 ) -> tuple[Feed, list[Impression], dict[str, float]]:
-    """A ranked page for one user, the impressions to log for it, and ms per stage."""
+    """A ranked page for one user, the impressions to log for it, and ms per stage.
+    `covisit_weight` overrides the setting; `mark_seen=False` leaves the page unseen (a
+    what-if: the replay's validation)."""
     timer = Timer()
     now = datetime.now(UTC)
     user = state.user(user_id)
@@ -151,8 +156,9 @@ def build_feed(
     creators = user.creator_affinity.lookup(columns.creator[codes], now.timestamp())
     liked = affinity_prior(tags, creators)
     momentum = state.momentum.lookup(columns.tag[codes], now.timestamp())
+    weight = state.settings.covisit_weight if covisit_weight is None else covisit_weight
     scores = prerank(
-        columns, state.trending_scores(), codes, ann, covisit, liked, momentum, pushed_down
+        columns, state.trending_scores(), codes, ann, covisit, liked, momentum, pushed_down, weight
     )
     short = best(scores, state.settings.rank_slice)  # positions in `retrieved`
     timer.lap("prerank")
@@ -190,7 +196,7 @@ def build_feed(
         )
         for slot in slots
     ]
-    feed, impressions = page(state, user_id, picked, rows, version, now, len(codes))
+    feed, impressions = page(state, user_id, picked, rows, version, now, len(codes), mark_seen)
     if explain:
         item_ids = [i.item_id for i in feed.items]
         feed = msgspec.structs.replace(
@@ -207,6 +213,7 @@ def page(
     version: str,
     now: datetime,
     candidates: int,
+    mark_seen: bool = True,
 ) -> tuple[Feed, list[Impression]]:
     """The response for the picked items, and one impression each with its feature row;
     they are now seen by this user."""
@@ -244,7 +251,8 @@ def page(
                 served_at=now,
             )
         )
-        user.seen.add(p.code)
+        if mark_seen:
+            user.seen.add(p.code)
     feed = Feed(
         request_id=request_id,
         user_id=user_id,

@@ -33,7 +33,7 @@ from api.index import ByName, VectorIndex
 from api.item_columns import NO_CODE, Catalog, ItemColumns, Names
 from api.lists import Lists
 from models.affinity import Affinity, Momentum
-from models.covisit import PAIR_WINDOW, CoVisits
+from models.covisit import REMEMBERED, CoVisitConfig, CoVisits
 from models.embeddings import normalized, normalized_rows
 from models.features.session import Session, advance_session
 from models.features.weights import PLAY_KINDS, affinity_weight, early_skip_ms, engagement_weight
@@ -87,9 +87,23 @@ class UserState:
     followed: set[int] = field(default_factory=set)
     hidden_items: set[int] = field(default_factory=set)
     session: Session = field(default_factory=Session)
-    watched: deque[int] = field(default_factory=lambda: deque(maxlen=PAIR_WINDOW))
+    watched: deque[int] = field(default_factory=lambda: deque(maxlen=REMEMBERED))
     tag_affinity: Affinity = field(default_factory=Affinity)  # what they like now (tag codes)
     creator_affinity: Affinity = field(default_factory=Affinity)  # (creator codes)
+
+    def creator_choice(self, creator: int, kind: str) -> None:
+        """A follow, block, or the undoing of one (`CREATOR_CHOICES`)."""
+        if kind == "follow":
+            self.followed.add(creator)
+        elif kind == "unfollow":
+            self.followed.discard(creator)
+        elif kind == "block":
+            self.blocked_creators.add(creator)
+        elif kind == "unblock":
+            self.blocked_creators.discard(creator)
+
+
+CREATOR_CHOICES = frozenset({"follow", "unfollow", "block", "unblock"})  # about an item's creator
 
 
 def as_codes(values: set[int] | deque[int]) -> Codes:
@@ -117,7 +131,8 @@ class ServingState:
         )
         self.vectors = ByName(self.index)  # items, unit length
         self.user_vectors: dict[str, Vector] = {}  # learned online (own or cold), unit length
-        self.covisits = CoVisits()  # videos watched one after the other, by anyone
+        # videos watched one after the other, by anyone
+        self.covisits = CoVisits(CoVisitConfig.of(settings))
         self.momentum = Momentum()  # how everyone takes each tag now against usually
         self.users: dict[str, UserState] = {}
         self.erased = Erased()  # users who asked to be forgotten (swipeloop.erasure)
@@ -169,10 +184,12 @@ class ServingState:
         self.user_vectors.update(zip(users, normalized_rows(user_matrix), strict=True))
         for user_id, shown in snapshot.seen:
             self.user(user_id).seen.update(self.codes(shown).tolist())
-        for user_id, blocked, followed, hidden, positives in snapshot.signals:
+        for user_id, changes, hidden, positives in snapshot.signals:
             user = self.user(user_id)
-            user.blocked_creators.update(self._creators_of(blocked))
-            user.followed.update(self._creators_of(followed))
+            for item_id, kind in changes:  # oldest first: the last word on a creator stands
+                code = self.items.get(item_id)
+                if code is not None and self.columns.alive[code]:
+                    user.creator_choice(int(self.columns.creator[code]), kind)
             user.hidden_items.update(self.codes(hidden).tolist())
             for code in self.codes(positives).tolist():
                 if code not in user.positives:
@@ -190,12 +207,6 @@ class ServingState:
             len(self.user_vectors),
             len(self.users),
         )
-
-    def _creators_of(self, item_ids: list[str]) -> list[int]:
-        codes = self.items.known(item_ids)
-        columns = self.columns
-        creators: list[int] = columns.creator[codes[columns.alive[codes]]].tolist()
-        return creators
 
     def apply_catalog(self, catalog: CatalogRows) -> None:
         """Many catalog entries at once (the bootstrap's): as `apply_item` on each, in columns."""
@@ -307,12 +318,9 @@ class ServingState:
             user.watched.append(code)
         if ev.kind == "impression":
             user.seen.add(code)
-        elif ev.kind == "block":
+        elif ev.kind in CREATOR_CHOICES:
             if known:
-                user.blocked_creators.add(creator)
-        elif ev.kind == "follow":
-            if known:
-                user.followed.add(creator)
+                user.creator_choice(creator, ev.kind)
         elif ev.kind == "not_interested":
             user.hidden_items.add(code)
         elif engagement_weight(ev.kind, ev.watch_ms) > 0 and code not in user.positives:

@@ -30,6 +30,7 @@ def migrate(
     from swipeloop.clickhouse import connect
     from swipeloop.migrations import BadMigrations, applied, load, reverse
     from swipeloop.migrations import migrate as forward
+    from swipeloop.retention import apply_retention
 
     if to is not None and down is not None:
         raise typer.BadParameter("--to and --down do not go together")
@@ -53,6 +54,10 @@ def migrate(
         verb, changed = "applied", forward(client, to=to, each=say("applying"), cluster=cluster)
     now = sorted(applied(client, cluster))
     console.print(f"{len(changed)} migration(s) {verb}; at version {now[-1] if now else 0}")
+    if verb == "applied":
+        apply_retention(client, settings)
+        days = settings.retention_days
+        console.print(f"events and impressions kept {f'{days} days' if days else 'for ever'}")
 
 
 def topics() -> None:

@@ -4,6 +4,7 @@ a ratings file, and render what was measured."""
 from __future__ import annotations
 
 import asyncio
+import enum
 import json
 from pathlib import Path
 from typing import Annotated, Any
@@ -94,6 +95,13 @@ def report(
         console.print(f"wrote {path}")
 
 
+class Split(enum.StrEnum):
+    """`swipeloop replay --split`."""
+
+    last = "last"
+    history = "history"
+
+
 def replay(
     ratings: Annotated[
         Path, typer.Argument(help="ratings in MovieLens format: userId,movieId,rating,timestamp")
@@ -104,17 +112,25 @@ def replay(
     data_dir: Annotated[
         Path | None, typer.Option(help="where the replay's stack keeps its data (default: temp)")
     ] = None,
+    split: Annotated[
+        Split,
+        typer.Option(
+            help="what is held out: each user's last rating, or the one at 80 % of their history"
+        ),
+    ] = Split.last,
 ) -> None:
     """Replay a ratings file through a fresh embedded stack, then score next-item prediction
-    (HR@10, NDCG@10) of its feeds against popularity and item-kNN; prints JSON."""
+    (HR@10, NDCG@10) of its feeds against popularity and item-kNN; every choice is made on a
+    validation split first (each user's item before the test one). Prints JSON."""
     import tempfile
 
     import msgspec
     from rich.progress import Progress
 
     from cli.stack import fresh_stack
-    from sim.movielens import RatingsError, read_ratings
+    from sim.movielens import RatingsError, history_split, leave_last_out, read_ratings
     from sim.replay import replay as run
+    from sim.replay import tuned
     from swipeloop.broker import free_port
 
     try:
@@ -138,7 +154,11 @@ def replay(
                     tasks[phase] = bar.add_task(phase, total=total)
                 bar.update(tasks[phase], completed=done)
 
+            held_out = leave_last_out if split is Split.last else history_split
+            settings, tuning = tuned(data, settings, held_out)
             with fresh_stack(settings) as stack:
                 state = stack.services.feed.state
-                figures = run(data, settings, stack.url, state, span_hours * 3600, progress)
+                figures = run(
+                    data, settings, stack.url, state, span_hours * 3600, progress, held_out, tuning
+                )
     print(json.dumps(msgspec.to_builtins(figures)))

@@ -22,6 +22,7 @@ from swipeloop import topics
 from swipeloop.broker import EmbeddedBroker
 from swipeloop.clickhouse import connect
 from swipeloop.migrations import migrate
+from swipeloop.retention import apply_retention
 from swipeloop.settings import Settings
 from swipeloop.waiting import wait_for
 from training.schedule import run_schedule
@@ -75,6 +76,7 @@ class Stack:
         topics.ensure_topics(self.settings)
         client = connect(self.settings)
         migrate(client, cluster=self.settings.clickhouse_cluster)
+        apply_retention(client, self.settings)
         if self.settings.seed_items and not client.query("SELECT 1 FROM items LIMIT 1").result_rows:
             seed_catalog(self.settings, self.settings.seed_items)
         for name in FLOWS if self._run_flows else ():

@@ -107,6 +107,16 @@ class HitRate(msgspec.Struct, frozen=True):
     ndcg_at_10: float
 
 
+class Validation(msgspec.Struct, frozen=True):
+    """What the replay chose on its validation split, never looking at the test."""
+
+    users: int  # scored on their validation item
+    covisit_weight: float  # the pre-rank weight chosen
+    weights: dict[str, HitRate]  # each weight tried, on the validation items
+    covisit: dict[str, float]  # the co-visitation constants (sim.tuning)
+    covisit_alone: HitRate | None  # what those found alone on the validation items
+
+
 class ReplayFigures(msgspec.Struct, frozen=True, kw_only=True):
     """A replay's size, its timings, and how swipeloop and the baselines predicted."""
 
@@ -123,3 +133,4 @@ class ReplayFigures(msgspec.Struct, frozen=True, kw_only=True):
     # item-kNN from each user's last 20 items weighted 0.9^age (issue 27's baseline); None in
     # a file written before it was added
     recent_item_knn: HitRate | None = None
+    validation: Validation | None = None  # None in a file written before it was added

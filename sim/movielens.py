@@ -4,7 +4,9 @@ ratings mapped to swipes, a leave-last-out split, next-item metrics, and two bas
 read        userId,movieId,rating,timestamp (a header, then one rating per line; errors name
             the line)
 split       per user, the last rating by time (ties: the larger item id) is held out; the
-            rest is replayed. Users with a single rating are replayed and not scored.
+            rest is replayed. Users with a single rating are replayed and not scored. Or each
+            user's history cut at 80 %: what precedes the cut replayed, the rating at it
+            held out, the rest unused
 swipes      what a phone would have sent for a rating (`SWIPES`)
 metrics     HR@k (the held-out item is in the top k) and NDCG@k (1 / log2(rank + 2))
 baselines   popularity (most rated in the replayed part), item-kNN (cosine similarity of
@@ -116,6 +118,23 @@ def leave_last_out(r: Ratings) -> tuple[Ratings, dict[int, int]]:
     held = order[lasts[lasts > firsts]]  # users with a single rating keep it
     keep = np.ones(len(r), dtype=np.bool_)
     keep[held] = False
+    return r.take(keep), {int(r.users[i]): int(r.items[i]) for i in held}
+
+
+def history_split(r: Ratings, share: float = 0.8) -> tuple[Ratings, dict[int, int]]:
+    """Each user's history cut at `share`: the ratings before the cut replayed, the one at it
+    held out (its position: `share` of the user's count, rounded down; ties by time as in
+    `leave_last_out`), the later ones not used. A user with a single rating is replayed and
+    not scored."""
+    order = np.lexsort((r.items, r.ts, r.users))  # per user, oldest first
+    firsts = run_starts(r.users[order])
+    counts = np.diff(np.r_[firsts, len(order)])
+    cut = firsts + np.maximum((counts * share).astype(np.int64), 1)
+    scored = counts > 1
+    position = np.arange(len(order)) - np.repeat(firsts, counts)
+    keep = np.zeros(len(r), dtype=np.bool_)
+    keep[order[position < np.repeat(np.where(scored, cut - firsts, counts), counts)]] = True
+    held = order[cut[scored]]
     return r.take(keep), {int(r.users[i]): int(r.items[i]) for i in held}
 
 

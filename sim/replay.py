@@ -18,15 +18,19 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import msgspec
 import numpy as np
+from clickhouse_connect.driver.client import Client
 
+from api.feed import build_feed
 from api.state import ServingState
-from sim.figures import HitRate, ReplayFigures
+from models.covisit import CoVisitConfig
+from sim.figures import HitRate, ReplayFigures, Validation
 from sim.movielens import (
     REPLAY_DURATION_MS,
     Ratings,
@@ -38,12 +42,14 @@ from sim.movielens import (
     swipes,
     time_order,
 )
+from sim.tuning import Split, Tried, covisit_settings, tune
 from swipeloop.clickhouse import connect
 from swipeloop.contracts import Event, EventBatch, Item, ItemBatch
 from swipeloop.settings import Settings
 from swipeloop.waiting import wait_for
 
 K = 10
+WEIGHTS = (1.0, 3.0, 10.0, 30.0, 100.0)  # pre-rank co-visitation weights validation tries
 CATALOG_AGE = timedelta(days=30)
 QUIET_S = 3.0  # the API's user vectors unchanged this long: the embeddings flow is done
 CATCH_UP_S = 600.0
@@ -101,6 +107,18 @@ def swipe_events(train: Ratings, now: datetime, span_s: float) -> Iterator[Event
             )
 
 
+def tuned(
+    ratings: Ratings, settings: Settings, split: Split = leave_last_out
+) -> tuple[Settings, Tried]:
+    """`settings` for a replay of `ratings` held out by `split`: the co-visitation constants
+    chosen on the validation split (`sim.tuning.tune`), and one partition per topic, so that
+    every consumer reads the swipes in the file's order."""
+    train, _ = split(ratings)
+    config, tried = tune(train, split)
+    best = next(t for t in tried if t.config == config)
+    return settings.with_(topic_partitions=1, **covisit_settings(config)), best
+
+
 def replay(
     ratings: Ratings,
     settings: Settings,
@@ -108,11 +126,19 @@ def replay(
     state: ServingState,
     span_s: float = 86_400.0,
     progress: Progress | None = None,
+    split: Split = leave_last_out,
+    tuning: Tried | None = None,
 ) -> ReplayFigures:
-    """Replay all but each user's last rating through the stack serving at `url` (whose
-    serving state is `state`), score its feeds and the baselines on the held-out ratings."""
+    """Replay the ratings `split` keeps through the stack serving at `url` (whose serving
+    state is `state`), score its feeds and the baselines on the ones it holds out.
+
+    Validation first: the replayed ratings are split again the same way; what that keeps is
+    streamed, and the pre-rank's co-visitation weight is chosen among `WEIGHTS` on those
+    held-out items, with pages that mark nothing seen. Then the rest is streamed, and the
+    test feeds are served with the chosen weight."""
     tell = progress or (lambda _phase, _done, _total: None)
-    train, held = leave_last_out(ratings)
+    train, held = split(ratings)
+    _, check = split(train)
     users = sorted(held)
     now = datetime.now(UTC)
     with httpx.Client(base_url=url, timeout=60, headers=settings.bearer("user")) as api:
@@ -123,18 +149,18 @@ def replay(
             tell("catalog", min(at + settings.max_batch_events, len(items)), len(items))
         _wait(lambda: len(state.catalog) >= len(items), "the catalog in the API")
         events = list(swipe_events(train, now, span_s))
-        batch = settings.max_batch_events
-        for at in range(0, len(events), batch):
-            _post(api, "/v1/events", EventBatch(events[at : at + batch]))
-            tell("replay", min(at + batch, len(events)), len(events))
+        first = [e for e in events if not _validated(e, check)]
+        rest = [e for e in events if _validated(e, check)]
+        client = connect(settings)
+        _stream(api, settings, first, "replay", tell)
+        _caught_up(client, state, len(first))
+        weight, tried = _choose_weight(state, check, tell)
+        # the chosen weight, as a replica started with it would have it
+        state.settings = state.settings.with_(covisit_weight=weight)
+        _stream(api, settings, rest, "replay the validation items", tell)
         replay_s = round(time.perf_counter() - began, 1)
         began = time.perf_counter()
-        client = connect(settings)
-        _wait(
-            lambda: client.query("SELECT count() FROM events").result_rows[0][0] >= len(events),
-            "every replayed event in ClickHouse",
-        )
-        _settled(lambda: _fingerprint(state))
+        _caught_up(client, state, len(events))
         catch_up_s = round(time.perf_counter() - began, 1)
         recommended: dict[int, list[int]] = {}
         for done, user in enumerate(users, start=1):
@@ -155,7 +181,66 @@ def replay(
         recent_item_knn=_hit_rate(recent_item_knn(train, users, K), held),
         hr_at_10=ours.hr_at_10,
         ndcg_at_10=ours.ndcg_at_10,
+        validation=Validation(
+            users=len(check),
+            covisit_weight=weight,
+            weights=tried,
+            covisit=_settings_of(state.covisits.config),
+            covisit_alone=None
+            if tuning is None
+            else HitRate(hr_at_10=tuning.hr_at_10, ndcg_at_10=tuning.ndcg_at_10),
+        ),
     )
+
+
+def _validated(event: Event, check: Mapping[int, int]) -> bool:
+    """Whether `event` is a swipe on its user's validation item."""
+    return check.get(int(event.user_id[4:])) == int(event.item_id[4:])
+
+
+def _stream(
+    api: httpx.Client, settings: Settings, events: list[Event], phase: str, tell: Progress
+) -> None:
+    batch = settings.max_batch_events
+    for at in range(0, len(events), batch):
+        _post(api, "/v1/events", EventBatch(events[at : at + batch]))
+        tell(phase, min(at + batch, len(events)), len(events))
+
+
+def _caught_up(client: Client, state: ServingState, events: int) -> None:
+    """Every event so far in ClickHouse, and the user vectors no longer changing."""
+    _wait(
+        lambda: client.query("SELECT count() FROM events").result_rows[0][0] >= events,
+        "every replayed event in ClickHouse",
+    )
+    _settled(lambda: _fingerprint(state))
+
+
+def _choose_weight(
+    state: ServingState, check: Mapping[int, int], tell: Progress
+) -> tuple[float, dict[str, HitRate]]:
+    """The co-visitation weight among `WEIGHTS` whose pages find the validation items best
+    (NDCG@10; ties: the first), and each one's figures. The pages are what GET /v1/feed
+    would serve, but mark nothing seen and log nothing."""
+    tried: dict[str, HitRate] = {}
+    for k, weight in enumerate(WEIGHTS, start=1):
+        pages = {
+            user: [
+                int(i.item_id[4:])
+                for i in build_feed(
+                    state, None, user_id(user), K, covisit_weight=weight, mark_seen=False
+                )[0].items
+            ]
+            for user in sorted(check)
+        }
+        tried[f"{weight:g}"] = _hit_rate(pages, check)
+        tell("validation", k, len(WEIGHTS))
+    best = max(tried, key=lambda w: tried[w].ndcg_at_10)  # (max keeps the first of equals)
+    return float(best), tried
+
+
+def _settings_of(config: CoVisitConfig) -> dict[str, float]:
+    return {k: v for k, v in asdict(config).items() if k != "max_neighbours"}
 
 
 def _hit_rate(recommended: Mapping[int, Sequence[int]], held: Mapping[int, int]) -> HitRate:

@@ -19,9 +19,11 @@ EventKind = Literal[
     "follow",
     "not_interested",
     "block",
+    "unfollow",  # undoes a follow of the item's creator
+    "unblock",  # undoes a block of the item's creator
 ]
 ACTION_KINDS: frozenset[str] = frozenset(
-    {"like", "share", "comment", "follow", "not_interested", "block"}
+    {"like", "share", "comment", "follow", "not_interested", "block", "unfollow", "unblock"}
 )
 CONTEXT_KINDS: frozenset[str] = frozenset({"impression", "watch", "loop", "skip"})
 

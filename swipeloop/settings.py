@@ -103,6 +103,16 @@ class Settings:
     ann_oversample: Annotated[float, msgspec.Meta(ge=1)] = (
         6.0  # vectors scanned per ANN result (recall/cost: bench/RESULTS.md)
     )
+    # co-visitation (models.covisit): a watched video pairs with the user's last `window`, each
+    # step back `gap_decay` times less; a feed asks about the user's last `query`, each older one
+    # `query_decay` times less, divided by both items' plays to the power `popularity`. Chosen on
+    # the MovieLens replay's validation split (sim.tuning; bench/RESULTS.md)
+    covisit_window: Annotated[int, msgspec.Meta(ge=1, le=50)] = 10
+    covisit_gap_decay: Share = 0.9
+    covisit_popularity: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.3
+    covisit_query: Annotated[int, msgspec.Meta(ge=1, le=50)] = 10
+    covisit_query_decay: Share = 0.7
+    covisit_weight: Weight = 3.0  # of the co-visitation score (0-1) in the feed's pre-rank
     # Flows
     # the cluster shape of `swipeloop flows run` (Bytewax): processes of one flow, this one's
     # index, their host:port addresses (";"-separated, the same list for all), worker threads
@@ -141,9 +151,15 @@ class Settings:
     embedding_shards: Size = 0
     explore_every: Size = 10  # every n-th feed slot explores the fresh pool (0: never)
     publish_interval_s: Seconds = 1.0  # how often changed vectors are published
+    # how long raw events and impressions are kept (a ClickHouse TTL, swipeloop.retention);
+    # 0: for ever
+    retention_days: Size = 90
     # Trainer
     train_cron: str = "0 3 * * *"
     label_window_s: Count = 3600
+    # the impressions the nightly training reads: the last this many days (its cost stays the
+    # same however old the install is); at most `retention_days`
+    training_window_days: Count = 14
     # a new model serves only if its holdout NDCG@10 beats production's by at least this
     promote_margin: float = 0.0
     model_poll_s: Seconds = 2.0
@@ -153,6 +169,11 @@ class Settings:
     def __post_init__(self) -> None:
         if not croniter.is_valid(self.train_cron):
             raise SettingsError(f"{PREFIX}TRAIN_CRON={self.train_cron!r}: expected a cron line")
+        if self.retention_days and self.training_window_days > self.retention_days:
+            raise SettingsError(
+                f"{PREFIX}TRAINING_WINDOW_DAYS={self.training_window_days}: expected at most "
+                f"{PREFIX}RETENTION_DAYS ({self.retention_days}; 0 keeps events for ever)"
+            )
         if self.feed_default_n > self.feed_max_n:
             raise SettingsError(
                 f"{PREFIX}FEED_DEFAULT_N={self.feed_default_n}: expected at most "

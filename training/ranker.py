@@ -19,7 +19,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -110,11 +110,17 @@ class Impressions:
         )
 
 
-def training_set(client: Client, settings: Settings) -> Impressions:
-    """Every labelled impression, grouped by request, oldest first."""
+def training_set(client: Client, settings: Settings, now: datetime | None = None) -> Impressions:
+    """Every labelled impression of the last `training_window_days`, grouped by request,
+    oldest first."""
+    since = (now or datetime.now(UTC)) - timedelta(days=settings.training_window_days)
     table = client.query_arrow(
         TRAINING_SQL.read_text(),
-        parameters={"label_window_s": settings.label_window_s, "n_features": len(FEATURE_NAMES)},
+        parameters={
+            "label_window_s": settings.label_window_s,
+            "n_features": len(FEATURE_NAMES),
+            "since": since,
+        },
     )
     return from_arrow(table)
 

@@ -61,6 +61,8 @@ _AFFINITY = {
     "follow": 2.0,
     "not_interested": -2.0,
     "block": -3.0,
+    "unfollow": -2.0,  # takes back what the follow gave
+    "unblock": 3.0,
 }
 _AFFINITY_BY_CODE = np.zeros(len(_KIND_CODE))
 for _kind, _weight in _AFFINITY.items():

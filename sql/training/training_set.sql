@@ -11,7 +11,8 @@
 -- session with lost packets (`session_gaps`) what arrived is only a lower bound (the lost one
 -- may have been a like): such an impression is kept only when nothing lost could change its
 -- grade, i.e. it is a 3, or marked not interested. Rows of one request are consecutive (one
--- served_at per request), oldest first.
+-- served_at per request), oldest first. Only impressions served since `since` are read (the
+-- training window), and only the events that can grade them.
 SELECT
     request_id,
     served_at,
@@ -51,10 +52,10 @@ FROM
             client_ts,
             (user_id, session_id) IN (SELECT user_id, session_id FROM session_gaps) AS gapped
         FROM events FINAL
-        WHERE kind != 'impression'
+        WHERE kind != 'impression' AND client_ts >= {since:DateTime64(3)} - INTERVAL 1 SECOND
     ) AS e ON e.user_id = i.user_id AND e.item_id = i.item_id
     LEFT JOIN (SELECT item_id, duration_ms FROM items FINAL) AS it ON it.item_id = i.item_id
-    WHERE length(i.features) = {n_features:UInt32}
+    WHERE length(i.features) = {n_features:UInt32} AND i.served_at >= {since:DateTime64(3)}
 )
 GROUP BY request_id, item_id, served_at
 HAVING countIf(in_window) > 0 AND (NOT maxIf(gapped, in_window) OR relevance = 3 OR rejected)

@@ -202,6 +202,56 @@ def test_a_blocked_creator_never_appears_and_every_page_is_diverse(stack: Stack)
     assert picky.seen == set(replica.items.known([i["item_id"] for i in served]).tolist())
 
 
+def test_an_unfollow_and_an_unblock_undo_the_follow_and_the_block(stack: Stack) -> None:
+    """Live and after a restart (from ClickHouse alone): the last word on a creator stands."""
+    api = httpx.Client(base_url=stack.url, timeout=30)
+    a, b, c = page(api, "fickle", n=3)["items"]
+    state = serving(stack)
+    user = state.user("fickle")
+    code = {x["creator_id"]: state.creators.get(x["creator_id"]) for x in (a, b, c)}
+    seq = iter(range(1, 100))
+
+    def act(item: dict[str, Any], kind: str) -> dict[str, Any]:
+        return {
+            "event_id": str(uuid.uuid4()),
+            "user_id": "fickle",
+            "item_id": item["item_id"],
+            "kind": kind,
+            "client_ts": datetime.now(UTC).isoformat(),
+            "session_id": "s-fickle",
+            "seq": next(seq),
+        }
+
+    done = [act(a, "follow"), act(b, "block"), act(c, "follow")]
+    assert api.post("/v1/events", json={"events": done}).status_code == 202
+    wait_until(
+        lambda: (
+            user.followed == {code[a["creator_id"]], code[c["creator_id"]]}
+            and user.blocked_creators == {code[b["creator_id"]]}
+        ),
+        30,
+        "the follows and the block in the API",
+    )
+    undone = [act(a, "unfollow"), act(b, "unblock")]
+    assert api.post("/v1/events", json={"events": undone}).status_code == 202
+    wait_until(
+        lambda: user.followed == {code[c["creator_id"]]} and not user.blocked_creators,
+        30,
+        "the unfollow and the unblock in the API",
+    )
+    client = connect(stack.settings)
+    wait_until(
+        lambda: client.command("SELECT count() FROM events WHERE user_id = 'fickle'") == 5,
+        60,
+        "fickle's five events in ClickHouse",
+    )
+    replica = ServingState(stack.settings, client)
+    replica.bootstrap()
+    again = replica.user("fickle")
+    assert again.followed == {replica.creators.get(c["creator_id"])}
+    assert not again.blocked_creators
+
+
 def trained(client: Client, seed: int) -> str:
     """A real LightGBM ranker saved in the registry (not promoted)."""
     rng = np.random.default_rng(seed)

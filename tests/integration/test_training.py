@@ -94,6 +94,9 @@ def test_labels_come_only_from_the_label_window_and_sessions_without_gaps(
     assert by_item == {0: 2, 1: 0, 2: 3, 3: 0, 6: 3}
     assert data.groups.tolist() == [5]
     assert data.watch_s[data.features[:, 0] == 0].tolist() == [9.0]
+    # the training window: served 3 hours ago, out of a window that ends 2 days from now
+    later_on = datetime.now(UTC) + timedelta(days=settings.training_window_days, hours=-2)
+    assert len(training_set(client, settings, now=later_on).relevance) == 0
 
 
 def simulated(client: object, settings: Settings, requests: int, seed: int) -> None:

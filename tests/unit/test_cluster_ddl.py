@@ -13,6 +13,7 @@ import pytest
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import DatabaseError
 
+from swipeloop import retention
 from swipeloop.cluster import Cluster, UnsupportedStatement, named, of, on_cluster, rewrite
 from swipeloop.erasure import USER_TABLES
 from swipeloop.migrations import LEDGER, Migration, load
@@ -55,6 +56,17 @@ def test_every_statement_parses_on_a_cluster_forward_and_back(
                 assert "ENGINE = Replicated" in text, text
                 assert "('/clickhouse/tables/{shard}/{database}/" in text, text
                 assert "'{replica}'" in text
+
+
+def test_the_retention_reaches_each_replica_s_local_table(parser: Client) -> None:
+    for days, has_ttl in ((30, set()), (0, {"events", "impressions"})):
+        for statement in retention.statements(days, has_ttl):
+            (local,) = rewrite(statement, CLUSTER)
+            text = parsed(parser, local)
+            assert re.match(
+                r"ALTER TABLE swipeloop\.(events|impressions)_local ON CLUSTER main", text
+            )
+            assert ("TTL toDateTime(" in text) == bool(days), text
 
 
 def test_the_parser_refuses_what_is_not_sql(parser: Client) -> None:

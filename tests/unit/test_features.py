@@ -68,6 +68,8 @@ def test_affinity_weights() -> None:
     assert affinity_weight("share", 0, None) > affinity_weight("like", 0, None) > 0
     assert affinity_weight("block", 0, None) < affinity_weight("not_interested", 0, None) < 0
     assert affinity_weight("impression", 0, None) == 0
+    for done, undone in (("follow", "unfollow"), ("block", "unblock")):  # taken back whole
+        assert affinity_weight(done, 0, None) + affinity_weight(undone, 0, None) == 0
 
 
 class _Known:

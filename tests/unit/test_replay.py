@@ -7,9 +7,11 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.app import app
+from models.covisit import CoVisitConfig
 from sim.movielens import (
     Ratings,
     RatingsError,
+    history_split,
     hit_rate_and_ndcg,
     item_knn,
     leave_last_out,
@@ -18,6 +20,7 @@ from sim.movielens import (
     recent_item_knn,
     swipes,
 )
+from sim.tuning import covisit_settings, covisits, recommend, tune, watched_rating
 
 
 def ratings(rows: list[tuple[int, int, float, int]]) -> Ratings:
@@ -43,6 +46,42 @@ def test_the_last_rating_is_held_out_ties_by_the_larger_item() -> None:
     assert held == {1: 12, 2: 11, 3: 10, 4: 22}
     assert len(train) == len(TINY) - 4
     assert 5 in train.users.tolist()
+
+
+def test_the_history_split_cuts_each_user_at_80_percent() -> None:
+    train, held = history_split(TINY)
+    # 4 ratings: the cut at 3 (items 1-3 replayed, the 4th held); user 5's one: replayed only
+    assert held == {1: 12, 2: 11, 3: 10, 4: 22}
+    assert len(train) == len(TINY) - 4
+    ten = ratings([(9, item, 4, item) for item in range(10)])
+    train, held = history_split(ten)  # 10 ratings: 8 replayed, the 9th held, the 10th unused
+    assert held == {9: 8} and sorted(train.items.tolist()) == list(range(8))
+
+
+def test_validation_chooses_among_the_grid_without_the_test_items() -> None:
+    """The replayed part's own last items are the validation targets: what tune sees is the
+    same whether or not the test items exist."""
+    train, held = leave_last_out(TINY)
+    config, tried = tune(train)
+    assert len(tried) == 18 and config in [t.config for t in tried]
+    best = max(t.ndcg_at_10 for t in tried)
+    assert next(t for t in tried if t.config == config).ndcg_at_10 == best
+    changed = ratings([(u, 99 if held.get(u) == i else i, r, t) for u, i, r, t in zip(
+        TINY.users.tolist(), TINY.items.tolist(), TINY.ratings.tolist(), TINY.ts.tolist(),
+        strict=True)])  # fmt: skip
+    assert tune(leave_last_out(changed)[0]) == (config, tried)
+    assert covisit_settings(CoVisitConfig())["covisit_window"] == 10
+
+
+def test_validation_scores_what_a_replica_would_hold() -> None:
+    """Users 1-3 watched two of 10, 11, 12 one after the other; the third follows."""
+    train, held = leave_last_out(TINY)
+    assert not watched_rating(1.0) and watched_rating(2.0) and watched_rating(5.0)
+    model, last = covisits(train, CoVisitConfig())
+    assert list(last[3]) == [11, 12]  # user 3's 30 (rated 1) was an early skip
+    top = recommend(model, last, train, sorted(held))
+    assert [top[u][0] for u in (1, 2, 3)] == [12, 11, 10]
+    assert len(top[4]) == 3  # all 7 items less user 4's 4 rated ones: filled by popularity
 
 
 def test_hit_rate_and_ndcg_of_known_lists() -> None:
