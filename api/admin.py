@@ -5,10 +5,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import msgspec
 from litestar import Controller, Request, get, post
 from litestar.datastructures import State
-from litestar.params import Parameter, PathParameter
+from litestar.exceptions import NotFoundException, ValidationException
+from litestar.params import JSONBody, Parameter, PathParameter
 
+from api import experiments
 from api.errors import Conflict
 from api.security import admin_key
 from api.services import Services
@@ -17,6 +20,13 @@ from swipeloop.clickhouse import connect
 from training import registry
 from training.ranker import NotEnoughData, train
 from training.report import TrainingReport
+
+
+class ExperimentStart(msgspec.Struct, frozen=True):
+    """POST /admin/experiments."""
+
+    name: str
+    arms: str  # "realtime:90,batch:10": policy:share, shares in percent adding up to 100
 
 
 class AdminController(Controller):
@@ -49,6 +59,45 @@ class AdminController(Controller):
         query = analysis.load(name)
         columns, rows = analysis.run(connect(services.settings), query, dict(request.query_params))
         return {"columns": columns, "rows": rows}
+
+    @get("/experiments", sync_to_thread=True)
+    def list_experiments(self, state: State) -> list[experiments.Experiment]:
+        """Every experiment, newest first."""
+        services: Services = state.services
+        return experiments.listing(connect(services.settings))
+
+    @post("/experiments", sync_to_thread=True, status_code=201)
+    def start_experiment(
+        self, state: State, data: JSONBody[ExperimentStart]
+    ) -> experiments.Experiment:
+        """Start an experiment: users split between its arms' feed policies by a hash of
+        experiment and user (`arms`: "realtime:90,batch:10"); every replica serves it within
+        model_poll_s, this one at once. 422 for bad arms, 409 while another one runs."""
+        services: Services = state.services
+        try:
+            arms = experiments.parse_arms(data.arms)
+            started = experiments.start(connect(services.settings), data.name, arms)
+        except experiments.BadArms as exc:
+            raise ValidationException(str(exc)) from exc
+        except experiments.ExperimentError as exc:
+            raise Conflict(str(exc)) from exc
+        services.feed.experiments.refresh()
+        return started
+
+    @post("/experiments/{name:str}/stop", sync_to_thread=True, status_code=200)
+    def stop_experiment(
+        self, state: State, name: Annotated[str, PathParameter()]
+    ) -> experiments.Experiment:
+        """Stop an experiment: its users get the real-time feed again (404: no such name)."""
+        services: Services = state.services
+        try:
+            stopped = experiments.stop(connect(services.settings), name)
+        except experiments.NoSuchExperiment as exc:
+            raise NotFoundException(str(exc)) from exc
+        except experiments.ExperimentError as exc:
+            raise Conflict(str(exc)) from exc
+        services.feed.experiments.refresh()
+        return stopped
 
     @get("/models", sync_to_thread=True)
     def models(self, state: State) -> registry.Listing:

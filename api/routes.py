@@ -17,6 +17,7 @@ from litestar.response import Response
 from litestar.status_codes import HTTP_202_ACCEPTED
 
 from api.errors import BrokerDown, StoreDown, TooLarge, documented
+from api.experiments import assign
 from api.feed import build_feed
 from api.policies import Policy, baseline_feed
 from api.security import (
@@ -133,17 +134,25 @@ class FeedController(Controller):
         n: Annotated[int | None, Parameter(ge=1, le=100)] = None,
         explain: Annotated[bool, Parameter(description="what each stage did")] = False,
         policy: Annotated[
-            Policy,
-            Parameter(description="for experiments: the real-time feed or a baseline to compare"),
-        ] = "realtime",
+            Policy | None,
+            Parameter(
+                description="the real-time feed or a baseline to compare (default: the arm of "
+                "the running experiment, else realtime)"
+            ),
+        ] = None,
     ) -> Response[Feed]:
         """Up to n unseen items, ranked; every one is logged as an impression. With
         `explain=true`, what each stage did and why each item is there. `policy` serves a
-        baseline instead (api.policies): batch, popularity or random. With a user token, only
-        the token's user's feed (403 otherwise)."""
+        baseline instead (api.policies): batch, popularity or random; without it, a running
+        experiment (api.experiments) picks the user's arm, and the impressions say which.
+        With a user token, only the token's user's feed (403 otherwise)."""
         acting_for(caller_of(request), user_id, "user_id")
         services = _services(state)
         serving = services.feed
+        experiment = serving.experiments.current if policy is None else None
+        if experiment is not None:
+            policy = assign(experiment.name, user_id, experiment.arms)
+        policy = policy or "realtime"
         started = time.perf_counter()
         with serving.slots:
             waited_ms = (time.perf_counter() - started) * 1000
@@ -157,6 +166,11 @@ class FeedController(Controller):
                     serving.state, serving.baselines, serving.models.current, user_id, size, policy
                 )
                 stages = {}
+        if experiment is not None:
+            impressions = [
+                msgspec.structs.replace(i, experiment=experiment.name, arm=policy)
+                for i in impressions
+            ]
         services.feed.impressions.produce_nowait(
             topics.IMPRESSIONS, user_id.encode(), [msgspec.json.encode(i) for i in impressions]
         )

@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 from confluent_kafka.admin import AdminClient
 
+from api.experiments import ExperimentHolder
 from api.feeder import Feeder
 from api.lists import REFRESH_S
 from api.policies import Baselines
@@ -83,6 +84,7 @@ class Serving:
         self.state = ServingState(settings, connect(settings))
         self.feeder = Feeder(self.state, settings)
         self.models = ModelHolder(settings)
+        self.experiments = ExperimentHolder(connect(settings), settings.model_poll_s)
         self.baselines = Baselines()  # what the experiment policies keep (api.policies)
         # its own producer: nothing waits on the impression log, so it may linger longer
         self.impressions = AsyncProducer(settings, linger_ms=settings.impression_linger_ms)
@@ -100,6 +102,7 @@ class Serving:
         self.state.refresh()
         self.feeder.start()
         self.models.start()
+        self.experiments.start()
         self._refresher.start()
 
     def stop(self) -> None:
@@ -107,6 +110,7 @@ class Serving:
         self._stop.set()
         self.feeder.stop()
         self.models.stop()
+        self.experiments.stop()
         self._refresher.join(timeout=5)
         self.impressions.close()
 

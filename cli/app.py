@@ -17,6 +17,7 @@ from confluent_kafka import KafkaException
 from rich.markup import escape
 
 from cli.erasure import erase_user
+from cli.experiment import experiment
 from cli.flows import flows
 from cli.model import model, train, trainer
 from cli.schema import migrate, topics
@@ -47,6 +48,7 @@ app.command()(topics)
 app.command()(seed)
 app.command()(train)
 app.add_typer(model, name="model")
+app.add_typer(experiment, name="experiment")
 app.command()(trainer)
 app.command("erase-user")(erase_user)
 app.command()(token)

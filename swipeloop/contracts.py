@@ -223,6 +223,8 @@ class Impression(msgspec.Struct, frozen=True, kw_only=True):
     served_at: datetime
     prerank: float = 0.0
     propensity: float = 1.0  # chance of this item in this slot (exploration slots: < 1)
+    experiment: str = ""  # the online experiment it was served under, and its arm
+    arm: str = ""
 
 
 class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):

@@ -9,6 +9,7 @@ import asyncio
 import json
 import os
 import re
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -33,7 +34,46 @@ from tests.support.auth import TOKENS
 from training.ranker import train
 
 # parameters whose defaults are too wide for a short run
-GIVEN = {"top_rising_creators": {"min_plays": "1"}}
+GIVEN = {"top_rising_creators": {"min_plays": "1"}, "experiment_arms": {"experiment": "sim-exp"}}
+
+
+def under_experiment(stack: Stack) -> None:
+    """A short experiment after the simulation: 20 people's feeds under it, each page's first
+    item watched."""
+    api = httpx.Client(base_url=stack.url, timeout=30)  # admin routes: loopback, no keys set
+    people = Credentials(stack.settings)
+    r = api.post("/admin/experiments", json={"name": "sim-exp", "arms": "realtime:50,batch:50"})
+    assert r.status_code == 201, r.text
+    events = []
+    for k in range(20):
+        mine = people.user(f"exp-{k}")
+        page = api.get("/v1/feed", params={"user_id": f"exp-{k}", "n": 5}, headers=mine).json()
+        first = page["items"][0]["item_id"]
+        events.append(
+            {
+                "event_id": str(uuid.uuid4()),
+                "user_id": f"exp-{k}",
+                "item_id": first,
+                "kind": "watch",
+                "watch_ms": 9_000,
+                "client_ts": datetime.now(UTC).isoformat(),
+                "session_id": f"exp-{k}",
+                "seq": 0,
+                "request_id": page["request_id"],
+            }
+        )
+        sent = api.post("/v1/events", json={"events": events[-1:]}, headers=mine)
+        assert sent.status_code == 202, sent.text
+    assert api.post("/admin/experiments/sim-exp/stop").status_code == 200
+    client = connect(stack.settings)
+    assert wait_for(
+        lambda: (
+            scalar(client, "SELECT count() FROM events WHERE user_id LIKE 'exp-%'") == 20
+            and scalar(client, "SELECT count() FROM impressions WHERE experiment = 'sim-exp'")
+            == 100
+        ),
+        60,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +104,7 @@ def simulated(chdb_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
         asyncio.run(
             simulate(stack.url, world, 15, 8, nightly, concurrency=8, seed=3, credentials=people)
         )
+        under_experiment(stack)
         producer = Producer({"bootstrap.servers": stack.settings.kafka_bootstrap})
         for poison in (b"\x00\xffnot json", b'{"event_id": 7}'):
             producer.produce(topics.EVENTS_ACTIONS, value=poison)

@@ -1,8 +1,13 @@
 """Named analysis queries: their parameter lines, and values checked before ClickHouse sees them."""
 
+import json
+from pathlib import Path
+
 import pytest
 
 from swipeloop import analysis
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_a_query_file_must_declare_what_it_binds() -> None:
@@ -22,3 +27,13 @@ def test_every_query_file_parses_and_declares_its_parameters() -> None:
     assert all(q.about for q in queries.values())
     with pytest.raises(analysis.QueryError, match=r"there are: .*daily_engagement"):
         analysis.load("../migrations/0001_events")
+
+
+def test_the_experiment_panel_is_the_named_query_for_the_latest_experiment() -> None:
+    """Grafana's panel cannot bind a parameter: it runs the same SQL on the latest experiment."""
+    board = json.loads((ROOT / "grafana" / "dashboards" / "model.json").read_text())
+    (panel,) = [p for p in board["panels"] if p["title"].startswith("Experiment arms")]
+    sql = (ROOT / "sql" / "analysis" / "experiment_arms.sql").read_text()
+    body = "\n".join(line for line in sql.splitlines() if not line.startswith("--")).strip()
+    latest = "(SELECT name FROM experiments FINAL ORDER BY started_at DESC LIMIT 1)"
+    assert panel["targets"][0]["rawSql"] == body.replace("{experiment:String}", latest)
