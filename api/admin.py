@@ -17,7 +17,7 @@ from api.security import admin_key
 from api.services import Services
 from swipeloop import analysis
 from swipeloop.clickhouse import connect
-from training import registry
+from training import canary, registry
 from training.ranker import NotEnoughData, train
 from training.report import TrainingReport
 
@@ -120,6 +120,39 @@ class AdminController(Controller):
             raise Conflict(str(exc)) from exc
         services.feed.models.refresh()
         return {"serving": version}
+
+    @get("/models/canaries", sync_to_thread=True)
+    def canaries(self, state: State) -> list[canary.Canary]:
+        """Every canary, oldest first, with its state and the verdict's reason."""
+        services: Services = state.services
+        return canary.listing(connect(services.settings))
+
+    @post("/models/{version:str}/canary", sync_to_thread=True, status_code=200)
+    def start_canary(
+        self,
+        state: State,
+        version: Annotated[str, PathParameter()],
+        share: Annotated[int, Parameter(ge=1, le=50, description="percent of users")] = 10,
+        reason: Annotated[str, Parameter(description="recorded with it")] = "by hand",
+    ) -> canary.Canary:
+        """Serve this version to `share` % of users beside production until it is judged."""
+        services: Services = state.services
+        try:
+            started = canary.start(connect(services.settings), version, share, reason)
+        except registry.RegistryError as exc:
+            raise Conflict(str(exc)) from exc
+        services.feed.models.refresh()
+        return started
+
+    @post("/models/canary/judge", sync_to_thread=True, status_code=200)
+    def judge_canary(self, state: State) -> canary.Verdict:
+        """Judge the running canary now: promoted, dropped, or still waiting (409: none)."""
+        services: Services = state.services
+        verdict = canary.judge(connect(services.settings), services.settings)
+        if verdict is None:
+            raise Conflict("no canary is running")
+        services.feed.models.refresh()
+        return verdict
 
     @post("/models/rollback", sync_to_thread=True, status_code=200)
     def rollback(

@@ -12,7 +12,6 @@ looks for the running one every `model_poll_s`.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 import threading
@@ -22,9 +21,9 @@ import msgspec
 from clickhouse_connect.driver.client import Client
 
 from api.policies import POLICIES, Policy
+from models.assignment import BUCKETS, bucket
 
 log = logging.getLogger(__name__)
-BUCKETS = 100  # shares are in percent
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 COLUMNS = ["name", "arms", "shares", "started_at", "stopped_at"]
 
@@ -87,12 +86,11 @@ def checked(arms: list[Arm]) -> list[Arm]:
 def assign(experiment: str, user_id: str, arms: list[Arm]) -> Policy:
     """The user's arm: their bucket (a hash of experiment and user, 0-99) in the arms' shares,
     in the order the arms are listed."""
-    digest = hashlib.blake2b(f"{experiment}\0{user_id}".encode(), digest_size=8).digest()
-    bucket = int.from_bytes(digest, "big") % BUCKETS
+    at = bucket(experiment, user_id)
     for arm in arms:
-        if bucket < arm.share:
+        if at < arm.share:
             return arm.policy
-        bucket -= arm.share
+        at -= arm.share
     raise AssertionError("the shares add up to 100")  # (checked() made sure)
 
 

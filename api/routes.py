@@ -159,7 +159,7 @@ class FeedController(Controller):
             size = n or services.settings.feed_default_n
             if policy == "realtime":
                 feed, impressions, stages = build_feed(
-                    serving.state, serving.models.current, user_id, size, explain
+                    serving.state, serving.models.ranker_for(user_id), user_id, size, explain
                 )
             else:
                 feed, impressions = baseline_feed(

@@ -18,6 +18,8 @@ from swipeloop.clickhouse import connect
 from swipeloop.kafka import AsyncProducer, client_config
 from swipeloop.metrics import MODEL_CHANGES, MODEL_SERVING
 from swipeloop.settings import Settings
+from training.canary import Canary, serves
+from training.canary import running as running_canary
 from training.ranker import Ranker, load
 from training.registry import log as registry_log
 from training.registry import production
@@ -34,14 +36,24 @@ class ModelHolder:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self.current: Ranker | None = None
+        self.canary: tuple[Canary, Ranker] | None = None  # a candidate on a share of users
         self._client = connect(settings)
         self._lock = threading.Lock()  # the watcher and the admin route's refresh share a client
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="model-watch", daemon=True)
 
+    def ranker_for(self, user_id: str) -> Ranker | None:
+        """What ranks this user's real-time feed: the canary for its share of users, else
+        production."""
+        canary = self.canary
+        if canary is not None and serves(canary[0], user_id):
+            return canary[1]
+        return self.current
+
     def refresh(self) -> None:
-        """Load the production version if it is not the one serving."""
+        """Load the production version if it is not the one serving, and the canary."""
         with self._lock:
+            self._refresh_canary()
             newest = production(self._client)
             if newest is None or (self.current and self.current.version == newest):
                 return
@@ -57,6 +69,17 @@ class ModelHolder:
             MODEL_SERVING.labels(newest).set(1)
             changes = [c for c in registry_log(self._client) if c.version == newest]
             MODEL_CHANGES.labels(changes[-1].action if changes else "unknown").inc()
+
+    def _refresh_canary(self) -> None:
+        found = running_canary(self._client)
+        if found is None or (self.canary and self.canary[0].version != found.version):
+            self.canary = None
+        if found is not None and self.canary is None:
+            try:
+                self.canary = (found, load(self._client, self._settings.models_dir, found.version))
+                log.info("canary %s on %d %% of users", found.version, found.share)
+            except Exception:
+                log.exception("cannot load canary %s; production serves everyone", found.version)
 
     def start(self) -> None:
         """Import an old models directory (once), load what serves now and keep watching."""

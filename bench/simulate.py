@@ -1,7 +1,7 @@
 """Policy comparison benchmark: the simulated world against a fresh embedded stack, four
 policy arms on one population (realtime, batch, popularity, random).
 
-    python bench/simulate.py --quick    # < 60 s: 400 people, 2,000 videos, 10 s warm-up, 28 s
+    python bench/simulate.py --quick    # < 90 s: 400 people, 2,000 videos, 10 s warm-up, 28 s
     python bench/simulate.py            # 200 people, 10,000 videos, 1 min warm-up, 5 min
     python bench/simulate.py --out F    # also keep the figures for `swipeloop report F`
 
@@ -18,6 +18,8 @@ issue's keys (`*_watch_s_per_session`, `lift_vs_batch` during the burst,
 `new_upload_minutes_to_1000_views` for the real-time arm, and the same at `--views`: 25 by
 default, 10 with --quick). A person is never shown a video twice, so a video's views in an
 arm cannot pass the arm's people (`people_per_arm`): 1,000 views stay out of reach here.
+`canaries`: two canary trials after the measured run (`Canaries`), one that should pass and
+one that should be dropped, with the judge's verdicts.
 """
 
 from __future__ import annotations
@@ -29,8 +31,13 @@ import resource
 import sys
 import tempfile
 import time
+from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import msgspec
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -40,12 +47,58 @@ from sim.world import World, one_burst
 from swipeloop.broker import free_port
 from swipeloop.clickhouse import connect
 from swipeloop.settings import Settings
-from training.ranker import NotEnoughData, train
+from training import canary, registry
+from training.ranker import NotEnoughData, fit, train, training_set
 
 
 def say(line: str) -> None:
     """The training's progress, on stderr (stdout is the JSON)."""
     print(line, file=sys.stderr)
+
+
+class Canaries:
+    """Two canary trials after the measured run, everyone on the real-time feed and half of
+    them ranked by the canary (training.canary): a model trained again on all the days so
+    far, which should pass, then one trained to rank what people disliked first, which should
+    be dropped. Each is judged once its trial's seconds are over."""
+
+    def __init__(self, stack: Stack, quick: bool) -> None:
+        self.seconds = 15.0 if quick else 60.0
+        self.settings = stack.settings.with_(
+            canary_share=50, canary_sessions=20 if quick else 100, canary_margin=0.1
+        )
+        self.stack = stack
+        self.outcomes: dict[str, dict[str, Any]] = {}
+
+    async def good(self) -> None:
+        """Train again: a model that passes the offline gate serves half the users."""
+        client = connect(self.settings)
+        report = await asyncio.to_thread(train, client, self.settings, say)
+        if not report.canary:  # the gate refused it (or nothing served): a canary anyway
+            canary.start(client, report.version, 50, f"bench: {report.reason}")
+        self.outcomes["good"] = {"version": report.version, "offline": report.reason}
+        self.stack.services.feed.models.refresh()
+
+    async def bad(self) -> None:
+        """Judge the first; then a model that ranks the worst first serves half the users."""
+        self.judged("good")
+        client = connect(self.settings)
+        data = await asyncio.to_thread(training_set, client, self.settings)
+        worst = 3 - data.relevance  # what people skipped, ranked as what they liked
+        inverted = replace(data, relevance=worst, labels=(worst >= 2).astype(np.int8))
+        booster = await asyncio.to_thread(fit, inverted)
+        now = datetime.now(UTC)
+        made = registry.artefact(booster, len(data), int(inverted.labels.sum()), None, now, now)
+        version = registry.save(client, made).version
+        canary.start(client, version, 50, "bench: a model that ranks the worst first")
+        self.outcomes["bad"] = {"version": version}
+        self.stack.services.feed.models.refresh()
+
+    def judged(self, which: str) -> None:
+        """The running canary's verdict, recorded as this trial's outcome."""
+        verdict = canary.judge(connect(self.settings), self.settings)
+        self.outcomes[which].update(msgspec.to_builtins(verdict) if verdict else {"state": "none"})
+        self.stack.services.feed.models.refresh()
 
 
 def main() -> None:
@@ -94,6 +147,7 @@ def main() -> None:
                 stack.services.feed.models.refresh()  # (rather than wait for its poll)
                 trained["train_s"] = round(time.perf_counter() - started, 1)
 
+            trial = Canaries(stack, quick=args.quick)
             figures = asyncio.run(
                 simulate(
                     stack.url,
@@ -103,12 +157,15 @@ def main() -> None:
                     nightly,
                     seed=args.seed,
                     views=(1000, views),
+                    trials=[(trial.good, trial.seconds), (trial.bad, trial.seconds)],
                 )
             )
+            trial.judged("bad")
     out = figures.flat()
     out["by_arm_new_upload_minutes_to_1000_views"] = out["new_upload_minutes_to_1000_views"]
     out["new_upload_minutes_to_1000_views"] = out["new_upload_minutes_to_1000_views"]["realtime"]
     out["training"] = trained
+    out["canaries"] = trial.outcomes
     out["total_s"] = round(time.perf_counter() - began, 1)
     out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     if args.out:

@@ -175,3 +175,58 @@ def model_rollback(
             console.print(f"[red]{exc}[/]")
             raise typer.Exit(FAILED) from exc
     console.print(f"rolled back: serving [bold]{version}[/]")
+
+
+@model.command("canary")
+def model_canary(
+    version: Annotated[
+        str | None, typer.Argument(help="serve this version to a share of users first")
+    ] = None,
+    share: Annotated[int, typer.Option(min=1, max=50, help="percent of users")] = 10,
+    judge: Annotated[bool, typer.Option(help="judge the running canary now")] = False,
+) -> None:
+    """Canaries: start one (VERSION), judge the running one (--judge), or list them."""
+    import msgspec
+    from rich.table import Table
+
+    from cli.stack import running_url
+    from training import canary
+    from training.registry import RegistryError
+
+    settings = env_settings()
+    url = running_url(settings)
+    if version is not None:
+        if url is not None:
+            path = f"/admin/models/{quote(version, safe='')}/canary?share={share}"
+            _ask(settings, url, "POST", path, "by hand")
+        else:
+            try:
+                canary.start(_registry(settings), version, share, "by hand")
+            except RegistryError as exc:
+                console.print(f"[red]{exc}[/]")
+                raise typer.Exit(FAILED) from exc
+        console.print(f"canary [bold]{version}[/] on {share} % of users")
+    if judge:
+        if url is not None:
+            answer = _ask(settings, url, "POST", "/admin/models/canary/judge")
+            verdict: canary.Verdict | None = msgspec.json.decode(answer, type=canary.Verdict)
+        else:
+            verdict = canary.judge(_registry(settings), settings)
+        if verdict is None:
+            console.print("[yellow]no canary is running[/]")
+            raise typer.Exit(FAILED)
+        console.print(f"canary: [bold]{verdict.state}[/] ({verdict.reason})", highlight=False)
+    if version is None and not judge:
+        if url is not None:
+            found = msgspec.json.decode(
+                _ask(settings, url, "GET", "/admin/models/canaries"), type=list[canary.Canary]
+            )
+        else:
+            found = canary.listing(_registry(settings))
+        table = Table()
+        for column in ("version", "against", "share", "started", "state", "reason"):
+            table.add_column(column)
+        for c in found:
+            started = c.started_at.isoformat(timespec="seconds")
+            table.add_row(c.version, c.production, f"{c.share} %", started, c.state, c.reason)
+        Console().print(table)

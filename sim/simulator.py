@@ -21,7 +21,7 @@ import asyncio
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -114,10 +114,13 @@ async def simulate(
     seed: int = 0,
     views: tuple[int, ...] = (1000,),
     credentials: Credentials | None = None,
+    trials: Sequence[tuple[Callable[[], Awaitable[object]], float]] = (),
 ) -> Summary:
     """Warm up, train once, run for `seconds` of world time; the per-arm figures (gem
     uploads timed to each number of `views`). `credentials`: what the API wants (each person
-    its own token, uploads a key); none: the loopback default."""
+    its own token, uploads a key); none: the loopback default. Then each of `trials`: its
+    setup (a canary started, say), and that many seconds of everyone on the real-time feed,
+    which the figures do not count."""
     start = datetime.now(UTC)
     by_id = {v.item_id: v for v in world.videos}
     run = Run(world, start, time.monotonic(), by_id, credentials=credentials or Credentials())
@@ -134,7 +137,11 @@ async def simulate(
             await train()
         measured_from = run.now()
         await _sessions(client, run, measured_from + seconds, concurrency, rng)
-    return summary(run, measured_from, views)
+        figures = summary(run, measured_from, views)
+        for setup, trial_s in trials:
+            await setup()
+            await _sessions(client, run, run.now() + trial_s, concurrency, rng, warmup=True)
+    return figures
 
 
 async def _sessions(

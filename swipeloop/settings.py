@@ -162,6 +162,14 @@ class Settings:
     training_window_days: Count = 14
     # a new model serves only if its holdout NDCG@10 beats production's by at least this
     promote_margin: float = 0.0
+    # canary promotion (training.canary): a model that passed the offline gate first ranks
+    # this share of users' feeds (percent; 0: promoted at once); it is promoted once each side
+    # has `canary_sessions` sessions and its watch per session is at least production's times
+    # (1 - `canary_margin`), else dropped; judged every `canary_check_s`
+    canary_share: Annotated[int, msgspec.Meta(ge=0, le=50)] = 0
+    canary_sessions: Count = 200
+    canary_margin: Share = 0.05
+    canary_check_s: Seconds = 60.0
     model_poll_s: Seconds = 2.0
     # Demo
     seed_items: Size = 5000

@@ -35,7 +35,7 @@ from models.rows import run_starts
 from swipeloop import SQL
 from swipeloop.arrays import Float32s, Floats
 from swipeloop.settings import Settings
-from training import registry
+from training import canary, registry
 from training.evaluation import auc, ndcg_at_k, watch_at_k
 from training.registry import ModelRecord
 from training.registry_import import adopt
@@ -245,12 +245,22 @@ def train(client: Client, settings: Settings, say: Callable[[str], None] = print
         skew=skew,
         skew_s=round(skew_s, 3),
     )
+    if promoted and settings.canary_share and current:  # live sessions decide (a canary)
+        report = msgspec.structs.replace(
+            report,
+            promoted=False,
+            canary=True,
+            reason=f"canary on {settings.canary_share} % of users: {reason}",
+        )
     registry.save(client, made, json.dumps(msgspec.to_builtins(report), indent=2))
     record(client, report)
-    if promoted:
+    if report.canary:
+        canary.start(client, info.version, settings.canary_share, reason)
+    elif promoted:
         registry.promote(client, info.version, reason)
     registry.prune(client, settings.models_dir)  # rejected candidates count against the limit too
-    say(f"model {info.version}: {'promoted' if promoted else 'not promoted'} ({reason})")
+    verdict = "canary" if report.canary else "promoted" if promoted else "not promoted"
+    say(f"model {info.version}: {verdict} ({report.reason})")
     return report
 
 

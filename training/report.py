@@ -40,6 +40,7 @@ class TrainingReport(ModelRecord, frozen=True, kw_only=True):
     metrics: Evaluation
     promoted: bool
     reason: str
+    canary: bool = False  # it passed the gate and serves a share of users first (training.canary)
     production_version: str  # "" when no model served
     holdout_rows: int
     query_s: float

@@ -17,14 +17,12 @@ import httpx
 import msgspec
 import numpy as np
 import pytest
-from clickhouse_connect.driver.client import Client
 
 from api.feed import STAGES, build_feed
 from api.feeder import Feeder
 from api.services import ModelHolder
 from api.state import ServingState
 from cli.stack import Stack
-from models.features.ranking import FEATURE_NAMES
 from sim.demo_catalog import demo_catalog
 from sim.simulator import msgspec_item
 from swipeloop import topics
@@ -32,8 +30,8 @@ from swipeloop.clickhouse import connect
 from swipeloop.kafka import durable_producer
 from swipeloop.settings import Settings
 from tests.conftest import wait_until
+from tests.support.models import trained
 from training import registry
-from training.ranker import Impressions, fit
 
 pytestmark = pytest.mark.integration
 ITEMS = 12_000
@@ -250,23 +248,6 @@ def test_an_unfollow_and_an_unblock_undo_the_follow_and_the_block(stack: Stack) 
     again = replica.user("fickle")
     assert again.followed == {replica.creators.get(c["creator_id"])}
     assert not again.blocked_creators
-
-
-def trained(client: Client, seed: int) -> str:
-    """A real LightGBM ranker saved in the registry (not promoted)."""
-    rng = np.random.default_rng(seed)
-    rows = rng.random((2_000, len(FEATURE_NAMES))).astype(np.float32)
-    relevance = np.digitize(rows[:, seed % len(FEATURE_NAMES)], [0.5, 0.8]).astype(np.int32)
-    now = datetime.now(UTC)
-    data = Impressions(
-        rows,
-        relevance,
-        (relevance >= 2).astype(np.int8),
-        (relevance * 5.0).astype(np.float64),
-        np.full(200, 10, dtype=np.int64),
-        [now] * 200,
-    )
-    return registry.save(client, registry.artefact(fit(data), len(data), 0, None, now, now)).version
 
 
 def test_promotions_and_a_rollback_reach_every_replica_without_a_failed_feed(

@@ -17,7 +17,7 @@ from models.features.weights import engagement_matrix, kind_codes
 from swipeloop.clickhouse import connect
 from swipeloop.migrations import migrate
 from swipeloop.settings import Settings
-from training import registry
+from training import canary, registry
 from training.ranker import train, training_set
 from training.skew import HOPS, skew_check
 
@@ -265,3 +265,45 @@ def test_the_skew_check_recomputes_served_features_from_the_events(settings: Set
     assert skew.sampled == 3
     assert skew.mismatch_rate == 1 / 3
     assert {name for name, rate in skew.by_feature.items() if rate} == {"plays_1h"}
+
+
+def test_with_a_canary_share_a_model_that_passed_the_gate_serves_a_share_first(
+    settings: Settings,
+) -> None:
+    client = connect(settings)
+    migrate(client)
+    client.insert(
+        "items",
+        [[f"s1-{r}-{k}", "c", 20_000] for r in range(150) for k in range(10)],
+        column_names=["item_id", "creator_id", "duration_ms"],
+    )
+    simulated(client, settings, 150, seed=1)
+    first = train(client, settings.with_(canary_share=10), say=lambda _m: None)
+    assert first.promoted and not first.canary  # nothing to judge a canary against
+    damaged = registry.Artefact(registry.info(client, first.version), "damaged")
+    registry.save(client, damaged)  # production cannot score the holdout: the gate passes
+    second = train(client, settings.with_(canary_share=10), say=lambda _m: None)
+    assert second.canary and not second.promoted
+    assert second.reason.startswith("canary on 10 % of users: ")
+    assert registry.production(client) == first.version
+    running = canary.running(client)
+    assert running is not None
+    assert (running.version, running.production, running.share) == (
+        second.version,
+        first.version,
+        10,
+    )
+    assert (
+        client.command(
+            "SELECT promoted FROM model_runs WHERE version = {v:String}",
+            parameters={"v": second.version},
+        )
+        == 0
+    )
+    holder = ModelHolder(settings)  # (production, damaged, cannot load: the canary still can)
+    holder.refresh()
+    assert holder.canary is not None and holder.canary[0].version == second.version
+    users = [f"u{k}" for k in range(1_000)]
+    on_canary = [u for u in users if holder.ranker_for(u) is holder.canary[1]]
+    assert 60 <= len(on_canary) <= 140  # 10 % of 1,000, by hash
+    assert on_canary == [u for u in users if holder.ranker_for(u) is holder.canary[1]]  # sticky
