@@ -40,6 +40,7 @@ from swipeloop.contracts import ItemFeatures
 REPLAY_S = 300  # the feeder re-reads this much of events and impressions before bootstrap
 SEEN_DAYS = 30
 COVISIT_HOURS = 24
+CONTEXT_DAYS = 7  # plays read for the completion by network and length
 Rows = Sequence[Sequence[Any]]  # a query's rows, as the client returns them
 
 ITEMS_SQL = (
@@ -73,9 +74,22 @@ SELECT user_id,
        groupUniqArrayIf(item_id, kind = 'not_interested'),
        arraySlice(arrayMap(x -> x.2, arraySort(x -> x.1, groupArrayIf((client_ts, item_id),
            kind IN {positive:Array(String)}
-           OR (kind = 'watch' AND watch_ms >= {positive_watch_ms:UInt32})))), -{keep:UInt32})
+           OR (kind = 'watch' AND watch_ms >= {positive_watch_ms:UInt32})))), -{keep:UInt32}),
+       argMaxIf(context.network, client_ts, context.network != '')
 FROM events WHERE client_ts >= {since:DateTime64(3)} AND kind != 'impression'
 GROUP BY user_id
+"""
+# completion by network type and video length (models.features.context), from the plays of
+# the last days that carried their phone's network
+CONTEXT_SQL = """
+SELECT e.context.network, i.duration_ms,
+       sum(least(e.watch_ms / i.duration_ms, 1)), count()
+FROM events AS e
+INNER JOIN (SELECT item_id, duration_ms FROM items FINAL WHERE duration_ms > 0) AS i
+    ON i.item_id = e.item_id
+WHERE e.client_ts >= {since:DateTime64(3)} AND e.kind IN {plays:Array(String)}
+  AND e.context.network != ''
+GROUP BY e.context.network, i.duration_ms
 """
 
 # Each user's videos watched past the early-skip mark in the last `COVISIT_HOURS`, in order,
@@ -119,8 +133,10 @@ class Snapshot:
     item_vectors: tuple[list[str], npt.NDArray[np.float32]]  # (ids, matrix), as stored
     user_vectors: tuple[list[str], npt.NDArray[np.float32]]
     seen: Rows  # (user, items shown)
-    # (user, [(item, follow | unfollow | block | unblock)] oldest first, hidden, last positives)
+    # (user, [(item, follow | unfollow | block | unblock)] oldest first, hidden, last positives,
+    # the network their phone last reported)
     signals: Rows
+    context: Rows  # (network, video length in ms, summed completion, plays)
     watched: Rows  # (user, items watched past the early skip, in order)
 
 
@@ -142,6 +158,13 @@ def read_snapshot(client: Client, dim: int, replay_from_ms: int, positives: int)
             "keep": positives,
         },
     ).result_rows
+    context = client.query(
+        CONTEXT_SQL,
+        parameters={
+            "since": datetime.now(UTC) - timedelta(days=CONTEXT_DAYS),
+            "plays": sorted(PLAY_KINDS),
+        },
+    ).result_rows
     watched = client.query(
         USERS_WATCHED_SQL,
         parameters={
@@ -159,6 +182,7 @@ def read_snapshot(client: Client, dim: int, replay_from_ms: int, positives: int)
         user_vectors=user_vectors,
         seen=seen,
         signals=signals,
+        context=context,
         watched=watched,
     )
 

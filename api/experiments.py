@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
 from datetime import UTC, datetime
 
 import msgspec
 from clickhouse_connect.driver.client import Client
 
 from api.policies import POLICIES, Policy
+from api.watch import Watched
 from models.assignment import BUCKETS, bucket
 
 log = logging.getLogger(__name__)
@@ -159,34 +159,15 @@ def _write(client: Client, e: Experiment) -> None:
     )
 
 
-class ExperimentHolder:
-    """The experiment a replica serves under: a watcher thread asks ClickHouse every `poll_s`
-    (a request never does); `refresh` asks at once (the admin routes)."""
+class ExperimentHolder(Watched):
+    """The experiment a replica serves under (`current`), followed every `poll_s`."""
 
     def __init__(self, client: Client, poll_s: float) -> None:
+        super().__init__("running experiment", poll_s)
         self.current: Experiment | None = None
         self._client = client
-        self._poll_s = poll_s
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, name="experiment-watch", daemon=True)
 
     def refresh(self) -> None:
         """Look up the running experiment now."""
         with self._lock:
             self.current = running(self._client)
-
-    def start(self) -> None:
-        self.refresh()
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=2)
-
-    def _watch(self) -> None:
-        while not self._stop.wait(self._poll_s):
-            try:
-                self.refresh()
-            except Exception:  # ClickHouse away: serve on under what was seen; ask again
-                log.exception("looking up the running experiment failed")

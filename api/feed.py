@@ -176,6 +176,7 @@ def build_feed(
         tags[short],
         creators[short],
         momentum[short],
+        state.context.rates(user.network, columns.duration_ms[listed].astype(np.float64)),
     ).astype(np.float32)
     model, version = _rank(ranker, rows, scores[short])
     order = np.argsort(-model, kind="stable")  # rows, best first

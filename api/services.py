@@ -14,6 +14,7 @@ from api.feeder import Feeder
 from api.lists import REFRESH_S
 from api.policies import Baselines
 from api.state import ServingState
+from api.watch import Watched
 from swipeloop.clickhouse import connect
 from swipeloop.kafka import AsyncProducer, client_config
 from swipeloop.metrics import MODEL_CHANGES, MODEL_SERVING
@@ -28,19 +29,17 @@ from training.registry_import import adopt
 log = logging.getLogger(__name__)
 
 
-class ModelHolder:
+class ModelHolder(Watched):
     """The production ranker; a watcher thread swaps in each newly promoted (or rolled back
     to) version without a restart: requests already scoring finish with the old one. The
     registry is in ClickHouse; this replica's models directory only caches the text."""
 
     def __init__(self, settings: Settings) -> None:
+        super().__init__("model registry", settings.model_poll_s)
         self._settings = settings
         self.current: Ranker | None = None
         self.canary: tuple[Canary, Ranker] | None = None  # a candidate on a share of users
         self._client = connect(settings)
-        self._lock = threading.Lock()  # the watcher and the admin route's refresh share a client
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, name="model-watch", daemon=True)
 
     def ranker_for(self, user_id: str) -> Ranker | None:
         """What ranks this user's real-time feed: the canary for its share of users, else
@@ -84,20 +83,7 @@ class ModelHolder:
     def start(self) -> None:
         """Import an old models directory (once), load what serves now and keep watching."""
         adopt(self._client, self._settings.models_dir)
-        self.refresh()
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop watching."""
-        self._stop.set()
-        self._thread.join(timeout=2)
-
-    def _watch(self) -> None:
-        while not self._stop.wait(self._settings.model_poll_s):
-            try:
-                self.refresh()
-            except Exception:  # ClickHouse away: the current model serves on; ask again
-                log.exception("polling the model registry failed")
+        super().start()
 
 
 class Serving:

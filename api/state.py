@@ -35,10 +35,12 @@ from api.lists import Lists
 from models.affinity import Affinity, Momentum
 from models.covisit import REMEMBERED, CoVisitConfig, CoVisits
 from models.embeddings import normalized, normalized_rows
+from models.features.context import ContextCompletion
 from models.features.session import Session, advance_session
 from models.features.weights import PLAY_KINDS, affinity_weight, early_skip_ms, engagement_weight
 from swipeloop.arrays import Codes, Vector, Vectors
 from swipeloop.contracts import (
+    NETWORKS,
     Impression,
     Item,
     ItemFeatures,
@@ -90,6 +92,7 @@ class UserState:
     watched: deque[int] = field(default_factory=lambda: deque(maxlen=REMEMBERED))
     tag_affinity: Affinity = field(default_factory=Affinity)  # what they like now (tag codes)
     creator_affinity: Affinity = field(default_factory=Affinity)  # (creator codes)
+    network: str = ""  # the network type their phone last reported ("" : never)
 
     def creator_choice(self, creator: int, kind: str) -> None:
         """A follow, block, or the undoing of one (`CREATOR_CHOICES`)."""
@@ -134,6 +137,7 @@ class ServingState:
         # videos watched one after the other, by anyone
         self.covisits = CoVisits(CoVisitConfig.of(settings))
         self.momentum = Momentum()  # how everyone takes each tag now against usually
+        self.context = ContextCompletion()  # completion by network type and video length
         self.users: dict[str, UserState] = {}
         self.erased = Erased()  # users who asked to be forgotten (swipeloop.erasure)
         self.replay_from_ms = replay_start_ms()  # where the feeder replays the user topics from
@@ -184,8 +188,12 @@ class ServingState:
         self.user_vectors.update(zip(users, normalized_rows(user_matrix), strict=True))
         for user_id, shown in snapshot.seen:
             self.user(user_id).seen.update(self.codes(shown).tolist())
-        for user_id, changes, hidden, positives in snapshot.signals:
+        for network, duration_ms, completion, plays in snapshot.context:
+            if network in NETWORKS:
+                self.context.add(network, duration_ms, completion, plays)
+        for user_id, changes, hidden, positives, network in snapshot.signals:
             user = self.user(user_id)
+            user.network = network
             for item_id, kind in changes:  # oldest first: the last word on a creator stands
                 code = self.items.get(item_id)
                 if code is not None and self.columns.alive[code]:
@@ -313,6 +321,10 @@ class ServingState:
                 for tag in columns.tags_of(code).tolist():
                     user.tag_affinity.add(tag, weight, at)
                     self.momentum.add(tag, weight, at)
+        if ev.context is not None and ev.context.network is not None:
+            user.network = ev.context.network
+            if known and duration and ev.kind in PLAY_KINDS:
+                self.context.add(ev.context.network, duration, min(ev.watch_ms / duration, 1.0))
         if ev.kind in PLAY_KINDS and ev.watch_ms >= early_skip_ms(duration):
             self.covisits.add(user.watched, code)  # watched: co-visited with the last ones
             user.watched.append(code)

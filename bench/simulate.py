@@ -18,8 +18,8 @@ issue's keys (`*_watch_s_per_session`, `lift_vs_batch` during the burst,
 `new_upload_minutes_to_1000_views` for the real-time arm, and the same at `--views`: 25 by
 default, 10 with --quick). A person is never shown a video twice, so a video's views in an
 arm cannot pass the arm's people (`people_per_arm`): 1,000 views stay out of reach here.
-`canaries`: two canary trials after the measured run (`Canaries`), one that should pass and
-one that should be dropped, with the judge's verdicts.
+`canaries`: three canary trials after the measured run (`Canaries`), a retrained model, one
+that should pass and one that should be dropped, with the judge's verdicts.
 """
 
 from __future__ import annotations
@@ -57,31 +57,46 @@ def say(line: str) -> None:
 
 
 class Canaries:
-    """Two canary trials after the measured run, everyone on the real-time feed and half of
-    them ranked by the canary (training.canary): a model trained again on all the days so
-    far, which should pass, then one trained to rank what people disliked first, which should
-    be dropped. Each is judged once its trial's seconds are over."""
+    """Three canary trials after the measured run, everyone on the real-time feed and half of
+    them ranked by the canary (training.canary): a model trained again on all the days so far
+    (the nightly run's own path: it must pass the offline gate; live, it may or may not hold),
+    production's own model under a new version, which should pass, and a model trained to rank
+    what people disliked first, which should be dropped. Each is judged once its trial's
+    seconds are over."""
 
     def __init__(self, stack: Stack, quick: bool) -> None:
         self.seconds = 15.0 if quick else 60.0
         self.settings = stack.settings.with_(
-            canary_share=50, canary_sessions=20 if quick else 100, canary_margin=0.1
+            canary_share=50, canary_sessions=20 if quick else 50, canary_margin=0.1
         )
         self.stack = stack
         self.outcomes: dict[str, dict[str, Any]] = {}
 
-    async def good(self) -> None:
+    async def retrained(self) -> None:
         """Train again: a model that passes the offline gate serves half the users."""
         client = connect(self.settings)
         report = await asyncio.to_thread(train, client, self.settings, say)
         if not report.canary:  # the gate refused it (or nothing served): a canary anyway
             canary.start(client, report.version, 50, f"bench: {report.reason}")
-        self.outcomes["good"] = {"version": report.version, "offline": report.reason}
+        self.outcomes["retrained"] = {"version": report.version, "offline": report.reason}
+        self.stack.services.feed.models.refresh()
+
+    async def same(self) -> None:
+        """Judge the first; then production's own model, as a new version, on half the users."""
+        self.judged("retrained")
+        client = connect(self.settings)
+        production = registry.production(client)
+        assert production is not None
+        booster = registry.load(client, self.settings.models_dir, production)
+        now = datetime.now(UTC)
+        version = registry.save(client, registry.artefact(booster, 0, 0, None, now, now)).version
+        canary.start(client, version, 50, f"bench: production's model {production} again")
+        self.outcomes["same"] = {"version": version, "copy_of": production}
         self.stack.services.feed.models.refresh()
 
     async def bad(self) -> None:
-        """Judge the first; then a model that ranks the worst first serves half the users."""
-        self.judged("good")
+        """Judge the second; then a model that ranks the worst first serves half the users."""
+        self.judged("same")
         client = connect(self.settings)
         data = await asyncio.to_thread(training_set, client, self.settings)
         worst = 3 - data.relevance  # what people skipped, ranked as what they liked
@@ -157,7 +172,11 @@ def main() -> None:
                     nightly,
                     seed=args.seed,
                     views=(1000, views),
-                    trials=[(trial.good, trial.seconds), (trial.bad, trial.seconds)],
+                    trials=[
+                        (trial.retrained, trial.seconds),
+                        (trial.same, trial.seconds),
+                        (trial.bad, trial.seconds),
+                    ],
                 )
             )
             trial.judged("bad")

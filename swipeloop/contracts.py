@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 import msgspec
 
@@ -32,11 +32,27 @@ Millis = Annotated[int, msgspec.Meta(ge=0, le=86_400_000)]
 AwareTime = Annotated[datetime, msgspec.Meta(tz=True)]
 
 
+Network = Literal["wifi", "cellular", "ethernet", "offline", "unknown"]
+NETWORKS: tuple[str, ...] = get_args(Network)
+DeviceClass = Literal["phone", "tablet", "tv", "desktop", "other"]
+
+
+class Context(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, gc=False):
+    """What the phone knew about where it was when an event happened (every field optional)."""
+
+    network: Network | None = None
+    bandwidth_kbps: Annotated[int, msgspec.Meta(ge=0, le=10_000_000)] = 0  # 0: not measured
+    country: Annotated[str, msgspec.Meta(pattern="^([A-Z]{2})?$")] = ""  # ISO 3166-1 alpha-2
+    device_class: DeviceClass | None = None
+    app_version: Annotated[str, msgspec.Meta(max_length=32)] = ""
+
+
 class Event(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, gc=False):
     """One swipe-level signal from a phone.
 
-    Scalars only, so it can be in no reference cycle: `gc=False` keeps the hundreds of events
-    of a batch out of the cyclic collector's sight (fewer, shorter collections on ingest).
+    Scalars (and a context of scalars) only, so it can be in no reference cycle: `gc=False`
+    keeps the hundreds of events of a batch out of the cyclic collector's sight (fewer,
+    shorter collections on ingest).
     """
 
     event_id: uuid.UUID
@@ -48,6 +64,7 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     seq: Annotated[int, msgspec.Meta(ge=0)]
     watch_ms: Millis = 0
     request_id: str | None = None
+    context: Context | None = None  # stored in events.context; feeds ranker features
 
 
 class EventBatch(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -40,6 +40,7 @@ REQUEST_TIME = frozenset(
         "tag_affinity",
         "creator_affinity",
         "tag_momentum",
+        "context_completion",
     }
 )
 CHECKED: tuple[int, ...] = tuple(

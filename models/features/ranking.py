@@ -37,6 +37,7 @@ FEATURE_NAMES: tuple[str, ...] = (
     "tag_affinity",  # the user's decayed affinity for the video's tag (models.affinity)
     "creator_affinity",  # ... and for its creator
     "tag_momentum",  # how everyone takes the video's tag now against usually (a burst)
+    "context_completion",  # completion of videos this long on the user's network (context)
 )
 
 
@@ -52,11 +53,13 @@ def ranking_matrix(
     tag_affinity: Floats | None = None,
     creator_affinity: Floats | None = None,
     tag_momentum: Floats | None = None,
+    context_completion: Floats | None = None,
 ) -> Floats:
     """The ranker's input rows, one per candidate (columns: `FEATURE_NAMES`); logged with each
     impression exactly as served. Arrays are per candidate; `counts` as in `trending_scores`;
     `now_s` the request's time (or each row's, recomputing rows of many requests); the
-    request-time signals of the user (co-visitation, affinities) are 0 when not given."""
+    request-time signals of the user (co-visitation, affinities, completion on their network)
+    are 0 when not given."""
     none = np.zeros(len(counts))
     hour, recent, day = counts[:, HOUR], counts[:, RECENT], counts[:, DAY]
     return np.column_stack(
@@ -82,6 +85,7 @@ def ranking_matrix(
             none if tag_affinity is None else tag_affinity,
             none if creator_affinity is None else creator_affinity,
             none if tag_momentum is None else tag_momentum,
+            none if context_completion is None else context_completion,
         ]
     )
 

@@ -23,6 +23,7 @@ from api.feeder import Feeder
 from api.services import ModelHolder
 from api.state import ServingState
 from cli.stack import Stack
+from models.features.ranking import FEATURE_NAMES
 from sim.demo_catalog import demo_catalog
 from sim.simulator import msgspec_item
 from swipeloop import topics
@@ -248,6 +249,61 @@ def test_an_unfollow_and_an_unblock_undo_the_follow_and_the_block(stack: Stack) 
     again = replica.user("fickle")
     assert again.followed == {replica.creators.get(c["creator_id"])}
     assert not again.blocked_creators
+
+
+def test_the_phone_s_network_is_stored_and_ranks_by_completion_on_it(stack: Stack) -> None:
+    """Plays that carry their phone's context land in events.context, teach every replica how
+    videos of each length are watched on each network, and the user's next feed logs that
+    completion as a feature (also after a restart, from ClickHouse alone)."""
+    api = httpx.Client(base_url=stack.url, timeout=30)
+    items = page(api, "on-wifi", n=6)["items"]
+    state = serving(stack)
+    plays = [
+        {
+            "event_id": str(uuid.uuid4()),
+            "user_id": "on-wifi",
+            "item_id": item["item_id"],
+            "kind": "watch",
+            "watch_ms": 4_000,
+            "client_ts": datetime.now(UTC).isoformat(),
+            "session_id": "s-on-wifi",
+            "seq": k,
+            "context": {"network": "wifi", "bandwidth_kbps": 54_000, "country": "FR"},
+        }
+        for k, item in enumerate(items)
+    ]
+    assert api.post("/v1/events", json={"events": plays}).status_code == 202
+    before = state.context.plays.sum()
+    wait_until(
+        lambda: state.user("on-wifi").network == "wifi" and state.context.plays.sum() >= 6,
+        30,
+        "the plays' network in the API",
+    )
+    assert before == 0
+    served = page(api, "on-wifi", n=5)
+    client = connect(stack.settings)
+    column = FEATURE_NAMES.index("context_completion") + 1  # (ClickHouse arrays count from 1)
+    wait_until(
+        lambda: (
+            client.command(
+                "SELECT count() FROM impressions WHERE request_id = {r:String} "
+                "AND features[{c:UInt32}] > 0",
+                parameters={"r": served["request_id"], "c": column},
+            )
+            == 5
+        ),
+        60,
+        "the feed's impressions, each with the completion on wifi",
+    )
+    stored = client.query(
+        "SELECT context.network, context.bandwidth_kbps, context.country, context.device_class "
+        "FROM events WHERE user_id = 'on-wifi'"
+    ).result_rows
+    assert stored == [("wifi", 54_000, "FR", "")] * 6
+    replica = ServingState(stack.settings, client)
+    replica.bootstrap()
+    assert replica.user("on-wifi").network == "wifi"
+    assert replica.context.plays.sum() == 6
 
 
 def test_promotions_and_a_rollback_reach_every_replica_without_a_failed_feed(

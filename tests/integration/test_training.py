@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import msgspec
 import numpy as np
 import pytest
+from clickhouse_connect.driver.client import Client
 
 from api.services import ModelHolder
 from models.features.counts import RANK_WINDOWS
@@ -19,6 +20,7 @@ from swipeloop.migrations import migrate
 from swipeloop.settings import Settings
 from training import canary, registry
 from training.ranker import train, training_set
+from training.report import TrainingReport
 from training.skew import HOPS, skew_check
 
 pytestmark = pytest.mark.integration
@@ -172,10 +174,9 @@ def test_a_run_is_recorded_promoted_first_and_rolled_back(settings: Settings) ->
     assert holder.current.version == first.version
 
 
-def test_a_production_model_that_cannot_score_does_not_stop_the_nightly_run(
-    settings: Settings,
-) -> None:
-    client = connect(settings)
+def damaged_production(client: Client, settings: Settings) -> TrainingReport:
+    """A day of impressions, a first model promoted on it, then damaged: its stored text no
+    longer matches its checksum, so it cannot score the next run's holdout."""
     migrate(client)
     client.insert(
         "items",
@@ -184,8 +185,15 @@ def test_a_production_model_that_cannot_score_does_not_stop_the_nightly_run(
     )
     simulated(client, settings, 150, seed=1)
     first = train(client, settings, say=lambda _m: None)
-    damaged = registry.Artefact(registry.info(client, first.version), "damaged")
-    registry.save(client, damaged)  # its stored text no longer matches its checksum
+    registry.save(client, registry.Artefact(registry.info(client, first.version), "damaged"))
+    return first
+
+
+def test_a_production_model_that_cannot_score_does_not_stop_the_nightly_run(
+    settings: Settings,
+) -> None:
+    client = connect(settings)
+    first = damaged_production(client, settings)
     said: list[str] = []
     second = train(client, settings, say=said.append)
     assert second.promoted and second.production_version == first.version
@@ -271,17 +279,10 @@ def test_with_a_canary_share_a_model_that_passed_the_gate_serves_a_share_first(
     settings: Settings,
 ) -> None:
     client = connect(settings)
-    migrate(client)
-    client.insert(
-        "items",
-        [[f"s1-{r}-{k}", "c", 20_000] for r in range(150) for k in range(10)],
-        column_names=["item_id", "creator_id", "duration_ms"],
-    )
-    simulated(client, settings, 150, seed=1)
-    first = train(client, settings.with_(canary_share=10), say=lambda _m: None)
-    assert first.promoted and not first.canary  # nothing to judge a canary against
-    damaged = registry.Artefact(registry.info(client, first.version), "damaged")
-    registry.save(client, damaged)  # production cannot score the holdout: the gate passes
+    # the first model had nothing to judge a canary against: promoted at once; damaged, it
+    # cannot score the holdout, so the next one passes the gate
+    first = damaged_production(client, settings.with_(canary_share=10))
+    assert first.promoted and not first.canary
     second = train(client, settings.with_(canary_share=10), say=lambda _m: None)
     assert second.canary and not second.promoted
     assert second.reason.startswith("canary on 10 % of users: ")
