@@ -17,7 +17,7 @@ from swipeloop.broker import EmbeddedBroker
 from swipeloop.clickhouse import connect
 from swipeloop.kafka import client_config
 from swipeloop.settings import Settings
-from tests.conftest import scalar, wait_until
+from tests.conftest import wait_until
 from tests.support.ingest_events import api_event
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
@@ -115,9 +115,18 @@ def test_a_restarted_api_still_never_repeats_an_item_and_serves_the_same_model(
         wait_until(lambda: len(state.catalog_order()) == 600, 60, "the whole catalog")
         wait_until(lambda: page()["model_version"] == version, 30, "the promoted model")
         shown = [i["item_id"] for _ in range(5) for i in page()["items"]]
-        stored = "SELECT count() FROM impressions WHERE user_id = 'returning'"
+        # every one of them (the pages asked while waiting for the model count too, so a
+        # count of the user's rows could pass before these are in)
+        stored = (
+            "SELECT uniqExact(item_id) FROM impressions "
+            "WHERE user_id = 'returning' AND item_id IN {shown:Array(String)}"
+        )
         client = connect(stack.settings)
-        wait_until(lambda: scalar(client, stored) >= len(shown), 60, "the impressions stored")
+        wait_until(
+            lambda: client.command(stored, parameters={"shown": shown}) == len(set(shown)),
+            60,
+            "the impressions stored",
+        )
 
         stack.stop_api()  # a restart: the new API's caches come from ClickHouse and the topics
         stack.serve_in_thread()
