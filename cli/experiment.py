@@ -9,7 +9,7 @@ from urllib.parse import quote
 import typer
 from rich.console import Console
 
-from cli.shared import BAD_INPUT, FAILED, console, env_settings
+from cli.shared import BAD_INPUT, FAILED, console, env_settings, store
 
 if TYPE_CHECKING:
     from api.experiments import Experiment
@@ -38,7 +38,7 @@ def experiment_start(
     answer = _running(settings, "POST", "/admin/experiments", {"name": name, "arms": arms})
     if answer is None:
         try:
-            started = start(_store(settings), name, parsed)
+            started = start(store(settings), name, parsed)
         except ExperimentError as exc:
             console.print(f"[red]swipeloop experiment start:[/] {exc}", highlight=False)
             raise typer.Exit(BAD_INPUT if isinstance(exc, BadArms) else FAILED) from exc
@@ -57,7 +57,7 @@ def experiment_stop(name: Annotated[str, typer.Argument(help="the running experi
     answer = _running(settings, "POST", f"/admin/experiments/{quote(name, safe='')}/stop")
     if answer is None:
         try:
-            stop(_store(settings), name)
+            stop(store(settings), name)
         except ExperimentError as exc:
             console.print(f"[red]swipeloop experiment stop:[/] {exc}", highlight=False)
             raise typer.Exit(FAILED) from exc
@@ -80,7 +80,7 @@ def experiment_list() -> None:
             _ask(settings, url, "GET", "/admin/experiments"), type=list[Experiment]
         )
     else:
-        found = listing(_store(settings))
+        found = listing(store(settings))
     table = Table()
     for column in ("experiment", "arms", "started", "stopped"):
         table.add_column(column)
@@ -122,14 +122,3 @@ def _ask(
         console.print(f"[red]{r.json().get('detail', r.text)}[/]", highlight=False)
         raise typer.Exit(BAD_INPUT if r.status_code == 422 else FAILED)
     return r.content
-
-
-def _store(settings: Settings) -> Any:
-    """ClickHouse, migrated when it is the embedded engine (as `up` does on start)."""
-    from swipeloop.clickhouse import connect
-    from swipeloop.migrations import migrate
-
-    client = connect(settings)
-    if not settings.clickhouse_url:
-        migrate(client)
-    return client

@@ -12,7 +12,7 @@ from urllib.parse import quote
 import typer
 from rich.console import Console
 
-from cli.shared import FAILED, console, env_settings, setup_logging
+from cli.shared import FAILED, console, env_settings, setup_logging, store
 
 if TYPE_CHECKING:
     from clickhouse_connect.driver.client import Client
@@ -76,15 +76,11 @@ def _fixed(x: float | None) -> str:
 
 
 def _registry(settings: Settings) -> Client:
-    """A client on this data directory's registry when no `up` owns it: the embedded
-    ClickHouse migrated (as `up` does on start), an old models directory imported once."""
-    from swipeloop.clickhouse import connect
-    from swipeloop.migrations import migrate
+    """A client on this data directory's registry when no `up` owns it (`store`), an old
+    models directory imported once."""
     from training.registry_import import adopt
 
-    client = connect(settings)
-    if not settings.clickhouse_url:
-        migrate(client)
+    client = store(settings)
     adopt(client, settings.models_dir)
     return client
 

@@ -8,11 +8,14 @@ from __future__ import annotations
 import json
 import logging
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
 from swipeloop.settings import Settings
+
+if TYPE_CHECKING:
+    from clickhouse_connect.driver.client import Client
 
 console = Console(stderr=True)
 
@@ -38,6 +41,18 @@ def env_settings() -> Settings:
     settings = Settings.from_env()
     check_client_config(settings)
     return settings
+
+
+def store(settings: Settings) -> Client:
+    """ClickHouse for a command run where no `up` owns it: the embedded engine migrated first,
+    as `up` does on start (a server is migrated by `swipeloop migrate`)."""
+    from swipeloop.clickhouse import connect
+    from swipeloop.migrations import migrate
+
+    client = connect(settings)
+    if not settings.clickhouse_url:
+        migrate(client)
+    return client
 
 
 def setup_logging(verbose: bool) -> None:

@@ -69,21 +69,34 @@ def watched_rating(rating: float) -> bool:
     return any(ms >= early_skip_ms(REPLAY_DURATION_MS) for ms in played)
 
 
+@dataclass(frozen=True)
+class Known:
+    """What the replayed ratings say beside co-visitation: who rated what, and the items by
+    how often they were rated (the fill-up), computed once for every combination tried."""
+
+    rated: dict[int, set[int]]
+    popular: list[int]
+
+    @classmethod
+    def of(cls, train: Ratings) -> Known:
+        items, counts = np.unique(train.items, return_counts=True)
+        rated: dict[int, set[int]] = {}
+        for user, item in zip(train.users.tolist(), train.items.tolist(), strict=True):
+            rated.setdefault(user, set()).add(item)
+        return cls(rated, items[np.lexsort((items, -counts))].tolist())
+
+
 def recommend(
-    model: CoVisits, last: dict[int, deque[int]], train: Ratings, users: Iterable[int]
+    model: CoVisits, last: dict[int, deque[int]], train: Ratings | Known, users: Iterable[int]
 ) -> dict[int, list[int]]:
     """Each user's top `K`: co-visited first, then the most rated, what they rated left out."""
-    items, counts = np.unique(train.items, return_counts=True)
-    popular = items[np.lexsort((items, -counts))].tolist()
-    rated: dict[int, set[int]] = {}
-    for user, item in zip(train.users.tolist(), train.items.tolist(), strict=True):
-        rated.setdefault(user, set()).add(item)
+    known = train if isinstance(train, Known) else Known.of(train)
     out = {}
     for user in users:
-        seen = rated.get(user, set())
+        seen = known.rated.get(user, set())
         found = model.scores(last.get(user, ()))[0].tolist()
         top = [i for i in found if i not in seen][:K]
-        for i in popular:
+        for i in known.popular:
             if len(top) == K:
                 break
             if i not in seen and i not in top:
@@ -97,7 +110,7 @@ def tune(replayed: Ratings, split: Split = leave_last_out) -> tuple[CoVisitConfi
     and every combination's figures. `replayed` is what the replay streams (the test items
     already held out); `split` holds out its validation targets the same way."""
     train, held = split(replayed)
-    users = sorted(held)
+    users, known = sorted(held), Known.of(train)
     tried = []
     base = CoVisitConfig()
     for gap_decay in GRID["gap_decay"]:
@@ -106,7 +119,7 @@ def tune(replayed: Ratings, split: Split = leave_last_out) -> tuple[CoVisitConfi
             model.config = replace(
                 base, gap_decay=gap_decay, popularity=popularity, query_decay=query_decay
             )
-            figures = hit_rate_and_ndcg(recommend(model, last, train, users), held, K)
+            figures = hit_rate_and_ndcg(recommend(model, last, known, users), held, K)
             tried.append(Tried(model.config, figures["hr_at_10"], figures["ndcg_at_10"]))
     best = max(tried, key=lambda t: t.ndcg_at_10)  # (max keeps the first of equals)
     return best.config, tried
