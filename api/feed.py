@@ -38,7 +38,7 @@ from models.affinity import prior as affinity_prior
 from models.covisit import lookup
 from models.features.ranking import FEATURE_NAMES, ranking_matrix
 from swipeloop.arrays import Codes, Floats, Vector
-from swipeloop.contracts import Explain, Feed, FeedItem, Impression, ItemExplain
+from swipeloop.contracts import Explain, Feed, FeedItem, Impression, ItemExplain, Network
 from swipeloop.metrics import FEED_CANDIDATES, FEED_DROPS, FEED_STAGE_SECONDS
 from training.ranker import Ranker
 
@@ -129,10 +129,12 @@ def build_feed(
     *,
     covisit_weight: float | None = None,
     mark_seen: bool = True,
+    network: Network | None = None,
 ) -> tuple[Feed, list[Impression], dict[str, float]]:
     """A ranked page for one user, the impressions to log for it, and ms per stage.
     `covisit_weight` overrides the setting; `mark_seen=False` leaves the page unseen (a
-    what-if: the replay's validation)."""
+    what-if: the replay's validation); `network` is the phone's now (default: the last one
+    its events reported)."""
     timer = Timer()
     now = datetime.now(UTC)
     user = state.user(user_id)
@@ -176,7 +178,9 @@ def build_feed(
         tags[short],
         creators[short],
         momentum[short],
-        state.context.rates(user.network, columns.duration_ms[listed].astype(np.float64)),
+        state.context.rates(
+            network or user.network, columns.duration_ms[listed].astype(np.float64)
+        ),
     ).astype(np.float32)
     model, version = _rank(ranker, rows, scores[short])
     order = np.argsort(-model, kind="stable")  # rows, best first

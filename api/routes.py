@@ -34,7 +34,15 @@ from api.security import (
 from api.services import Services
 from swipeloop import erasure, topics
 from swipeloop.clickhouse import connect, transient
-from swipeloop.contracts import Erasure, EventBatch, Feed, ItemBatch, Stamper, topic_for
+from swipeloop.contracts import (
+    Erasure,
+    EventBatch,
+    Feed,
+    ItemBatch,
+    Network,
+    Stamper,
+    topic_for,
+)
 from swipeloop.kafka import BrokerUnavailable
 
 
@@ -140,12 +148,20 @@ class FeedController(Controller):
                 "the running experiment, else realtime)"
             ),
         ] = None,
+        network: Annotated[
+            Network | None,
+            Parameter(
+                description="the phone's network now (default: the last one its events "
+                "reported); the ranker weighs video length by how people watch on it"
+            ),
+        ] = None,
     ) -> Response[Feed]:
         """Up to n unseen items, ranked; every one is logged as an impression. With
         `explain=true`, what each stage did and why each item is there. `policy` serves a
         baseline instead (api.policies): batch, popularity or random; without it, a running
         experiment (api.experiments) picks the user's arm, and the impressions say which.
-        With a user token, only the token's user's feed (403 otherwise)."""
+        `network` is the phone's context at the request. With a user token, only the
+        token's user's feed (403 otherwise)."""
         acting_for(caller_of(request), user_id, "user_id")
         services = _services(state)
         serving = services.feed
@@ -159,7 +175,12 @@ class FeedController(Controller):
             size = n or services.settings.feed_default_n
             if policy == "realtime":
                 feed, impressions, stages = build_feed(
-                    serving.state, serving.models.ranker_for(user_id), user_id, size, explain
+                    serving.state,
+                    serving.models.ranker_for(user_id),
+                    user_id,
+                    size,
+                    explain,
+                    network=network,
                 )
             else:
                 feed, impressions = baseline_feed(

@@ -95,8 +95,9 @@ def produce_events(
         settings, **{"linger.ms": 20, "queue.buffering.max.messages": 1_000_000}
     )
     now = datetime.now(UTC).isoformat().encode()
+    stamp_every = 100 if rate else 1000  # paced: stamped within 0.1 s of now, as the API does
     for i in range(seq0, seq0 + n):
-        if i % 1000 == 0:
+        if i % stamp_every == 0:
             now = datetime.now(UTC).isoformat().encode()
         user = rng.randrange(20_000)
         item = 0 if rng.random() < hot else rng.randrange(items)

@@ -3,6 +3,8 @@ and deletions the item catalog announces."""
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import numpy as np
 
 from dataflows.catalog import Catalog
@@ -14,6 +16,13 @@ from swipeloop.contracts import ReceivedEvent
 
 _IMPRESSION = int(kind_codes(["impression"])[0])
 Upload = tuple[str, str, tuple[str, ...]]  # an item, its creator and tags
+
+
+def event_order(event: ReceivedEvent) -> tuple[datetime, int]:
+    """The order the single learner learns in (`models.ordering`): when the server received
+    the event, then its id. Not the phone's time: one phone minutes ahead would hold every
+    later swipe of its partition back until the other partitions' reached its clock."""
+    return event.received_at, event.event_id.int
 
 
 def swipes_of(events: list[ReceivedEvent], items: ItemTable) -> Swipes:

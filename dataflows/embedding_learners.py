@@ -15,7 +15,7 @@ from typing import TypeVar
 from bytewax.operators import StatefulLogic
 
 from dataflows.catalog import Catalog
-from dataflows.embedding_inputs import swipes_of, uploads
+from dataflows.embedding_inputs import event_order, swipes_of, uploads
 from dataflows.embedding_shared import Shared, learned, learner_config
 from dataflows.io.poll_source import Polled
 from dataflows.parse import stored_events
@@ -24,9 +24,11 @@ from models.items import ItemTable
 from models.learning import KINDS, Published, Swipes
 from models.mirror import MirrorUpdate
 from models.online import OnlineMF
+from models.ordering import InOrder
 from models.shards import ToItems, merge, shard_of
 from models.user_shard import UserShard
 from swipeloop.clickhouse import connect, read_vectors, with_retry
+from swipeloop.contracts import ReceivedEvent
 from swipeloop.erasure import Erased
 from swipeloop.metrics import (
     EMBEDDING_EVENTS,
@@ -47,19 +49,39 @@ COPY_EVERY_S = 0.25
 
 class Learner(StatefulLogic[Polled, Published, bytes]):
     """The whole table in one learner (one shard: both halves of a step read the other's
-    current vector); learns every poll, publishes what changed every `publish_interval_s`."""
+    current vector); learns the polls merged by receipt time and cut into batches
+    (`models.ordering.InOrder`), publishes what changed every `publish_interval_s`."""
 
     def __init__(
-        self, settings: Settings, catalog: Catalog, items: ItemTable, resume: bytes | None
+        self,
+        settings: Settings,
+        catalog: Catalog,
+        items: ItemTable,
+        resume: bytes | None,
+        sources: list[str],
     ) -> None:
         self._catalog = catalog
         self._items = items
         self._catalog_at = 0  # how far into the catalog's change log uploads were announced
-        if resume is not None:
-            self.mf: OnlineMF = pickle.loads(resume)
+        restored = pickle.loads(resume) if resume is not None else None
+        self.mf: OnlineMF
+        self.order: InOrder[ReceivedEvent]
+        if isinstance(restored, tuple):  # (tables, what the merge held)
+            self.mf, self.order = restored
+            self.order.restart(sources)
         else:
-            self.mf = OnlineMF(learner_config(settings))
-            load_learned(self.mf, settings)
+            if isinstance(restored, OnlineMF):  # a snapshot from before the merge
+                self.mf = restored
+            else:
+                self.mf = OnlineMF(learner_config(settings))
+                load_learned(self.mf, settings)
+            self.order = InOrder(
+                sources,
+                event_order,
+                settings.embedding_batch_size,
+                settings.embedding_hold_s,
+                settings.embedding_batch_wait_s,
+            )
         self._every = timedelta(seconds=settings.publish_interval_s)
         self._next = datetime.now(UTC) + self._every
         self._client = connect(settings)
@@ -67,21 +89,29 @@ class Learner(StatefulLogic[Polled, Published, bytes]):
         self._forget_erased()
 
     def on_item(self, value: Polled) -> tuple[Iterable[Published], bool]:
-        erased = self._erased.users
-        events = [ev for _, ev in stored_events(value.records) if ev.user_id not in erased]
-        if events:
-            before = self.mf.updates
-            self.mf.learn(swipes_of(events, self._items))
-            EMBEDDING_EVENTS.inc(len(events))
-            EMBEDDING_UPDATES.inc(self.mf.updates - before)
+        self.order.add(value.key, [ev for _, ev in stored_events(value.records)], value.quiet_since)
+        self._learn(self.order.take(time.time()))
         return [], StatefulLogic.RETAIN
 
     def on_notify(self) -> tuple[Iterable[Published], bool]:
         self._next = datetime.now(UTC) + self._every
+        self._learn(self.order.take(time.time()))
         return [self._publish()], StatefulLogic.RETAIN
 
     def on_eof(self) -> tuple[Iterable[Published], bool]:
+        self._learn(self.order.drain())  # every partition read to its end
         return [self._publish()], StatefulLogic.RETAIN
+
+    def _learn(self, batches: list[list[ReceivedEvent]]) -> None:
+        """The merged batches, in order (models.ordering), less erased users' events."""
+        erased = self._erased.users
+        for batch in batches:
+            events = [ev for ev in batch if ev.user_id not in erased]
+            if events:
+                before = self.mf.updates
+                self.mf.learn(swipes_of(events, self._items))
+                EMBEDDING_EVENTS.inc(len(events))
+                EMBEDDING_UPDATES.inc(self.mf.updates - before)
 
     def _forget_erased(self) -> None:
         self.mf.forget_users(
@@ -105,7 +135,9 @@ class Learner(StatefulLogic[Polled, Published, bytes]):
         return self._next
 
     def snapshot(self) -> bytes:
-        return pickle.dumps(self.mf, protocol=pickle.HIGHEST_PROTOCOL)
+        """The tables and what the merge holds that was not learned yet (its sources'
+        offsets are past it)."""
+        return pickle.dumps((self.mf, self.order), protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def load_learned(mf: OnlineMF, settings: Settings) -> None:

@@ -23,8 +23,10 @@ read (a poll of one event topic-partition)
    └▶ to_clickhouse  `item_embeddings` / `user_embeddings`, versioned (expired: deleted = 1)
 
 One worker holds the whole table in one learner (`learn`, models.online.OnlineMF), where a
-step reads both sides as they are; with more, a user's step reads the items as their shard
-last sent them, a fraction of a second stale.
+step reads both sides as they are, and learns its topics merged in one order, in batches
+that do not depend on when each poll landed (models.ordering: a replay of the same stream
+learns the same vectors); with more, a user's step reads the items as their shard last sent
+them, a fraction of a second stale, and what each shard sees first follows the timing.
 
 Crashes: Bytewax recovery snapshots each shard (tables, filter, reservoir, first sessions)
 with the source offsets each epoch; a restart after kill -9 resumes from the last snapshot
@@ -87,13 +89,19 @@ def build_flow(
     count = shards or settings.embedding_shards or cluster_workers(settings)
     flow = Dataflow("embeddings")
     source = KafkaPollSource(
-        settings, topics.EVENT_TOPICS, stop, drain, settings.embedding_batch_size
+        settings,
+        topics.EVENT_TOPICS,
+        stop,
+        drain,
+        settings.embedding_batch_size,
+        heartbeat_s=settings.embedding_hold_s / 4,
     )
     polls = op.input("read", flow, source)
     if count == 1:
+        parts = source.list_parts()
         keyed = op.key_on("one_learner", polls, lambda _poll: "learner")
         learned = op.stateful(
-            "learn", keyed, lambda resume: Learner(settings, catalog, items, resume)
+            "learn", keyed, lambda resume: Learner(settings, catalog, items, resume, parts)
         )
         published = op.map("published", learned, lambda kv: kv[1])
     else:

@@ -7,7 +7,8 @@ catalog    one 60 s video per rated item, each its own creator, uploaded 30 days
 replay     every rating but each user's last, in time order, as the swipes a phone would send
            (`sim.movielens.SWIPES`, after an `impression` event: the phone showed it), POSTed to
            /v1/events; the timeline is compressed into the last `span_s` seconds, order kept
-score      once the flows have caught up, one GET /v1/feed?n=10 per scored user (what they
+score      once the flows have caught up (every event in ClickHouse and learned, the user
+           vectors settled), one GET /v1/feed?n=10 per scored user (what they
            rated is filtered out as seen): HR@10 and NDCG@10 of the held-out item
 baselines  popularity, item-kNN and recency-weighted item-kNN (each user's last 20 items)
            from the same replayed ratings (`sim.movielens`)
@@ -26,6 +27,7 @@ import httpx
 import msgspec
 import numpy as np
 from clickhouse_connect.driver.client import Client
+from prometheus_client import REGISTRY
 
 from api.feed import build_feed
 from api.state import ServingState
@@ -51,7 +53,7 @@ from swipeloop.waiting import wait_for
 K = 10
 WEIGHTS = (1.0, 3.0, 10.0, 30.0, 100.0)  # pre-rank co-visitation weights validation tries
 CATALOG_AGE = timedelta(days=30)
-QUIET_S = 3.0  # the API's user vectors unchanged this long: the embeddings flow is done
+QUIET_S = 2.0  # once all is learned: user vectors unchanged this long (two publications)
 CATCH_UP_S = 600.0
 JSON = {"content-type": "application/json"}
 Progress = Callable[[str, int, int], None]  # (phase, done, total)
@@ -116,7 +118,14 @@ def tuned(
     train, _ = split(ratings)
     config, tried = tune(train, split)
     best = next(t for t in tried if t.config == config)
-    return settings.with_(topic_partitions=1, **covisit_settings(config)), best
+    # The embeddings learner's batches are cut by count and at the ends of the replay's
+    # phases only (models.ordering): a stall of the stream on a loaded machine must not
+    # look like its end (hold 2 s), and a batch waits for its 5000 swipes (a minute at most)
+    learner = {"embedding_hold_s": 2.0, "embedding_batch_wait_s": 60.0}
+    return (
+        settings.with_(topic_partitions=1, **learner, **covisit_settings(config)),
+        best,
+    )
 
 
 def replay(
@@ -152,15 +161,16 @@ def replay(
         first = [e for e in events if not _validated(e, check)]
         rest = [e for e in events if _validated(e, check)]
         client = connect(settings)
+        learned_from = _learned()
         _stream(api, settings, first, "replay", tell)
-        _caught_up(client, state, len(first))
+        _caught_up(client, state, len(first), learned_from)
         weight, tried = _choose_weight(state, check, tell)
         # the chosen weight, as a replica started with it would have it
         state.settings = state.settings.with_(covisit_weight=weight)
         _stream(api, settings, rest, "replay the validation items", tell)
         replay_s = round(time.perf_counter() - began, 1)
         began = time.perf_counter()
-        _caught_up(client, state, len(events))
+        _caught_up(client, state, len(events), learned_from)
         catch_up_s = round(time.perf_counter() - began, 1)
         recommended: dict[int, list[int]] = {}
         for done, user in enumerate(users, start=1):
@@ -207,13 +217,20 @@ def _stream(
         tell(phase, min(at + batch, len(events)), len(events))
 
 
-def _caught_up(client: Client, state: ServingState, events: int) -> None:
-    """Every event so far in ClickHouse, and the user vectors no longer changing."""
+def _caught_up(client: Client, state: ServingState, events: int, learned_from: float) -> None:
+    """Every event so far in ClickHouse and learned by the embeddings flow (this process's
+    counter, from `learned_from`), and the user vectors no longer changing."""
     _wait(
         lambda: client.query("SELECT count() FROM events").result_rows[0][0] >= events,
         "every replayed event in ClickHouse",
     )
+    _wait(lambda: _learned() - learned_from >= events, "the embeddings flow to learn every event")
     _settled(lambda: _fingerprint(state))
+
+
+def _learned() -> float:
+    """Events the embeddings flows of this process have learned from, so far."""
+    return REGISTRY.get_sample_value("swipeloop_embedding_events_total") or 0.0
 
 
 def _choose_weight(

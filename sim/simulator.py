@@ -32,8 +32,8 @@ import numpy as np
 
 from sim.demo_catalog import TAGS
 from sim.figures import ArmFigures, BurstSpan, Reach, Summary, UploadViews
-from sim.world import POLICIES, Burst, Person, Reaction, Video, World, gini
-from swipeloop.contracts import Event, EventBatch, Item, ItemBatch
+from sim.world import BANDWIDTH_KBPS, POLICIES, Burst, Person, Reaction, Video, World, gini
+from swipeloop.contracts import Context, Event, EventBatch, Item, ItemBatch
 from swipeloop.tokens import Credentials
 
 BUCKET_S = 5.0  # the timeline's resolution
@@ -207,7 +207,12 @@ async def _session(
         try:
             r = await client.get(
                 "/v1/feed",
-                params={"user_id": person.user_id, "n": PAGE, "policy": policy},
+                params={
+                    "user_id": person.user_id,
+                    "n": PAGE,
+                    "policy": policy,
+                    "network": person.network,
+                },
                 headers=run.credentials.user(person.user_id),
             )
             r.raise_for_status()
@@ -217,6 +222,11 @@ async def _session(
             continue
         feed = r.json()
         events: list[Event] = []
+        phone = Context(
+            network=person.network,
+            bandwidth_kbps=BANDWIDTH_KBPS.get(person.network, 0),
+            device_class=person.device_class,
+        )
         for entry in feed["items"]:
             video = run.by_id.get(entry["item_id"])
             if video is None:
@@ -241,6 +251,7 @@ async def _session(
                         seq=person.seq,
                         watch_ms=watch_ms,
                         request_id=feed["request_id"],
+                        context=phone,
                     )
                 )
                 person.seq += 1

@@ -1,8 +1,10 @@
 """The simulated world behind `swipeloop simulate` (pure, deterministic by seed).
 
 people     a latent taste per topic (three loved, the rest mildly disliked) that drifts as
-           a random walk, a patience (early skips in a row before the session ends), and
-           the policy arm they are served by (`POLICIES`, round robin)
+           a random walk, a patience (early skips in a row before the session ends), the
+           policy arm they are served by (`POLICIES`, round robin), and their phone: a
+           network (one in three on cellular, where videos of 30 s and more appeal less)
+           and a device class, which every event and feed request reports
 creators   a quality each; most of their videos share one topic
 videos     a topic, a length (5-60 s) and a quality (their creator's, give or take); the
            catalogue is days old, the uploads are new
@@ -23,8 +25,14 @@ import numpy as np
 
 from sim.demo_catalog import TAGS
 from swipeloop.arrays import Floats
+from swipeloop.contracts import DeviceClass, Network
 
 POLICIES = ("realtime", "batch", "popularity", "random")
+NETWORKS: tuple[Network, ...] = ("wifi", "wifi", "cellular")  # round robin, as the policies
+DEVICES: tuple[DeviceClass, ...] = ("phone", "phone", "phone", "tablet")
+BANDWIDTH_KBPS: dict[Network, int] = {"wifi": 48_000, "cellular": 6_000}
+CELLULAR_LONG_S = 30.0  # on cellular, a video this long or longer ...
+CELLULAR_LONG_APPEAL = -0.5  # ... appeals this much less (it stalls, it costs data)
 
 
 @dataclass
@@ -35,6 +43,8 @@ class Person:
     taste: Floats
     patience: int
     policy: str
+    network: Network = "wifi"
+    device_class: DeviceClass = "phone"
     session: int = 0  # how many sessions so far
     seq: int = 0  # the next event's number in this session
     skips_in_row: int = 0
@@ -146,6 +156,8 @@ class World:
                     taste=taste,
                     patience=int(rng.integers(3, 7)),
                     policy=POLICIES[u % len(POLICIES)],
+                    network=NETWORKS[u % len(NETWORKS)],
+                    device_class=DEVICES[u % len(DEVICES)],
                 )
             )
         return world
@@ -185,6 +197,8 @@ class World:
     def react(self, person: Person, video: Video, t: float, rng: np.random.Generator) -> Reaction:
         """What this person does with this video at time t (noise from `rng`)."""
         appeal = person.taste[video.topic] + 0.5 * video.quality + self.lift(video.topic, t)
+        if person.network == "cellular" and video.duration_ms >= CELLULAR_LONG_S * 1000:
+            appeal += CELLULAR_LONG_APPEAL
         fraction = _sigmoid(3.0 * appeal - 1.0 + float(rng.normal(0.0, 0.7)))
         early = fraction < EARLY
         looped = fraction > 0.9 and rng.random() < 0.4

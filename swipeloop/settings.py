@@ -146,6 +146,11 @@ class Settings:
     embedding_ttl_s: Count = 7 * 86_400  # event seconds unseen before an id's vector expires
     embedding_fp16: bool = False  # store vectors as float16 (half the memory)
     embedding_batch_size: Count = 5000  # events per poll of the embeddings flow
+    # the single learner's merge of its topics (models.ordering): a partition caught up and
+    # quiet this long stops holding it back; a partial batch is learned when every one is,
+    # or once its first swipe has waited `embedding_batch_wait_s`
+    embedding_hold_s: Seconds = 0.25
+    embedding_batch_wait_s: Seconds = 0.1
     # shards of each side of the table (dataflows.embeddings); 0: one per worker of the flow's
     # cluster. A snapshot holds its count: a new count learns on from the vectors in ClickHouse
     embedding_shards: Size = 0

@@ -124,6 +124,7 @@ def test_every_named_query_runs_on_simulated_data_and_returns_rows(simulated: Se
         "new_video_exposure",
         "model_comparison",
         "dlq_reasons",
+        "context_completion",
     } <= set(queries)
     for name, query in queries.items():
         columns, rows = analysis.run(client, query, GIVEN.get(name, {}))
@@ -133,6 +134,9 @@ def test_every_named_query_runs_on_simulated_data_and_returns_rows(simulated: Se
     _, funnel = analysis.run(client, queries["new_video_exposure"], {})
     steps = {row[0]: row[1] for row in funnel}
     assert steps["1 uploaded"] >= steps["2 shown"] >= steps["3 played"] > 0
+    columns, by_context = analysis.run(client, queries["context_completion"], {})
+    networks = {row[columns.index("network")] for row in by_context}
+    assert networks == {"wifi", "cellular"}  # the simulated phones (sim.world.NETWORKS)
 
 
 def test_swipeloop_sql_prints_json_csv_and_refuses_bad_parameters(simulated: Settings) -> None:

@@ -17,6 +17,7 @@ import httpx
 import msgspec
 import numpy as np
 import pytest
+from clickhouse_connect.driver.client import Client
 
 from api.feed import STAGES, build_feed
 from api.feeder import Feeder
@@ -304,6 +305,57 @@ def test_the_phone_s_network_is_stored_and_ranks_by_completion_on_it(stack: Stac
     replica.bootstrap()
     assert replica.user("on-wifi").network == "wifi"
     assert replica.context.plays.sum() == 6
+
+    # someone on cellular abandons the same videos: a feed asked from cellular ranks by that
+    cellular = [
+        {**play, "event_id": str(uuid.uuid4()), "user_id": "on-cell", "watch_ms": 300}
+        | {"context": {"network": "cellular"}}
+        for play in plays
+    ]
+    assert api.post("/v1/events", json={"events": cellular}).status_code == 202
+    wait_until(lambda: state.context.plays.sum() >= 12, 30, "the cellular plays in the API")
+    asked = page(api, "on-wifi", n=5, network="cellular")
+    logged = wait_for_rows(
+        client,
+        "SELECT i.item_id, i.features[{c:UInt32}], c.duration_ms FROM impressions AS i "
+        "INNER JOIN (SELECT item_id, duration_ms FROM items FINAL) AS c ON c.item_id = i.item_id "
+        "WHERE i.request_id = {r:String}",
+        {"r": asked["request_id"], "c": column},
+        5,
+    )
+    durations = np.array([row[2] for row in logged], dtype=np.float64)
+    expected = state.context.rates("cellular", durations)
+    assert [row[1] for row in logged] == pytest.approx(expected.tolist(), rel=1e-5)
+    assert (expected <= state.context.rates("wifi", durations)).all()
+    played = np.array(  # the lengths both networks played: completion there is lower on cellular
+        [
+            row[0]
+            for row in client.query(
+                "SELECT duration_ms FROM items FINAL WHERE item_id IN {ids:Array(String)}",
+                parameters={"ids": [p["item_id"] for p in plays]},
+            ).result_rows
+        ],
+        dtype=np.float64,
+    )
+    assert len(played) == 6
+    assert (state.context.rates("cellular", played) < state.context.rates("wifi", played)).all()
+    refused = api.get("/v1/feed", params={"user_id": "on-wifi", "network": "satellite"})
+    assert refused.status_code in (400, 422) and "network" in refused.text
+
+
+def wait_for_rows(
+    client: Client, sql: str, parameters: dict[str, Any], count: int
+) -> list[tuple[Any, ...]]:
+    """The rows of `sql` once there are `count` of them."""
+    rows: list[tuple[Any, ...]] = []
+
+    def enough() -> bool:
+        nonlocal rows
+        rows = [tuple(row) for row in client.query(sql, parameters=parameters).result_rows]
+        return len(rows) >= count
+
+    wait_until(enough, 60, f"{count} rows of {sql[:60]}")
+    return rows
 
 
 def test_promotions_and_a_rollback_reach_every_replica_without_a_failed_feed(

@@ -37,3 +37,12 @@ def test_the_experiment_panel_is_the_named_query_for_the_latest_experiment() -> 
     body = "\n".join(line for line in sql.splitlines() if not line.startswith("--")).strip()
     latest = "(SELECT name FROM experiments FINAL ORDER BY started_at DESC LIMIT 1)"
     assert panel["targets"][0]["rawSql"] == body.replace("{experiment:String}", latest)
+
+
+def test_the_context_panel_is_the_named_query_over_the_dashboard_s_time_range() -> None:
+    board = json.loads((ROOT / "grafana" / "dashboards" / "engagement.json").read_text())
+    (panel,) = [p for p in board["panels"] if p["title"].startswith("Completion by network")]
+    sql = (ROOT / "sql" / "analysis" / "context_completion.sql").read_text()
+    body = "\n".join(line for line in sql.splitlines() if not line.startswith("--")).strip()
+    window = "e.client_ts >= now64(3) - toIntervalHour({hours:UInt32})"
+    assert panel["targets"][0]["rawSql"] == body.replace(window, "$__timeFilter(e.client_ts)")
