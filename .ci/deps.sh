@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # Debian packages the tests need besides Python: docker-compose (`docker-compose config -q`
 # validates compose.yaml; no Docker engine is needed), prometheus (its `promtool` checks
-# the Prometheus config and alert rules, and runs their unit tests) and curl (the README's
-# first-swipe walk-through runs as written). Idempotent: nothing is fetched when every tool
-# is there already.
+# the Prometheus config and alert rules, and runs their unit tests), curl (the README's
+# first-swipe walk-through runs as written) and chromium (tests/browser/ drive the console
+# in it through Playwright, which never downloads a browser of its own). Idempotent: nothing
+# is fetched when every tool is there already.
 set -euo pipefail
 
 need=()
 command -v docker-compose >/dev/null || need+=(docker-compose)
 command -v promtool >/dev/null || need+=(prometheus)
 command -v curl >/dev/null || need+=(curl)
+command -v chromium >/dev/null || need+=(chromium)
 [ ${#need[@]} -eq 0 ] && exit 0
 
 sudo=()

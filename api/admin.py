@@ -1,5 +1,6 @@
-"""Admin routes of the one-process mode: chdb opens a data path from one process only, so
-`swipeloop train`, `sql` and `model` run beside `swipeloop up` ask the running process."""
+"""Admin routes of every feed-side API: the console's operations page calls them, and in the
+one-process mode (chdb opens a data path from one process only) `swipeloop train`, `sql`
+and `model` run beside `swipeloop up` ask the running process through them."""
 
 from __future__ import annotations
 

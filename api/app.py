@@ -14,6 +14,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 
 from api.admin import AdminController
+from api.console import Console
 from api.errors import HANDLERS, QUIET, one_value_each
 from api.openapi import StrictStructs
 from api.routes import (
@@ -42,13 +43,12 @@ class MetricsController(PrometheusController):
 def create_app(
     settings: Settings,
     extra_checks: Callable[[], dict[str, bool]] | None = None,
-    admin: bool = False,
     role: Role = "all",
 ) -> Litestar:
     """The API, wired to the settings' broker, ClickHouse and model registry.
 
     `role` picks the routes: "ingest" (events and items in; stateless), "feed" (feeds out;
-    follows the topics), or "all".
+    follows the topics; with the admin routes and the console), or "all".
     """
 
     keys = Keys(settings)
@@ -79,15 +79,18 @@ def create_app(
     return Litestar(
         route_handlers=[
             *([EventsController, ItemsController] if role != "feed" else []),
-            *([FeedController, ModerationController, UsersController] if role != "ingest" else []),
+            *(
+                [FeedController, ModerationController, UsersController, AdminController]
+                if role != "ingest"
+                else []
+            ),
             HealthController,
-            *([AdminController] if admin and role != "ingest" else []),
             MetricsController,
         ],
         # requests counted first (429s too), then limited per key
         middleware=[prometheus.middleware, *([limits.middleware] if limits else [])],
         cors_config=cors(settings),
-        plugins=[StrictStructs()],
+        plugins=[StrictStructs(), *([Console()] if role != "ingest" else [])],  # (/console)
         state=State({"keys": keys}),  # (api.security reads them from here)
         lifespan=[lifespan],
         exception_handlers=HANDLERS,

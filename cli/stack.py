@@ -102,7 +102,7 @@ class Stack:
         }
 
     def _server(self) -> uvicorn.Server:
-        app = self._app = create_app(self.settings, extra_checks=self.health, admin=True)
+        app = self._app = create_app(self.settings, extra_checks=self.health)
         config = uvicorn.Config(
             app,
             host=self.settings.api_host,
