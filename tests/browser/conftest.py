@@ -5,22 +5,15 @@ from __future__ import annotations
 
 import os
 import shutil
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from playwright.sync_api import Browser, Page, Playwright, sync_playwright
 
 from cli.stack import Stack
-from sim.demo_catalog import demo_catalog
-from sim.simulator import msgspec_item
-from swipeloop.broker import free_port
-from swipeloop.clickhouse import connect
-from swipeloop.settings import Settings
-from tests.conftest import wait_until
+from tests.support.catalog_stack import catalog_stack
 
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = [
@@ -41,32 +34,17 @@ DOCS = Path(__file__).resolve().parents[2] / "docs"
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, chdb_path: Path) -> Iterator[Stack]:
     """The whole system in this process, serving a 1,000-video demo catalog."""
-    settings = Settings(
-        clickhouse_url=f"chdb://{chdb_path}",
-        clickhouse_database=f"t_{uuid.uuid4().hex[:10]}",
-        data_dir=tmp_path_factory.mktemp("console"),
-        api_port=free_port(),
-        seed_items=0,
+    with catalog_stack(
+        chdb_path,
+        tmp_path_factory.mktemp("console"),
+        ITEMS,
+        seed=11,
         feature_lateness_s=2,
         embedding_min_count=1,
         publish_interval_s=0.3,
         flow_epoch_s=1.0,
         model_poll_s=0.5,
-    )
-    with Stack(settings, schedule_training=False) as running:
-        running.serve_in_thread()
-        api = httpx.Client(base_url=running.url, timeout=30)
-        items = [msgspec_item(it) for it in demo_catalog(ITEMS, seed=11)]
-        for at in range(0, ITEMS, 500):
-            assert api.post("/v1/items", json={"items": items[at : at + 500]}).status_code == 202
-        state = running.services.feed.state
-        wait_until(lambda: len(state.catalog_order()) == ITEMS, 60, "the API's whole catalog")
-        client = connect(settings)
-        wait_until(
-            lambda: client.command("SELECT count() FROM items FINAL") == ITEMS,
-            60,
-            "the catalog in ClickHouse",
-        )
+    ) as running:
         yield running
 
 

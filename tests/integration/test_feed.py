@@ -25,13 +25,11 @@ from api.services import ModelHolder
 from api.state import ServingState
 from cli.stack import Stack
 from models.features.ranking import FEATURE_NAMES
-from sim.demo_catalog import demo_catalog
-from sim.simulator import msgspec_item
 from swipeloop import topics
 from swipeloop.clickhouse import connect
 from swipeloop.kafka import durable_producer
-from swipeloop.settings import Settings
 from tests.conftest import wait_until
+from tests.support.catalog_stack import catalog_stack
 from tests.support.models import trained
 from training import registry
 
@@ -40,33 +38,8 @@ ITEMS = 12_000
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, chdb_path: Any) -> Iterator[Stack]:
-    from swipeloop.broker import free_port
-
-    settings = Settings(
-        clickhouse_url=f"chdb://{chdb_path}",
-        clickhouse_database=f"t_{uuid.uuid4().hex[:10]}",
-        data_dir=tmp_path_factory.mktemp("feed"),
-        api_port=free_port(),
-        seed_items=0,
-    )
-    with Stack(settings, schedule_training=False) as running:
-        running.serve_in_thread()
-        api = httpx.Client(base_url=running.url, timeout=30)
-        items = [msgspec_item(it) for it in demo_catalog(ITEMS, seed=5)]
-        for at in range(0, ITEMS, 500):
-            assert api.post("/v1/items", json={"items": items[at : at + 500]}).status_code == 202
-        client = connect(settings)
-        wait_until(
-            lambda: client.command("SELECT count() FROM items FINAL") == ITEMS,
-            120,
-            "the catalog in ClickHouse",
-        )
-        wait_until(lambda: api.get("/health/ready").status_code == 200, 60, "API ready")
-        # the API follows the catalog topic; its shared lists (the catalog order is the last
-        # resort of retrieval) are refreshed once a second from what it holds
-        state = running.services.feed.state
-        wait_until(lambda: len(state.catalog_order()) == ITEMS, 60, "the API's whole catalog")
+def stack(tmp_path_factory: pytest.TempPathFactory, chdb_path: Path) -> Iterator[Stack]:
+    with catalog_stack(chdb_path, tmp_path_factory.mktemp("feed"), ITEMS, seed=5) as running:
         yield running
 
 
