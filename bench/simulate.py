@@ -31,6 +31,7 @@ import resource
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -62,7 +63,8 @@ class Canaries:
     (the nightly run's own path: it must pass the offline gate; live, it may or may not hold),
     production's own model under a new version, which should pass, and a model trained to rank
     what people disliked first, which should be dropped. Each is judged once its trial's
-    seconds are over."""
+    seconds are over, and every 5 s after while the judge waits (a difference within the
+    noise), for at most three times as long again."""
 
     def __init__(self, stack: Stack, quick: bool) -> None:
         self.seconds = 15.0 if quick else 60.0
@@ -109,8 +111,23 @@ class Canaries:
         self.outcomes["bad"] = {"version": version}
         self.stack.services.feed.models.refresh()
 
+    def decided(self, which: str) -> Callable[[], bool]:
+        """A check for the simulation: the running canary judged now (promoted or dropped
+        once decided; training.canary waits while the difference is within the noise), its
+        verdict recorded as this trial's outcome."""
+
+        def check() -> bool:
+            if self.outcomes[which].get("state") not in (None, canary.RUNNING):
+                return True  # (decided at an earlier check)
+            self.judged(which)
+            return bool(self.outcomes[which]["state"] != canary.RUNNING)
+
+        return check
+
     def judged(self, which: str) -> None:
-        """The running canary's verdict, recorded as this trial's outcome."""
+        """The running canary's verdict, recorded as this trial's outcome (unless decided)."""
+        if self.outcomes[which].get("state") not in (None, canary.RUNNING):
+            return
         verdict = canary.judge(connect(self.settings), self.settings)
         self.outcomes[which].update(msgspec.to_builtins(verdict) if verdict else {"state": "none"})
         self.stack.services.feed.models.refresh()
@@ -173,9 +190,9 @@ def main() -> None:
                     seed=args.seed,
                     views=(1000, views),
                     trials=[
-                        (trial.retrained, trial.seconds),
-                        (trial.same, trial.seconds),
-                        (trial.bad, trial.seconds),
+                        (trial.retrained, trial.seconds, trial.decided("retrained")),
+                        (trial.same, trial.seconds, trial.decided("same")),
+                        (trial.bad, trial.seconds, trial.decided("bad")),
                     ],
                 )
             )

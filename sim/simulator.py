@@ -40,6 +40,10 @@ BUCKET_S = 5.0  # the timeline's resolution
 SUSTAINED = 2  # buckets in a row that make a rise (adaptation_lag)
 PAGE = 10
 MAX_FEEDS = 5  # per session: even a person who never gets bored puts the phone down
+TRIAL_CHECK_S = 5.0  # a trial not yet decided runs on this long before it is asked again
+TRIAL_PATIENCE = 3  # ... at most this many times its own seconds more
+# a trial: its setup, its seconds, and whether it is decided (none: its seconds are enough)
+Trial = tuple[Callable[[], Awaitable[object]], float, Callable[[], bool] | None]
 JSON = {"content-type": "application/json"}
 
 
@@ -114,13 +118,14 @@ async def simulate(
     seed: int = 0,
     views: tuple[int, ...] = (1000,),
     credentials: Credentials | None = None,
-    trials: Sequence[tuple[Callable[[], Awaitable[object]], float]] = (),
+    trials: Sequence[Trial] = (),
 ) -> Summary:
     """Warm up, train once, run for `seconds` of world time; the per-arm figures (gem
     uploads timed to each number of `views`). `credentials`: what the API wants (each person
     its own token, uploads a key); none: the loopback default. Then each of `trials`: its
     setup (a canary started, say), and that many seconds of everyone on the real-time feed,
-    which the figures do not count."""
+    which the figures do not count; with a `decided` check, more (`TRIAL_CHECK_S` at a time,
+    at most `TRIAL_PATIENCE` times as long again) until it says the trial is decided."""
     start = datetime.now(UTC)
     by_id = {v.item_id: v for v in world.videos}
     run = Run(world, start, time.monotonic(), by_id, credentials=credentials or Credentials())
@@ -138,9 +143,15 @@ async def simulate(
         measured_from = run.now()
         await _sessions(client, run, measured_from + seconds, concurrency, rng)
         figures = summary(run, measured_from, views)
-        for setup, trial_s in trials:
+        for setup, trial_s, decided in trials:
             await setup()
-            await _sessions(client, run, run.now() + trial_s, concurrency, rng, warmup=True)
+            until = run.now() + trial_s
+            await _sessions(client, run, until, concurrency, rng, warmup=True)
+            limit = until + TRIAL_PATIENCE * trial_s
+            while decided is not None and run.now() < limit:
+                if await asyncio.to_thread(decided):
+                    break
+                await _sessions(client, run, run.now() + TRIAL_CHECK_S, concurrency, rng, True)
     return figures
 
 

@@ -9,13 +9,16 @@ the verdict says why.
 The judge (`judge`, every `canary_check_s` in the trainer; `swipeloop model canary`) waits
 for `canary_sessions` sessions on each side (real-time feeds ranked by either version since the
 canary started, `sql/training/canary.sql`), then compares the mean watch seconds per session:
-the canary passes when its mean is at least production's times (1 - margin). Its early-skip
-rate is reported beside it.
+the canary passes when its mean is at least production's times (1 - margin), and is dropped
+when it is below that by more than the noise (1.96 standard errors of the difference);
+within the noise it waits for more sessions, at most four times as many. Its early-skip rate
+is reported beside it.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from datetime import UTC, datetime
 
 import msgspec
@@ -30,6 +33,10 @@ log = logging.getLogger(__name__)
 CANARY_SQL = SQL / "training" / "canary.sql"
 COLUMNS = ["version", "production", "share", "started_at", "state", "reason"]
 RUNNING = "running"
+# Below the bar by more than this many standard errors of the difference: worse beyond noise.
+# Within them the judge waits for more sessions, up to PATIENCE times the needed ones.
+Z = 1.96
+PATIENCE = 4
 
 
 class Canary(msgspec.Struct, frozen=True, kw_only=True):
@@ -109,7 +116,10 @@ def listing(client: Client) -> list[Canary]:
 
 def decide(canary: Side | None, production: Side | None, needed: int, margin: float) -> Verdict:
     """Promote, drop, or wait: `needed` sessions on each side first, then the canary's mean
-    watch per session against production's times (1 - margin)."""
+    watch per session against the bar, production's times (1 - margin): at or above it,
+    promoted; below it by more than `Z` standard errors of that difference, dropped; below it
+    within the noise, wait for more sessions, until `PATIENCE` times `needed` on each side
+    (then below the bar is enough to drop it)."""
     have = (canary.sessions if canary else 0, production.sessions if production else 0)
     if canary is None or production is None or min(have) < needed:
         return Verdict(
@@ -127,7 +137,24 @@ def decide(canary: Side | None, production: Side | None, needed: int, margin: fl
     )
     if canary.watch_s >= bar:
         return Verdict("promoted", f"canary passed: {figures}", canary, production)
-    return Verdict("dropped", f"canary failed: {figures}", canary, production)
+    gap = bar - canary.watch_s
+    noise = math.sqrt(
+        canary.watch_sd**2 / canary.sessions
+        + ((1 - margin) * production.watch_sd) ** 2 / production.sessions
+    )
+    if gap > Z * noise:
+        why = f"below the bar by {gap:.1f} s, more than {Z:g} standard errors ({noise:.1f} s)"
+    elif min(have) >= PATIENCE * needed:
+        why = f"still below the bar after {min(have)} sessions a side"
+    else:
+        return Verdict(
+            RUNNING,
+            f"waiting: below the bar by {gap:.1f} s, within {Z:g} standard errors "
+            f"({noise:.1f} s), until {PATIENCE * needed} sessions a side: {figures}",
+            canary,
+            production,
+        )
+    return Verdict("dropped", f"canary failed: {why}; {figures}", canary, production)
 
 
 def judge(client: Client, settings: Settings) -> Verdict | None:

@@ -99,7 +99,8 @@ def test_a_canary_that_loses_is_dropped_and_one_that_holds_is_promoted(stack: St
     assert all((v == v2) == canary.serves(running, u) for u, v in served.items())
     verdict = api.post("/admin/models/canary/judge").json()
     assert verdict["state"] == "dropped", verdict
-    assert verdict["reason"].startswith("canary failed: watch 8.0 s per session")
+    assert verdict["reason"].startswith("canary failed: below the bar by 46.0 s")
+    assert "watch 8.0 s per session" in verdict["reason"]
     assert registry.production(client) == v1
     assert canary.listing(client)[-1].state == "dropped"
     page = api.get("/v1/feed", params={"user_id": "u0", "n": 1}).json()
