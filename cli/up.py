@@ -29,6 +29,7 @@ def up(
         f"[bold green]swipeloop is up[/]  (Ctrl-C stops)\n"
         f"  API       {stack.url}   (OpenAPI: {stack.url}/schema)\n"
         f"  feed      {stack.url}/v1/feed?user_id=alice\n"
+        f"  console   {stack.url}/console   (a feed to swipe through, and operations)\n"
         f"  broker    {s.kafka_bootstrap}{' (embedded, memory only)' if s.broker_epoch else ''}\n"
         f"  ClickHouse {s.clickhouse_url or s.clickhouse_dsn} (database {s.clickhouse_database})\n"
         f"  models    {s.models_dir}   (a cache: the registry is in ClickHouse; retrained on cron "
