@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
+from clickhouse_connect.driver.client import Client
 from confluent_kafka.admin import AdminClient
 
 from api.experiments import ExperimentHolder
@@ -153,7 +155,18 @@ class Services:
         # ClickHouse is the feed side's; an ingest-only API needs the broker alone (and with
         # chdb, only one process may open the data path).
         self._health_client = connect(settings) if serve_feed else None
+        # admin and console requests share one client (each `connect` asks ClickHouse to
+        # create the database, and a chdb client is kept for the process's life), in turn
+        self._reads = connect(settings) if serve_feed else None
+        self._reads_lock = threading.Lock()
         self._extra_checks = extra_checks
+
+    @contextmanager
+    def clickhouse(self) -> Iterator[Client]:
+        """The feed side's ClickHouse client for an admin or console request, one at a time."""
+        assert self._reads is not None, "this API does not serve feeds"
+        with self._reads_lock:
+            yield self._reads
 
     @property
     def feed(self) -> Serving:

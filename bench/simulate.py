@@ -112,25 +112,19 @@ class Canaries:
         self.stack.services.feed.models.refresh()
 
     def decided(self, which: str) -> Callable[[], bool]:
-        """A check for the simulation: the running canary judged now (promoted or dropped
-        once decided; training.canary waits while the difference is within the noise), its
-        verdict recorded as this trial's outcome."""
+        """A check for the simulation: this trial judged now (`judged`), and whether it is
+        decided (training.canary waits while the difference is within the noise)."""
+        return lambda: self.judged(which)
 
-        def check() -> bool:
-            if self.outcomes[which].get("state") not in (None, canary.RUNNING):
-                return True  # (decided at an earlier check)
-            self.judged(which)
-            return bool(self.outcomes[which]["state"] != canary.RUNNING)
-
-        return check
-
-    def judged(self, which: str) -> None:
-        """The running canary's verdict, recorded as this trial's outcome (unless decided)."""
-        if self.outcomes[which].get("state") not in (None, canary.RUNNING):
-            return
-        verdict = canary.judge(connect(self.settings), self.settings)
-        self.outcomes[which].update(msgspec.to_builtins(verdict) if verdict else {"state": "none"})
-        self.stack.services.feed.models.refresh()
+    def judged(self, which: str) -> bool:
+        """The running canary's verdict, recorded as this trial's outcome (once decided, it
+        stays); whether it is decided."""
+        outcome = self.outcomes[which]
+        if outcome.get("state") in (None, canary.RUNNING):
+            verdict = canary.judge(connect(self.settings), self.settings)
+            outcome.update(msgspec.to_builtins(verdict) if verdict else {"state": "none"})
+            self.stack.services.feed.models.refresh()
+        return bool(outcome["state"] != canary.RUNNING)
 
 
 def main() -> None:

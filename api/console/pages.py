@@ -3,9 +3,9 @@ show comes from the API's own routes, which the page's script calls."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
-from litestar import Controller, Request, get
+from litestar import Controller, get
 from litestar.params import Parameter
 from litestar.response import Redirect, Template
 
@@ -23,11 +23,6 @@ ACTIONS: tuple[tuple[str, str, float], ...] = (
     ("not interested", "not_interested", 0.0),
     ("block", "block", 0.0),
 )
-
-
-def admin_routes(request: Request[Any, Any, Any]) -> bool:
-    """Whether this API serves /admin (the one-process stack does; a server role does not)."""
-    return any(route.path == "/admin/models" for route in request.app.routes)
 
 
 class PagesController(Controller):
@@ -54,8 +49,8 @@ class PagesController(Controller):
         return Template("playground.html", context=context)
 
     @get("/operations")
-    async def operations(self, request: Request[Any, Any, Any]) -> Template:
+    async def operations(self) -> Template:
         """Models, experiments, pipeline health, items, users and the named analyses."""
         queries = sorted(analysis.catalogue().values(), key=lambda q: q.name)
-        context = {"tab": "operations", "queries": queries, "admin": admin_routes(request)}
+        context = {"tab": "operations", "queries": queries}
         return Template("operations.html", context=context)

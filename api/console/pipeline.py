@@ -17,7 +17,6 @@ from prometheus_client.registry import Collector
 from api.security import admin_key
 from api.services import Services
 from swipeloop import analysis
-from swipeloop.clickhouse import connect
 from swipeloop.metrics import CONSUMER_LAG, FEATURE_LAG, VECTOR_LAG
 
 RUNS = 20
@@ -138,9 +137,9 @@ class PipelineController(Controller):
     def pipeline(self, state: State) -> Pipeline:
         """Consumer lag, freshness, dead letters of the last day and the last training runs."""
         services: Services = state.services
-        client = connect(services.settings)
-        columns, rows = analysis.run(client, analysis.load("dlq_reasons"), {"hours": "24"})
-        runs = client.query(RUNS_SQL, parameters={"limit": RUNS})
+        with services.clickhouse() as client:
+            columns, rows = analysis.run(client, analysis.load("dlq_reasons"), {"hours": "24"})
+            runs = client.query(RUNS_SQL, parameters={"limit": RUNS})
         return Pipeline(
             lag=consumer_lag(_metric(CONSUMER_LAG)),
             freshness=[

@@ -19,7 +19,6 @@ from api.security import admin_key
 from api.services import Services
 from api.state import ServingState, UserState
 from models.affinity import Affinity
-from swipeloop.clickhouse import connect
 
 TOP = 12  # affinities shown per kind: the strongest either way
 RECENT = 20  # stored swipes shown
@@ -173,9 +172,8 @@ class SignalsController(Controller):
         services: Services = state.services
         serving = services.feed.state
         live = signals_of(serving, serving.users.get(user_id), user_id)
-        rows = connect(services.settings).query(
-            RECENT_SQL, parameters={"user": user_id, "limit": RECENT}
-        )
+        with services.clickhouse() as client:
+            rows = client.query(RECENT_SQL, parameters={"user": user_id, "limit": RECENT})
         recent = [Swipe(str(k), str(i), int(w), t) for k, i, w, t in rows.result_rows]
         return msgspec.structs.replace(live, recent=recent)
 
@@ -208,7 +206,8 @@ class SignalsController(Controller):
         """Items in ClickHouse's catalog with this id (or id prefix), creator or tag, newest
         first, taken-down ones included (marked)."""
         services: Services = state.services
-        rows = connect(services.settings).query(SEARCH_SQL, parameters={"q": q, "limit": limit})
+        with services.clickhouse() as client:
+            rows = client.query(SEARCH_SQL, parameters={"q": q, "limit": limit})
         return [
             ItemCard(
                 item_id=i, creator_id=c, tags=list(t), duration_ms=d, created_at=at, deleted=gone

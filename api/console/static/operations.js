@@ -3,7 +3,6 @@
 
 import { $, call, el, fill, fixed, guarded, notice, when } from "./api.js";
 
-const ADMIN = !$("#no-admin-routes");
 
 function button(label, action, attributes = {}) {
   return el("button", { type: "button", class: "small", ...attributes, onclick: () => guarded(action) }, label);
@@ -192,6 +191,6 @@ for (const form of document.querySelectorAll("form.analysis")) {
 }
 
 guarded(async () => {
-  if (ADMIN) await Promise.all([loadModels(), loadExperiments()]);
+  await Promise.all([loadModels(), loadExperiments()]);
   await loadPipeline();
 });
