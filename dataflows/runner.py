@@ -87,11 +87,7 @@ def recovery_config(settings: Settings, name: str, path: Path | None = None) -> 
                     shutil.rmtree(stale, ignore_errors=True)
     mine = recovery_parts(settings)
     if not any(path.glob("*.sqlite3")):
-        path.mkdir(parents=True, exist_ok=True)
-        init_db_dir(path, settings.flow_processes * settings.flow_workers)  # type: ignore[no-untyped-call]
-        for file in path.glob("part-*.sqlite3"):
-            if _part_number(file) not in mine:  # another process's
-                file.unlink()
+        _create_parts(path, settings.flow_processes * settings.flow_workers, mine)
         log.info("%s: created recovery partitions %s in %s", name, list(mine), path)
     elif settings.flow_processes > 1:
         found = sorted(_part_number(f) for f in path.glob("part-*.sqlite3"))
@@ -106,6 +102,22 @@ def recovery_config(settings: Settings, name: str, path: Path | None = None) -> 
     if dropped:
         log.info("%s: dropped %d snapshots a killed run left past its last commit", name, dropped)
     return RecoveryConfig(str(path))  # type: ignore[no-untyped-call]
+
+
+def _create_parts(path: Path, count: int, mine: range) -> None:
+    """`path` with this process's partitions of a store of `count`, made whole beside it and
+    then renamed into place: a reader (`status`) or a process killed half-way never sees
+    another process's partition in it, or only some of its own."""
+    making = path.parent / f".{path.name}.making"
+    shutil.rmtree(making, ignore_errors=True)  # what a process killed while making it left
+    making.mkdir(parents=True)
+    init_db_dir(making, count)  # type: ignore[no-untyped-call]
+    for file in making.glob("part-*.sqlite3"):
+        if _part_number(file) not in mine:  # another process's
+            file.unlink()
+    with contextlib.suppress(FileNotFoundError):
+        path.rmdir()  # it held no partition; when it holds something else, OSError says so
+    making.rename(path)
 
 
 def _part_number(file: Path) -> int:

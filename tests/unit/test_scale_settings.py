@@ -78,3 +78,16 @@ def test_each_process_keeps_the_recovery_partitions_of_its_own_workers(tmp_path:
     wider = second.with_(flow_workers=3)
     with pytest.raises(ClusterShapeError, match="made for another cluster shape"):
         recovery_config(wider, "features")
+
+
+def test_a_store_is_whole_or_absent_even_when_its_making_was_killed(tmp_path: Path) -> None:
+    shape = {"flow_processes": 2, "flow_workers": 1, "flow_addresses": "a:1;b:1"}
+    first = Settings(data_dir=tmp_path, flow_process_id=0, **shape)  # type: ignore[arg-type]
+    store = recovery_dir(first, "features")
+    left = store.parent / f".{store.name}.making"  # a process killed while it made the store
+    left.mkdir(parents=True)
+    (left / "part-1.sqlite3").write_bytes(b"")
+    store.mkdir()  # (and an empty folder where it goes)
+    recovery_config(first, "features")
+    assert sorted(f.name for f in store.glob("*")) == ["part-0.sqlite3"]
+    assert not left.exists()
