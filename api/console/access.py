@@ -2,13 +2,18 @@
 (`api.security`'s rule for every admin route).
 
 A browser cannot put a header on the address it navigates to, so the sign-in form checks an
-admin key once and keeps it in an HttpOnly cookie that opens the console's pages only. The
-page's own script sends the key (kept in the tab's sessionStorage) as `Authorization:
-Bearer` to the API routes it calls, as any client does: the cookie opens no API route.
+admin key once and sets an HttpOnly cookie that opens the console's pages only: a pass that
+expires after `PASS_S` and is signed by that key (HMAC-SHA256), so the cookie never holds the
+key, and removing the key from the settings revokes its passes. The page's own script sends
+the key (kept in the tab's sessionStorage) as `Authorization: Bearer` to the API routes it
+calls, as any client does: the cookie opens no API route.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import time
 from typing import Any
 
 from litestar import Controller, Request, get, post
@@ -21,6 +26,7 @@ from api.security import Keys
 
 COOKIE = "swipeloop_console"
 PAGES = "/console"
+PASS_S = 12 * 3600  # how long a sign-in opens the pages
 
 
 class SignIn(Exception):
@@ -37,13 +43,36 @@ def is_admin_key(keys: Keys, key: str) -> bool:
     return bool(key) and "admin" in keys.roles_of(key.encode())
 
 
+def _signature(key: bytes, expires: int) -> str:
+    return hmac.new(key, f"swipeloop-console:{expires}".encode(), hashlib.sha256).hexdigest()
+
+
+def console_pass(key: str, now: float) -> str:
+    """The cookie's value for a signed-in admin key: when it expires, and that signed by the
+    key."""
+    expires = int(now) + PASS_S
+    return f"{expires}.{_signature(key.encode(), expires)}"
+
+
+def is_console_pass(keys: Keys, value: str, now: float) -> bool:
+    """Whether a cookie's value is an unexpired pass signed by one of the admin keys (every
+    key is tried: the time taken says nothing of which one was close)."""
+    expires, _, signature = value.partition(".")
+    if not expires.isdigit() or int(expires) <= now:
+        return False
+    valid = False
+    for key in keys.admin:
+        valid |= hmac.compare_digest(_signature(key, int(expires)), signature)
+    return valid
+
+
 def console_page(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-    """Guard of the pages: an admin key in the header or the console's cookie, or a loopback
-    caller while no admin key is configured; anyone else gets the sign-in form."""
+    """Guard of the pages: an admin key in the header, a pass in the console's cookie, or a
+    loopback caller while no admin key is configured; anyone else gets the sign-in form."""
     keys = _keys(connection)
     if keys.allows(keys.identify(connection), "admin"):
         return
-    if is_admin_key(keys, connection.cookies.get(COOKIE, "")):
+    if is_console_pass(keys, connection.cookies.get(COOKIE, ""), time.time()):
         return
     raise SignIn()
 
@@ -54,7 +83,7 @@ def to_sign_in(_request: Request[Any, Any, Any], _exc: SignIn) -> Redirect:
 
 
 class LoginController(Controller):
-    """The sign-in form: an admin key in, the console's cookie out."""
+    """The sign-in form: an admin key in, the console's pass out."""
 
     path = PAGES
     include_in_schema = False
@@ -66,7 +95,7 @@ class LoginController(Controller):
 
     @post("/login", status_code=303)
     async def sign_in(self, request: Request[Any, Any, Any]) -> Redirect | Template:
-        """A right admin key: the cookie and on to the console; a wrong one: the form again."""
+        """A right admin key: its pass and on to the console; a wrong one: the form again."""
         form = await request.form()
         key = str(form.get("key", "")).strip()
         if not is_admin_key(_keys(request), key):
@@ -74,8 +103,9 @@ class LoginController(Controller):
             return Template("login.html", context=context, status_code=401)
         cookie = Cookie(
             key=COOKIE,
-            value=key,
+            value=console_pass(key, time.time()),
             path=PAGES,
+            max_age=PASS_S,
             httponly=True,
             samesite="strict",
             secure=request.url.scheme == "https",

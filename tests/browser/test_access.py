@@ -13,7 +13,7 @@ from litestar.datastructures import State
 from litestar.testing import TestClient
 
 from api.console import STATIC, TEMPLATES, Console
-from api.console.access import COOKIE
+from api.console.access import COOKIE, PASS_S, console_pass, is_console_pass
 from api.security import Keys
 from swipeloop.settings import Settings
 
@@ -49,12 +49,26 @@ def test_the_sign_in_form_sets_a_cookie_for_the_pages_only(client: TestClient[Li
     right = client.post("/console/login", data={"key": KEY})
     assert right.status_code == 303 and right.headers["location"] == "/console/playground"
     cookie = right.headers["set-cookie"]
+    assert KEY not in cookie, "the cookie holds a pass, never the key"
     assert "HttpOnly" in cookie and "Path=/console" in cookie and "SameSite=strict" in cookie
     assert client.get("/console/playground").status_code == 200  # (the client keeps it)
     # the cookie opens pages, not API routes: those take the key as every client sends it
     assert client.get("/console/api/users").status_code == 401
     client.get("/console/logout")
     assert client.get("/console/playground").status_code in (302, 307)
+
+
+def test_a_pass_opens_the_pages_while_unexpired_and_its_key_configured() -> None:
+    keys, now = Keys(Settings(admin_keys=f"{KEY},other")), 1_000_000.0
+    issued = console_pass(KEY, now)
+    assert is_console_pass(keys, issued, now) and is_console_pass(keys, issued, now + PASS_S - 1)
+    assert not is_console_pass(keys, issued, now + PASS_S)  # expired
+    expires, _, signature = issued.partition(".")
+    later = str(int(expires) + 3600)
+    assert not is_console_pass(keys, f"{later}.{signature}", now)  # a longer life, forged
+    assert not is_console_pass(keys, console_pass("not-a-key", now), now)
+    assert not is_console_pass(keys, "", now) and not is_console_pass(keys, "x.y", now)
+    assert not is_console_pass(Keys(Settings(admin_keys="other")), issued, now)  # key removed
 
 
 def test_without_admin_keys_only_loopback_callers_get_in() -> None:
