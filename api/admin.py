@@ -44,6 +44,7 @@ class AdminController(Controller):
         API serves a promoted one within model_poll_s. Returns the run's report."""
         services: Services = state.services
         try:
+            # (a client of its own: a training run takes minutes, the shared one is for reads)
             report = train(connect(services.settings), services.settings, say=lambda _m: None)
         except NotEnoughData as exc:
             raise Conflict(str(exc)) from exc
@@ -58,14 +59,16 @@ class AdminController(Controller):
         {"columns": [...], "rows": [[...], ...]} (400 for an unknown name or a bad value)."""
         services: Services = state.services
         query = analysis.load(name)
-        columns, rows = analysis.run(connect(services.settings), query, dict(request.query_params))
+        with services.clickhouse() as client:
+            columns, rows = analysis.run(client, query, dict(request.query_params))
         return {"columns": columns, "rows": rows}
 
     @get("/experiments", sync_to_thread=True)
     def list_experiments(self, state: State) -> list[experiments.Experiment]:
         """Every experiment, newest first."""
         services: Services = state.services
-        return experiments.listing(connect(services.settings))
+        with services.clickhouse() as client:
+            return experiments.listing(client)
 
     @post("/experiments", sync_to_thread=True, status_code=201)
     def start_experiment(
@@ -77,7 +80,8 @@ class AdminController(Controller):
         services: Services = state.services
         try:
             arms = experiments.parse_arms(data.arms)
-            started = experiments.start(connect(services.settings), data.name, arms)
+            with services.clickhouse() as client:
+                started = experiments.start(client, data.name, arms)
         except experiments.BadArms as exc:
             raise ValidationException(str(exc)) from exc
         except experiments.ExperimentError as exc:
@@ -92,7 +96,8 @@ class AdminController(Controller):
         """Stop an experiment: its users get the real-time feed again (404: no such name)."""
         services: Services = state.services
         try:
-            stopped = experiments.stop(connect(services.settings), name)
+            with services.clickhouse() as client:
+                stopped = experiments.stop(client, name)
         except experiments.NoSuchExperiment as exc:
             raise NotFoundException(str(exc)) from exc
         except experiments.ExperimentError as exc:
@@ -104,7 +109,8 @@ class AdminController(Controller):
     def models(self, state: State) -> registry.Listing:
         """Every model version and the one that serves."""
         services: Services = state.services
-        return registry.listing(connect(services.settings))
+        with services.clickhouse() as client:
+            return registry.listing(client)
 
     @post("/models/{version:str}/promote", sync_to_thread=True, status_code=200)
     def promote(
@@ -116,7 +122,8 @@ class AdminController(Controller):
         """Serve this version: here at once, on every other replica within model_poll_s."""
         services: Services = state.services
         try:
-            registry.promote(connect(services.settings), version, reason)
+            with services.clickhouse() as client:
+                registry.promote(client, version, reason)
         except registry.RegistryError as exc:
             raise Conflict(str(exc)) from exc
         services.feed.models.refresh()
@@ -126,7 +133,8 @@ class AdminController(Controller):
     def canaries(self, state: State) -> list[canary.Canary]:
         """Every canary, oldest first, with its state and the verdict's reason."""
         services: Services = state.services
-        return canary.listing(connect(services.settings))
+        with services.clickhouse() as client:
+            return canary.listing(client)
 
     @post("/models/{version:str}/canary", sync_to_thread=True, status_code=200)
     def start_canary(
@@ -139,7 +147,8 @@ class AdminController(Controller):
         """Serve this version to `share` % of users beside production until it is judged."""
         services: Services = state.services
         try:
-            started = canary.start(connect(services.settings), version, share, reason)
+            with services.clickhouse() as client:
+                started = canary.start(client, version, share, reason)
         except registry.RegistryError as exc:
             raise Conflict(str(exc)) from exc
         services.feed.models.refresh()
@@ -149,7 +158,8 @@ class AdminController(Controller):
     def judge_canary(self, state: State) -> canary.Verdict:
         """Judge the running canary now: promoted, dropped, or still waiting (409: none)."""
         services: Services = state.services
-        verdict = canary.judge(connect(services.settings), services.settings)
+        with services.clickhouse() as client:
+            verdict = canary.judge(client, services.settings)
         if verdict is None:
             raise Conflict("no canary is running")
         services.feed.models.refresh()
@@ -164,7 +174,8 @@ class AdminController(Controller):
         """Serve again the version that served before the current one."""
         services: Services = state.services
         try:
-            version = registry.rollback(connect(services.settings), reason)
+            with services.clickhouse() as client:
+                version = registry.rollback(client, reason)
         except registry.RegistryError as exc:
             raise Conflict(str(exc)) from exc
         services.feed.models.refresh()
