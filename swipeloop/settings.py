@@ -132,6 +132,9 @@ class Settings:
     dedup_max_ids: Count = 200_000  # per source partition
     gap_metric_interval_s: Seconds = 15.0  # how often the session-gap gauges are refreshed
     metrics_port: Port = 9464  # Prometheus /metrics of `swipeloop up` and `flows run` (0: off)
+    # the Prometheus that scrapes every role (compose.yaml's): the console reads the flows'
+    # consumer lag and every replica's freshness there; unset, it shows this process's own
+    prometheus_url: str = ""
     flow_api_port: Port = 0  # `flows run`: Bytewax's dataflow API server (/dataflow, /metrics)
     feature_lateness_s: Size = 10  # an event older than its partition's newest minus this is late
     feature_emit_s: Seconds = 0.5  # how often live windows that changed are published
@@ -194,6 +197,10 @@ class Settings:
             )
         self._check_tokens()
         self._check_flow_cluster()
+        if self.prometheus_url and urlsplit(self.prometheus_url).scheme not in ("http", "https"):
+            raise SettingsError(
+                f"{PREFIX}PROMETHEUS_URL={self.prometheus_url!r}: expected an http(s) URL"
+            )
 
     def _check_flow_cluster(self) -> None:
         if self.flow_process_id >= self.flow_processes:

@@ -11,9 +11,11 @@ import httpx
 import pytest
 from playwright.sync_api import Page, expect
 
+from api.console.pipeline import consumer_lag
 from cli.stack import Stack
 from swipeloop.clickhouse import connect
 from swipeloop.erasure import remaining
+from swipeloop.metrics import CONSUMER_LAG
 from tests.browser.conftest import Shots, cards
 from tests.conftest import wait_until
 from tests.support.flow_processes import settled
@@ -181,7 +183,15 @@ def test_promote_and_roll_back_from_the_page_change_the_served_model(
     operations = browser_page
     feed = operations.context.new_page()
     playground(feed, stack, "ranked")
+    # this process runs the flows (`swipeloop up`): their lag is its own gauge
+    wait_until(
+        lambda: any(consumer_lag(m.samples) for m in CONSUMER_LAG.collect()),
+        30,
+        "a flow's first poll",
+    )
     operations.goto(f"{stack.url}/console/operations")
+    expect(operations.locator("#measured-by")).to_have_attribute("data-by", "this process")
+    expect(operations.locator("#lag tbody td").first).not_to_have_class("muted")
 
     def serves(version: str) -> None:
         expect(operations.locator("#serving")).to_have_attribute("data-version", version)

@@ -276,3 +276,24 @@ def test_the_default_stack_is_one_broker_and_one_process_per_flow(example: dict[
         settings = Settings.from_env(env_of(services[f"dataflow-{flow}"]))
         assert settings.flow_processes == 1
         assert settings.replication == (1, 1)
+
+
+def test_prometheus_scrapes_every_flow_process_and_the_console_reads_it(
+    example: dict[str, Any],
+) -> None:
+    services = example["services"]
+    config = yaml.safe_load((GRAFANA / "prometheus.yml").read_text())
+    scraped = set()
+    for job in config["scrape_configs"]:
+        for static in job.get("static_configs", []):
+            scraped |= set(static["targets"])
+        for found in job.get("dns_sd_configs", []):
+            scraped |= {f"{name}:{found['port']}" for name in found["names"]}
+    flows = [name for name, s in services.items() if "flows" in s.get("command", [])]
+    assert len(flows) == 2 * len(FLOWS), flows
+    for name in flows:
+        port = env_of(services[name])["SWIPELOOP_FLOW_API_PORT"]
+        assert f"{name}:{port}" in scraped, f"Prometheus does not scrape {name}'s /metrics"
+    url = Settings.from_env(env_of(services["api"])).prometheus_url
+    ports = services["prometheus"]["ports"]
+    assert url == "http://prometheus:9090" and any(p["target"] == 9090 for p in ports), url

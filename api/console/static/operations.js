@@ -90,8 +90,13 @@ async function loadPipeline() {
     ...(ready.catalog_items === undefined ? [] : [["catalog items", ready.catalog_items]]),
   ]);
   const pipeline = await call("GET", "/console/api/pipeline");
+  $("#measured-by").textContent = pipeline.measured_by;
+  $("#measured-by").dataset.by = pipeline.measured_by;
+  $("#measured-problem").textContent = pipeline.problem ? ` — ${pipeline.problem}` : "";
   fill($("#lag tbody"), pipeline.lag.map((l) => [l.step, l.topic, l.partitions, l.messages]),
-    "no flow runs in this process (swipeloop flows status)");
+    pipeline.problem ? "not known" : pipeline.measured_by === "this process"
+      ? "no flow runs in this process (set SWIPELOOP_PROMETHEUS_URL, or swipeloop flows status)"
+      : "no flow reported lag");
   fill($("#freshness tbody"), pipeline.freshness.map((f) => [
     f.what.replace("swipeloop_", ""), f.arrivals, fixed(f.mean_s), f.p50_s ?? "—", f.p99_s ?? "—",
   ]));
