@@ -29,7 +29,7 @@ def flows_list() -> None:
 
     settings = env_settings()
     table = Table("flow", "what it does", "recovery store")
-    for name, (_, recover) in FLOWS.items():
+    for name, (_, recover, _) in FLOWS.items():
         store = str(recovery_dir(settings, name)) if recover else "-"
         table.add_row(name, describe(name), store)
     Console().print(table)
@@ -134,7 +134,7 @@ def flows_status(
     settings = env_settings()
     columns = ["flow", "partitions", "runs", "epoch", "snapshot_s_ago", "read", "lag", "store"]
     rows = []
-    for name, (_, recover) in FLOWS.items():
+    for name, (_, recover, _) in FLOWS.items():
         if not recover:
             continue
         st = status(settings, name)

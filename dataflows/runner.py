@@ -29,17 +29,18 @@ from bytewax.dataflow import Dataflow
 from bytewax.recovery import RecoveryConfig, init_db_dir
 
 from dataflows import embeddings, features, ingest
+from dataflows.catalog import Catalog
 from dataflows.store_reader import read_parts
 from swipeloop.metrics import serve_metrics
 from swipeloop.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# name -> (build(settings, stop, **options), recovery on)
-FLOWS: dict[str, tuple[Callable[..., Dataflow], bool]] = {
-    "ingest": (ingest.build_flow, True),
-    "features": (features.build_flow, True),
-    "embeddings": (embeddings.build_flow, True),
+# name -> (build(settings, stop, **options), recovery on, reads the item catalog)
+FLOWS: dict[str, tuple[Callable[..., Dataflow], bool, bool]] = {
+    "ingest": (ingest.build_flow, True, False),
+    "features": (features.build_flow, True, True),
+    "embeddings": (embeddings.build_flow, True, True),
 }
 
 
@@ -197,8 +198,25 @@ def run(
     worker; else this process's part of the settings' cluster (`flow_processes` processes
     of `flow_workers` workers at `flow_addresses`). Recovery in `recovery` instead of
     `recovery_dir`."""
-    make, recover = FLOWS[name]
-    flow = make(settings, stop, **options)
+    make, recover, reads_catalog = FLOWS[name]
+    with contextlib.ExitStack() as running:
+        if reads_catalog and "catalog" not in options:
+            catalog = Catalog(settings).start()  # followed while the flow runs, then closed
+            running.callback(catalog.stop)
+            options["catalog"] = catalog
+        flow = make(settings, stop, **options)
+        _execute(name, settings, flow, recover, in_thread, recovery)
+
+
+def _execute(
+    name: str,
+    settings: Settings,
+    flow: Dataflow,
+    recover: bool,
+    in_thread: bool,
+    recovery: Path | None,
+) -> None:
+    """Bytewax runs the flow, with recovery if `recover`, here or as the settings' cluster."""
     quiet_gc()
     kwargs: dict[str, Any] = {"epoch_interval": timedelta(seconds=settings.flow_epoch_s)}
     if recover:
