@@ -83,7 +83,7 @@ def recovery_config(settings: Settings, name: str, path: Path | None = None) -> 
         path = recovery_dir(settings, name)
         if settings.broker_epoch:  # an embedded broker's earlier runs are gone with offsets
             top = settings.data_dir / "recovery"
-            for stale in top.glob(f"{name}-*"):
+            for stale in [*top.glob(f"{name}-*"), *top.glob(f".{name}-*.making")]:
                 if stale not in (path, *path.parents):
                     shutil.rmtree(stale, ignore_errors=True)
     mine = recovery_parts(settings)
