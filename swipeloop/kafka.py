@@ -137,6 +137,8 @@ class AsyncProducer:
     def produce_all(self, messages: list[tuple[str, bytes, bytes]]) -> asyncio.Future[None]:
         """Hand over (topic, key, value) messages; one future for all: done when the broker
         has every one, failed at the first that it refused."""
+        if self._stop.is_set():
+            raise BrokerUnavailable("the producer is closed (this process is stopping)")
         self._renew_if_fatal()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
@@ -171,6 +173,9 @@ class AsyncProducer:
     def produce_nowait(self, topic: str, key: bytes, values: list[bytes]) -> None:
         """Fire and forget, in one call (the impression log must not delay a feed); what the
         local queue cannot take is logged, not raised."""
+        if self._stop.is_set():
+            log.error("%d messages to %s not queued: the producer is closed", len(values), topic)
+            return
         batch = [{"key": key, "value": v} for v in values]
         queued = self._producer.produce_batch(topic, batch)
         if queued < len(batch):
@@ -184,10 +189,15 @@ class AsyncProducer:
             )
 
     def close(self, timeout_s: float = 5.0) -> None:
-        """Deliver what is queued, then stop the poller."""
+        """Deliver what is queued, stop the poller and close the client (what is still
+        queued after `timeout_s` fails now): its connections and threads go at once, not
+        whenever the object holding it does."""
         self._producer.flush(timeout_s)
         self._stop.set()
         self._poller.join(timeout=1)
+        with self._lock:
+            self._producer.purge()
+            self._producer.close()
 
 
 # The producer's id or sequence is no longer accepted: only a new producer can go on.

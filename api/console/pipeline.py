@@ -72,7 +72,7 @@ class Run(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Pipeline(msgspec.Struct, frozen=True, kw_only=True):
-    """Where the pipeline stands, as this process sees it."""
+    """Where the pipeline stands, as this process or the stack's Prometheus sees it."""
 
     measured_by: str  # "this process", or the Prometheus the figures were read from
     problem: str | None  # why lag and freshness are missing (that Prometheus did not answer)

@@ -5,6 +5,7 @@ own, so this process's registry holds none of the flows' lag and only its own fr
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Literal
 
 import httpx
 from prometheus_client.samples import Sample
@@ -39,7 +40,7 @@ def instant(url: str, selector: str, timeout_s: float = TIMEOUT_S) -> list[Sampl
     return out
 
 
-def merged(samples: Iterable[Sample], same: str = "sum") -> list[Sample]:
+def merged(samples: Iterable[Sample], same: Literal["sum", "max"] = "sum") -> list[Sample]:
     """One sample per name and labels: the targets' values added (a histogram's buckets and
     counts over every replica), or their largest ("max": a gauge that two targets reported,
     such as a flow's restarted process beside its last scrape)."""
