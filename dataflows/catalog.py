@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 import time
@@ -54,6 +55,14 @@ class Catalog:
     def wait_caught_up(self, timeout_s: float = 60.0) -> bool:
         """Block until what the topic held at start has been read (False on timeout)."""
         return self._caught_up.wait(timeout_s)
+
+    @classmethod
+    def for_process(cls, settings: Settings) -> Catalog:
+        """A catalog followed until the interpreter exits: for a process that is one flow
+        (`python -m bytewax.run`); `dataflows.runner.run` follows one while its flow runs."""
+        catalog = cls(settings).start()
+        atexit.register(catalog.stop)
+        return catalog
 
     def stop(self) -> None:
         """Stop following."""

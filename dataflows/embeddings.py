@@ -38,7 +38,6 @@ was learned is not lost with a memory-only broker either.
 
 from __future__ import annotations
 
-import atexit
 import logging
 import threading
 from datetime import UTC, datetime
@@ -72,17 +71,15 @@ def build_flow(
     stop: threading.Event | None = None,
     *,
     drain: bool = False,
-    catalog: Catalog | None = None,
+    catalog: Catalog,
     shards: int | None = None,
 ) -> Dataflow:
     """The embeddings flow, wired to the settings' broker and ClickHouse.
 
     `drain` ends the flow once every partition is read to its end (benchmarks, tests);
+    `catalog`: the item catalog, started and stopped by the caller;
     `shards` of each side (default: `embedding_shards`, else one per worker of the cluster).
     """
-    if catalog is None:
-        catalog = Catalog(settings).start()
-        atexit.register(catalog.stop)
     if not catalog.wait_caught_up(60):
         log.warning("the item catalog is not caught up: early events learn without creator")
     items = ItemTable(catalog)
@@ -188,4 +185,5 @@ def _outputs(settings: Settings, published: Stream[Published]) -> None:
 
 def flow() -> Dataflow:
     """Entry point for `python -m bytewax.run dataflows.embeddings:flow` (without recovery)."""
-    return build_flow(Settings.from_env())
+    settings = Settings.from_env()
+    return build_flow(settings, catalog=Catalog.for_process(settings))

@@ -26,7 +26,6 @@ before each start (`dataflows.runner.drop_uncommitted`).
 
 from __future__ import annotations
 
-import atexit
 import copy
 import logging
 import threading
@@ -431,15 +430,13 @@ def build_flow(
     stop: threading.Event | None = None,
     *,
     drain: bool = False,
-    catalog: Catalog | None = None,
+    catalog: Catalog,
 ) -> Dataflow:
     """The features flow, wired to the settings' broker and ClickHouse.
 
-    `drain` ends the flow once every partition is read to its end, closing every window.
+    `drain` ends the flow once every partition is read to its end, closing every window;
+    `catalog`: the item catalog, started and stopped by the caller (it outlives no flow run).
     """
-    if catalog is None:
-        catalog = Catalog(settings).start()
-        atexit.register(catalog.stop)  # no consumer thread left running at interpreter exit
     if not catalog.wait_caught_up(60):
         log.warning("the item catalog is not caught up: early events count without creator")
     lateness, shards = settings.feature_lateness_s, settings.feature_shards
@@ -510,4 +507,5 @@ def build_flow(
 
 def flow() -> Dataflow:
     """Entry point for `python -m bytewax.run dataflows.features:flow` (without recovery)."""
-    return build_flow(Settings.from_env())
+    settings = Settings.from_env()
+    return build_flow(settings, catalog=Catalog.for_process(settings))

@@ -151,7 +151,9 @@ async def simulate(
             while decided is not None and run.now() < limit:
                 if await asyncio.to_thread(decided):
                     break
-                await _sessions(client, run, run.now() + TRIAL_CHECK_S, concurrency, rng, True)
+                await _sessions(
+                    client, run, run.now() + TRIAL_CHECK_S, concurrency, rng, warmup=True
+                )
     return figures
 
 
