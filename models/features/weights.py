@@ -24,6 +24,7 @@ EARLY_SKIP_FRACTION = 0.10
 POSITIVE_KINDS = frozenset({"like", "share", "comment", "follow", "loop"})
 NEGATIVE_KINDS = frozenset({"not_interested", "block"})
 POSITIVE_WATCH_MS = 5000
+FRACTION_STEP = 2.0**-20  # the grid a watched fraction is kept on (`on_grid`)
 
 
 # the counter each action kind increments (plays and impressions are handled apart)
@@ -80,6 +81,17 @@ def _early(watch_ms: Floats, duration_ms: Floats) -> npt.NDArray[np.bool_]:
     return watch_ms < np.where(duration_ms > 0, limit, EARLY_SKIP_MS)
 
 
+def on_grid(fractions: Floats) -> Floats:
+    """Fractions rounded to a multiple of `FRACTION_STEP` (about 1e-6).
+
+    Counters on this grid add and subtract exactly in float64 (up to 2**33), so a window's
+    total does not depend on the order its events came and went in: a flow recovered from a
+    snapshot, or a cluster that counted in other batches, writes the same bits as a run that
+    was never interrupted.
+    """
+    return np.round(fractions / FRACTION_STEP) * FRACTION_STEP
+
+
 def engagement_matrix(
     codes: npt.NDArray[np.int64], watch_ms: Floats, duration_ms: Floats
 ) -> Floats:
@@ -93,7 +105,7 @@ def engagement_matrix(
     known = duration_ms > 0
     out[:, C["plays"]] = play
     out[:, C["watch_ms"]] = np.where(play, watch_ms, 0.0)
-    fraction = np.minimum(watch_ms / np.where(known, duration_ms, 1.0), 1.0)
+    fraction = on_grid(np.minimum(watch_ms / np.where(known, duration_ms, 1.0), 1.0))
     loop = codes == _KIND_CODE["loop"]  # a loop is one more full play of the video
     out[:, C["completion"]] = np.where(play & known, fraction, 0.0) + loop
     out[:, C["skips"]] = skip
@@ -117,7 +129,7 @@ def affinity_weights(codes: npt.NDArray[np.int64], watch_ms: Floats, duration_ms
     its watched fraction (an early skip: -0.5), an action by its kind."""
     play = (codes == _KIND_CODE["watch"]) | (codes == _KIND_CODE["skip"])
     known = duration_ms > 0
-    fraction = np.minimum(watch_ms / np.where(known, duration_ms, 15_000.0), 1.0)
+    fraction = on_grid(np.minimum(watch_ms / np.where(known, duration_ms, 15_000.0), 1.0))
     played = np.where(_early(watch_ms, duration_ms), -0.5, fraction)
     return np.where(play, played, _AFFINITY_BY_CODE[codes])
 

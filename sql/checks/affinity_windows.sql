@@ -2,7 +2,8 @@
 -- the flow's `user_affinity` rows. One row per (kind, user, target, window_end) for the
 -- windows of {window_s} seconds sliding by {hop_s}. The weight follows
 -- models/features.affinity_weights: a play counts its watched fraction (an early skip -0.5),
--- an action its kind's weight. Late events are left out.
+-- an action its kind's weight; a fraction is kept on the flow's grid of
+-- 2^-20 (`on_grid`). Late events are left out.
 -- param: window_s UInt32  the windows' length in seconds (e.g. 3600)
 -- param: hop_s UInt32  how far they slide in seconds (e.g. 60)
 SELECT
@@ -21,7 +22,8 @@ FROM
         if(
             play,
             if(e.watch_ms < early_ms, -0.5,
-               least(e.watch_ms / if(i.duration_ms > 0, i.duration_ms, 15000), 1)),
+               round(least(e.watch_ms / if(i.duration_ms > 0, i.duration_ms, 15000), 1) * 1048576)
+                   / 1048576),
             transform(
                 toString(e.kind),
                 ['loop', 'like', 'comment', 'share', 'follow', 'not_interested', 'block'],

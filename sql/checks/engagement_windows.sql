@@ -3,8 +3,8 @@
 -- {window_s} seconds sliding by {hop_s}: [window_end - window_s, window_end). Late events (in
 -- `late_events`) are left out, as the flow leaves them out. The counters follow
 -- models/features.py: a play is a watch or skip event; completion is min(watch/duration, 1)
--- per play plus one per loop; an early skip is a play shorter than min(2 s, 10 % of the
--- duration), or 2 s when the duration is unknown.
+-- per play (on the flow's grid of 2^-20, `on_grid`) plus one per loop; an early skip is a
+-- play shorter than min(2 s, 10 % of the duration), or 2 s when the duration is unknown.
 -- param: window_s UInt32  the windows' length in seconds (e.g. 3600)
 -- param: hop_s UInt32  how far they slide in seconds (e.g. 60)
 SELECT
@@ -14,7 +14,7 @@ SELECT
     countIf(k = 'impression')                                        AS impressions,
     countIf(play)                                                       AS plays,
     sumIf(ms, play)                                               AS watch_ms,
-    sumIf(least(ms / duration, 1), play AND duration > 0)
+    sumIf(round(least(ms / duration, 1) * 1048576) / 1048576, play AND duration > 0)
         + countIf(k = 'loop')                                        AS completion,
     countIf(play AND ms < if(duration > 0, least(2000, 0.1 * duration), 2000))
                                                                         AS early_skips,

@@ -39,11 +39,5 @@ def test_kill_9_mid_stream_ends_with_the_features_of_an_uninterrupted_run(
     assert len(expected["item_features"]) > 1000 and expected["late_events"] > 0
     assert got["late_events"] == expected["late_events"]
     for table in ("item_features", "creator_features", "user_features", "user_affinity"):
-        assert len(got[table]) == len(expected[table]), table
-        for mine, theirs in zip(got[table], expected[table], strict=True):
-            keys = [v for v in theirs if not isinstance(v, float)]
-            assert [v for v in mine if not isinstance(v, float)] == keys, table
-            values = [v for v in theirs if isinstance(v, float)]
-            assert [v for v in mine if isinstance(v, float)] == pytest.approx(values, abs=1e-9), (
-                keys
-            )
+        # counters on `on_grid` add and subtract exactly: a recovered run writes the same bits
+        assert got[table] == expected[table], table

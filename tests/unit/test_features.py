@@ -4,6 +4,7 @@ from pathlib import Path
 
 import msgspec
 import numpy as np
+import pytest
 
 from models.counting import count_events
 from models.embeddings import mean_vector
@@ -13,11 +14,14 @@ from models.features.rates import rates, smoothed_rate
 from models.features.session import SESSION_IDLE_S, Session, advance_session
 from models.features.trending import trending_score
 from models.features.weights import (
+    FRACTION_STEP,
     C,
     affinity_weight,
     early_skip_ms,
     engagement_delta,
+    engagement_matrix,
     engagement_weight,
+    kind_codes,
 )
 from models.items import ItemTable, keys_of
 from swipeloop.contracts import Engagement, Item, ItemFeatures, ReceivedEvent
@@ -54,6 +58,25 @@ def test_unknown_duration_counts_the_play_but_not_completion() -> None:
     assert row[C["plays"]] == 1 and row[C["completion"]] == 0
 
 
+def test_counters_add_and_subtract_to_the_same_bits_in_any_order() -> None:
+    rng = np.random.default_rng(3)
+    n = 5_000
+    watch_ms = rng.integers(1, 60_000, n).astype(float)
+    duration_ms = rng.integers(1_000, 90_000, n).astype(float)
+    rows = engagement_matrix(kind_codes(["watch"] * n), watch_ms, duration_ms)
+    assert len(np.unique(rows[:, C["completion"]])) > n // 2  # fractions, not whole numbers
+    forward = rows.sum(axis=0)
+    for order in (rng.permutation(n), rng.permutation(n)):
+        total = np.zeros(rows.shape[1])
+        for i in order:  # a sliding window: events come, and a quarter go and come back
+            total += rows[i]
+        for i in order[: n // 4]:
+            total -= rows[i]
+        for i in order[: n // 4][::-1]:
+            total += rows[i]
+        assert total.tobytes() == forward.tobytes()
+
+
 def test_smoothed_rates_start_at_the_prior_and_follow_the_data() -> None:
     assert smoothed_rate(0, 0, 0.05) == 0.05
     assert smoothed_rate(1, 3, 0.05) < 0.1  # one like in three plays is not a 33 % like rate
@@ -63,7 +86,7 @@ def test_smoothed_rates_start_at_the_prior_and_follow_the_data() -> None:
 
 
 def test_affinity_weights() -> None:
-    assert affinity_weight("watch", 9_000, 10_000) == 0.9
+    assert affinity_weight("watch", 9_000, 10_000) == pytest.approx(0.9, abs=FRACTION_STEP)
     assert affinity_weight("skip", 500, 60_000) == -0.5
     assert affinity_weight("share", 0, None) > affinity_weight("like", 0, None) > 0
     assert affinity_weight("block", 0, None) < affinity_weight("not_interested", 0, None) < 0
