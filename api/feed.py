@@ -136,7 +136,7 @@ def build_feed(
     what-if: the replay's validation); `network` is the phone's now (default: the last one
     its events reported)."""
     timer = Timer()
-    now = datetime.now(UTC)
+    now = datetime.fromtimestamp(state.now_s(), UTC)
     user = state.user(user_id)
     retrieved = retrieve(state, user, state.settings.candidates)
     columns = state.columns

@@ -37,8 +37,11 @@ Name = Literal[
 class Lists:
     """Each shared list as last computed, by name."""
 
-    def __init__(self, columns: Callable[[], ItemColumns]) -> None:
+    def __init__(
+        self, columns: Callable[[], ItemColumns], clock: Callable[[], float] = time.time
+    ) -> None:
         self._columns = columns
+        self.clock = clock  # the serving state's "now" (seconds since the epoch)
         self.draws = np.random.default_rng()  # the fresh pool's Thompson draws
         self._values: dict[Name, tuple[float, npt.NDArray[Any]]] = {}  # name -> (when, value)
         self._compute_lock = threading.RLock()  # a list may read another one
@@ -75,7 +78,7 @@ def trending_scores(lists: Lists) -> npt.NDArray[np.float64]:
     cols = lists.columns
     live = np.flatnonzero(~np.isnan(cols.as_of_s))
     scores = np.zeros(len(cols), dtype=np.float64)
-    scores[live] = score_trending(cols.counts[live], cols.as_of_s[live], time.time())
+    scores[live] = score_trending(cols.counts[live], cols.as_of_s[live], lists.clock())
     return scores
 
 
@@ -94,7 +97,7 @@ def fresh_pool(lists: Lists) -> Codes:
     """New uploads with room at their exposure stage, in the order of this second's Thompson
     draws of their audience's reaction (the first `FRESH_POOL`)."""
     cols = lists.columns
-    new = np.flatnonzero(cols.alive & (cols.created_s >= time.time() - FRESH_HOURS * 3600))
+    new = np.flatnonzero(cols.alive & (cols.created_s >= lists.clock() - FRESH_HOURS * 3600))
     day = np.zeros((len(new), len(COUNTERS)), dtype=np.float32)  # unseen: all zero
     counted = ~np.isnan(cols.as_of_s[new])
     day[counted] = cols.counts[new[counted], DAY]

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import random
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
@@ -72,7 +71,7 @@ class Baselines:
 
 def take_snapshot(state: ServingState, codes: Codes, ranker: Ranker | None) -> Snapshot:
     """Rank these items once, on their features as they stand now."""
-    columns, now_s = state.columns, time.time()
+    columns, now_s = state.columns, state.now_s()
     rows = ranking_matrix(
         columns.counts[codes],
         columns.as_of_s[codes],
@@ -103,7 +102,7 @@ def baseline_feed(
     rng: random.Random | None = None,
 ) -> tuple[Feed, list[Impression]]:
     """A page of `n` items by one of the baseline policies (not `realtime`)."""
-    now = datetime.now(UTC)
+    now = datetime.fromtimestamp(state.now_s(), UTC)
     user = state.user(user_id)
     columns = state.columns
     version = NO_MODEL

@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from array import array
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import msgspec
@@ -143,8 +145,16 @@ class ServingState:
         self.replay_from_ms = replay_start_ms()  # where the feeder replays the user topics from
         self._client = client
         self._client_lock = threading.Lock()
-        self._lists = Lists(lambda: self.columns)
+        # what "now" is when a page is scored (seconds since the epoch): the wall clock; a
+        # replay pins it to the end of its timeline, so its figures do not depend on how long
+        # the replay took
+        self.clock: Callable[[], float] = time.time
+        self._lists = Lists(lambda: self.columns, self.now_s)
         self._grow_lock = threading.Lock()
+
+    def now_s(self) -> float:
+        """What time it is for scoring (`clock`), in seconds since the epoch."""
+        return self.clock()
 
     def code(self, item_id: str) -> int:
         """An item's code, with a row in the columns before anyone can hold it."""

@@ -146,10 +146,29 @@ def replay(
     held-out items, with pages that mark nothing seen. Then the rest is streamed, and the
     test feeds are served with the chosen weight."""
     tell = progress or (lambda _phase, _done, _total: None)
+    now = datetime.now(UTC)  # the end of the replayed timeline
+    wall = state.clock
+    state.clock = now.timestamp  # pages are scored then, however long the replay takes
+    try:
+        return _replay(ratings, settings, url, state, span_s, tell, split, tuning, now)
+    finally:
+        state.clock = wall
+
+
+def _replay(
+    ratings: Ratings,
+    settings: Settings,
+    url: str,
+    state: ServingState,
+    span_s: float,
+    tell: Progress,
+    split: Split,
+    tuning: Tried | None,
+    now: datetime,
+) -> ReplayFigures:
     train, held = split(ratings)
     _, check = split(train)
     users = sorted(held)
-    now = datetime.now(UTC)
     with httpx.Client(base_url=url, timeout=60, headers=settings.bearer("user")) as api:
         began = time.perf_counter()
         items = catalog(np.unique(ratings.items), now)
@@ -272,10 +291,19 @@ def _post(api: httpx.Client, path: str, body: object) -> None:
         raise RuntimeError(f"POST {path} answered {r.status_code}: {r.text[:500]}")
 
 
-def _fingerprint(state: ServingState) -> tuple[int, float]:
-    """Changes while the embeddings flow still updates user vectors."""
+def _fingerprint(state: ServingState) -> tuple[float, ...]:
+    """Changes while the flows still update user vectors or item features, or the API still
+    applies swipes."""
     vectors = list(state.user_vectors.values())
-    return len(vectors), float(sum(float(v[0]) for v in vectors))
+    columns = state.columns
+    return (
+        len(vectors),
+        float(sum(float(v[0]) for v in vectors)),
+        float(np.nansum(columns.as_of_s)),
+        float(columns.counts.sum()),
+        len(state.users),
+        len(state.covisits),
+    )
 
 
 def _wait(check: Callable[[], bool], what: str) -> None:
@@ -289,7 +317,7 @@ def _settled(probe: Callable[[], object], timeout_s: float = CATCH_UP_S) -> None
     last, since = probe(), time.monotonic()
     while time.monotonic() - since < QUIET_S:
         if time.monotonic() > deadline:
-            raise TimeoutError(f"the user vectors still change after {timeout_s:.0f} s")
+            raise TimeoutError(f"the serving state still changes after {timeout_s:.0f} s")
         time.sleep(0.5)
         now = probe()
         if now != last:

@@ -8,7 +8,11 @@ from datetime import UTC, datetime
 import numpy as np
 
 from api.diversity import arrange
+from api.item_columns import ItemColumns
+from api.lists import Lists, trending_scores
+from models.features.counts import RANK_WINDOWS
 from models.features.exposure import EXPOSURE_STAGES, exposure_room, exposure_stage, reaction_draws
+from models.features.trending import trending_scores as score_trending
 from models.features.weights import COUNTERS
 from swipeloop.contracts import ItemFeatures
 
@@ -94,3 +98,28 @@ def test_a_new_video_is_promoted_only_when_its_audience_liked_it() -> None:
     assert exposure_stage(loved) == 1 and exposure_room(loved) > 0
     ignored = features(first, first, 0.1 * first, 0)
     assert exposure_stage(ignored) == 0 and exposure_room(ignored) <= 0
+
+
+def test_the_shared_lists_score_trending_at_the_serving_clock_not_the_wall_clock() -> None:
+    """A replay pins the serving state's clock to the end of its timeline: the trending
+    scores are then the same however long ago (in wall time) that was."""
+    hour = np.zeros((3, len(COUNTERS)), np.float32)  # RANK_WINDOWS: hour, 5 min, day
+    hour[:, COUNTERS.index("plays")] = 40
+    as_of = datetime(2026, 11, 28, 12, tzinfo=UTC)
+    columns = ItemColumns(4)
+    columns.set_features(
+        0,
+        ItemFeatures(
+            item_id="i0",
+            as_of=as_of,
+            window_s=list(RANK_WINDOWS),
+            window_end=[as_of] * 3,
+            counts=hour.tobytes(),
+        ),
+    )
+    pinned = as_of.timestamp() + 1800
+    lists = Lists(lambda: columns, lambda: pinned)
+    expected = score_trending(hour[None], np.array([as_of.timestamp()]), pinned)[0]
+    assert trending_scores(lists)[0] == expected > 0
+    wall = Lists(lambda: columns)  # the wall clock: days after `as_of`, decayed far more
+    assert 0 < trending_scores(wall)[0] < expected / 10
