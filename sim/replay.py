@@ -180,7 +180,7 @@ def _replay(
         first = [e for e in events if not _validated(e, check)]
         rest = [e for e in events if _validated(e, check)]
         client = connect(settings)
-        learned_from = _learned()
+        learned_from = _learned(), _counted()
         _stream(api, settings, first, "replay", tell)
         _caught_up(client, state, len(first), learned_from)
         weight, tried = _choose_weight(state, check, tell)
@@ -236,15 +236,29 @@ def _stream(
         tell(phase, min(at + batch, len(events)), len(events))
 
 
-def _caught_up(client: Client, state: ServingState, events: int, learned_from: float) -> None:
-    """Every event so far in ClickHouse and learned by the embeddings flow (this process's
-    counter, from `learned_from`), and the user vectors no longer changing."""
+def _caught_up(
+    client: Client, state: ServingState, events: int, learned_from: tuple[float, float]
+) -> None:
+    """Every event so far in ClickHouse, learned by the embeddings flow and counted by the
+    features flow (this process's counters, from `learned_from`), and the serving state no
+    longer changing."""
     _wait(
         lambda: client.query("SELECT count() FROM events").result_rows[0][0] >= events,
         "every replayed event in ClickHouse",
     )
-    _wait(lambda: _learned() - learned_from >= events, "the embeddings flow to learn every event")
+    learned, counted = learned_from
+    _wait(lambda: _learned() - learned >= events, "the embeddings flow to learn every event")
+    _wait(lambda: _counted() - counted >= events, "the features flow to count every event")
     _settled(lambda: _fingerprint(state))
+
+
+def _counted() -> float:
+    """Events the features flows of this process have counted into windows or set aside as
+    late, so far."""
+    return sum(
+        REGISTRY.get_sample_value(f"swipeloop_{name}_total") or 0.0
+        for name in ("feature_events", "late_events")
+    )
 
 
 def _learned() -> float:
